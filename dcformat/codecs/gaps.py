@@ -1,0 +1,74 @@
+"""Relative indices with filler entries: the paper's sparse-index scheme (spec section 6.4).
+
+Entry ``i`` stores a gap ``g[i]`` in ``0 .. 2**b - 1``; its position is
+``p[i] = p[i-1] + g[i] + 1`` with ``p[-1] = -1``, i.e. ``p = cumsum(g + 1) - 1``.
+When the distance to the next stored entry is too long for ``b`` bits, the encoder
+inserts *fillers*: entries of gap ``2**b - 1`` (advancing ``2**b`` positions) whose code
+decodes to zero. Fillers are ordinary entries to a decoder.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Entries turned into positions per block while decoding, bounding the int64 temporaries.
+_BLOCK_ENTRIES = 1 << 20
+
+
+def true_gaps(positions: np.ndarray) -> np.ndarray:
+    """Zero-based distance of each position from the previous one (``p[i] - p[i-1] - 1``)."""
+    if positions.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.diff(positions, prepend=-1) - 1
+
+
+def filler_counts(gaps: np.ndarray, gap_bits: int) -> np.ndarray:
+    """Fillers needed before each entry at gap width ``gap_bits``."""
+    return gaps >> gap_bits
+
+
+def gap_histogram(gaps: np.ndarray, gap_bits: int) -> tuple[np.ndarray, int]:
+    """Histogram of the gap symbols at width ``gap_bits`` (fillers included), and the filler count."""
+    fillers = int(filler_counts(gaps, gap_bits).sum())
+    hist = np.bincount(gaps & ((1 << gap_bits) - 1), minlength=1 << gap_bits).astype(np.int64)
+    hist[-1] += fillers
+    return hist, fillers
+
+
+def with_fillers(gaps: np.ndarray, codes: np.ndarray, gap_bits: int, filler_code: int) -> tuple[np.ndarray, np.ndarray]:
+    """The entry sequence on the wire: fillers inserted before the entries that need them."""
+    fillers = filler_counts(gaps, gap_bits)
+    max_gap = (1 << gap_bits) - 1
+    symbol_dtype = np.uint8 if gap_bits <= 8 else np.uint16
+    if not fillers.any():
+        return gaps.astype(symbol_dtype), codes
+    total = gaps.size + int(fillers.sum())
+    real_index = np.arange(gaps.size) + np.cumsum(fillers)  # fillers come first
+    wire_gaps = np.full(total, max_gap, dtype=symbol_dtype)
+    wire_gaps[real_index] = gaps & max_gap
+    wire_codes = np.full(total, filler_code, dtype=codes.dtype)
+    wire_codes[real_index] = codes
+    return wire_gaps, wire_codes
+
+
+def scatter(out: np.ndarray, gap_symbols: np.ndarray, codes: np.ndarray, table: np.ndarray) -> int:
+    """Write ``table[codes]`` at the positions the gaps give; returns the last position (or -1).
+
+    Works in blocks so the int64 positions and gathered values never take more than a few MiB. The caller
+    checks the returned last position against the tensor size *before* calling (via
+    :func:`last_position`); here every index is already known to be in range.
+    """
+    carry = -1
+    for start in range(0, gap_symbols.size, _BLOCK_ENTRIES):
+        block = gap_symbols[start : start + _BLOCK_ENTRIES].astype(np.int64)
+        block += 1
+        np.cumsum(block, out=block)
+        block += carry
+        out[block] = np.take(table, codes[start : start + _BLOCK_ENTRIES])
+        carry = int(block[-1])
+    return carry
+
+
+def last_position(gap_symbols: np.ndarray) -> int:
+    """Position of the last entry: the sum of (gap + 1) minus one, without a big temporary."""
+    return int(gap_symbols.sum(dtype=np.int64)) + gap_symbols.size - 1

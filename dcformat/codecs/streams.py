@@ -1,0 +1,85 @@
+"""Symbol streams: a coder id, a body length, and a body (spec section 7).
+
+A stream carries ``count`` symbols of an alphabet ``0 .. alphabet_size - 1``; both are
+known from the enclosing payload, never stored in the stream itself. The encoder picks
+the smallest of the three coders unless told which to use.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..constants import Coder
+from ..errors import EncodeError, FormatError, UnsupportedError
+from ..layout import STREAM_HEADER_SIZE, StreamHeader
+from . import bitpack, huffman, zstd
+
+
+def symbol_dtype(alphabet_size: int) -> np.dtype:
+    """Decoded symbols come back as uint8 for alphabets of at most 256 symbols, else uint16."""
+    return np.dtype(np.uint8) if alphabet_size <= 256 else np.dtype(np.uint16)
+
+
+def estimate_size(histogram: np.ndarray, count: int, alphabet_size: int) -> int:
+    """Stream bytes (header included) of the smaller of bit packing and Huffman, from a histogram.
+
+    zstd is left out: its size is only known by compressing, which the encoder does once
+    it has settled the layout (``encode`` below).
+    """
+    packed = bitpack.packed_size(count, bitpack.width_for(alphabet_size))
+    return STREAM_HEADER_SIZE + min(packed, huffman.encoded_size(histogram, count=count))
+
+
+def encode(symbols: np.ndarray, alphabet_size: int, *, coder: Coder | None = None, zstd_level: int = zstd.DEFAULT_LEVEL) -> bytes:
+    """Header and body of the stream; ``coder=None`` keeps the smallest (ties: the earlier id)."""
+    candidates = [coder] if coder is not None else list(Coder)
+    best = None
+    for candidate in candidates:
+        body = _encode_body(symbols, alphabet_size, Coder(candidate), zstd_level)
+        if best is None or len(body) < len(best[1]):
+            best = (Coder(candidate), body)
+    chosen, body = best
+    return StreamHeader.build(dict(coder=int(chosen), body_length=len(body))) + body
+
+
+def _encode_body(symbols: np.ndarray, alphabet_size: int, coder: Coder, zstd_level: int) -> bytes:
+    if coder == Coder.BITPACK:
+        return bitpack.pack(symbols, bitpack.width_for(alphabet_size))
+    if coder == Coder.HUFFMAN:
+        return huffman.encode(symbols, alphabet_size)
+    if coder == Coder.ZSTD:
+        return zstd.compress(np.ascontiguousarray(symbols, dtype=symbol_dtype(alphabet_size).newbyteorder("<")).tobytes(), level=zstd_level)
+    raise EncodeError(f"unknown coder {coder!r}")
+
+
+def read_header(buf, pos: int, end: int, *, field: str, base: int) -> tuple[Coder, int, int]:
+    """Parse a stream header at ``buf[pos:]``; returns (coder, body start, body end).
+
+    ``base`` is the file offset of ``buf[0]``, for error messages.
+    """
+    if end - pos < STREAM_HEADER_SIZE:
+        raise FormatError(field, f"stream header needs {STREAM_HEADER_SIZE} bytes, {end - pos} left in the payload", offset=base + pos)
+    header = StreamHeader.parse(bytes(buf[pos : pos + STREAM_HEADER_SIZE]))
+    try:
+        coder = Coder(header.coder)
+    except ValueError:
+        raise UnsupportedError(field + ".coder", f"unknown coder id {header.coder}", offset=base + pos) from None
+    start = pos + STREAM_HEADER_SIZE
+    if header.body_length > end - start:
+        raise FormatError(field + ".body_length", f"stream body of {header.body_length} bytes runs past the payload ({end - start} bytes left)", offset=base + pos + 1)
+    return coder, start, start + header.body_length
+
+
+def decode_body(coder: Coder, body, count: int, alphabet_size: int, *, field: str, offset: int) -> np.ndarray:
+    """Decode ``count`` symbols; every symbol is checked to be ``< alphabet_size``."""
+    dtype = symbol_dtype(alphabet_size)
+    if coder == Coder.BITPACK:
+        symbols = bitpack.unpack_checked(body, count, bitpack.width_for(alphabet_size), field=field, offset=offset, dtype=dtype)
+    elif coder == Coder.HUFFMAN:
+        return huffman.decode(body, count, alphabet_size, field=field, offset=offset)  # its table bounds every symbol
+    else:
+        raw = zstd.decompress_exact(body, count * dtype.itemsize, field=field, offset=offset)
+        symbols = np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype, copy=False)
+    if symbols.size and int(symbols.max()) >= alphabet_size:
+        raise FormatError(field, f"symbol {int(symbols.max())} is outside the alphabet of {alphabet_size}", offset=offset)
+    return symbols

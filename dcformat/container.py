@@ -1,0 +1,624 @@
+"""The container: writing a file section by section, and reading it lazily (spec sections 3-5).
+
+A file is a 64-byte header, the payloads (each on a 64-byte boundary, zero padding
+between), and at the end the index: JSON metadata, the tensor directory, and a CRC-32
+of both. The header says where the index starts, so a writer can stream payloads out
+one at a time and finish with the index; a reader reads the header and the index and
+touches a payload only when its tensor is asked for.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import tempfile
+import zlib
+from dataclasses import dataclass
+from typing import IO, Iterator, Mapping
+
+import numpy as np
+from construct import ConstructError
+
+from . import dtypes
+from .codecs import streams
+from .constants import (
+    ALIGNMENT,
+    DATA_START,
+    DTYPE_ITEMSIZE,
+    HEADER_SIZE,
+    MAGIC,
+    MAX_DIRECTORY_BYTES,
+    MAX_ELEMENTS,
+    MAX_EXPANSION,
+    MAX_METADATA_BYTES,
+    MAX_NAME_BYTES,
+    MAX_RANK,
+    MAX_TENSORS,
+    RESERVED_KEY_PREFIX,
+    VERSION_MAJOR,
+    VERSION_MINOR,
+    DType,
+    Encoding,
+)
+from .encodings import EncodeOptions, decode_payload, decoded_nbytes, encode_tensor, within_expansion
+from .errors import ChecksumError, DCFormatError, EncodeError, FormatError, LimitError, UnsupportedError
+from .layout import HEADER_CRC_COVERS, INDEX_CRC_SIZE, QUANT_HEADER_SIZE, Header, QuantHeader, TensorEntry, entry_size
+from .quantize import QuantizedTensor
+
+PRODUCER = "dcformat"
+
+
+def _align(offset: int) -> int:
+    return -(-offset // ALIGNMENT) * ALIGNMENT
+
+
+def _crc(data) -> int:
+    return zlib.crc32(data) & 0xFFFFFFFF
+
+
+# ======================================================================================
+# Writing
+# ======================================================================================
+
+@dataclass(frozen=True)
+class _Written:
+    name: bytes
+    dtype: DType
+    encoding: Encoding
+    shape: tuple
+    offset: int
+    length: int
+    crc32: int
+
+
+class Writer:
+    """Writes a file tensor by tensor: ``add`` as many as you like, then ``finish`` once.
+
+    The states are explicit: payloads can only be added before ``finish``, and
+    ``finish`` writes the index and then the header, which is the only way the file
+    becomes valid. ``sink`` must be a seekable binary file object positioned at 0.
+    """
+
+    def __init__(self, sink: IO[bytes], *, options: EncodeOptions | None = None):
+        self._sink = sink
+        self._options = options or EncodeOptions()
+        self._written: dict[bytes, _Written] = {}
+        self._end = DATA_START
+        self._finished = False
+        sink.write(b"\0" * DATA_START)  # the header is written last, once the index is placed
+
+    def add(self, name: str, tensor, *, options: EncodeOptions | None = None) -> None:
+        """Encode ``tensor`` (an ndarray or QuantizedTensor) and write its payload now."""
+        if self._finished:
+            raise EncodeError("the file is already finished", field=repr(name))
+        key = _check_name(name)
+        if key in self._written:
+            raise EncodeError("a tensor of this name was already added", field=repr(name))
+        if len(self._written) >= MAX_TENSORS:
+            raise EncodeError(f"a file holds at most {MAX_TENSORS} tensors")
+        encoded = encode_tensor(tensor, options or self._options, field=repr(name))
+        _check_shape(encoded.shape, field=repr(name))
+        offset = _align(self._end)
+        self._sink.write(b"\0" * (offset - self._end))
+        self._sink.write(encoded.payload)
+        self._end = offset + len(encoded.payload)
+        self._written[key] = _Written(key, encoded.dtype, encoded.encoding, encoded.shape, offset, len(encoded.payload), _crc(encoded.payload))
+
+    def finish(self, metadata: Mapping[str, object] | None = None) -> int:
+        """Write the index and the header; returns the file's size in bytes."""
+        if self._finished:
+            raise EncodeError("the file is already finished")
+        meta = encode_metadata(metadata)
+        directory = b"".join(
+            TensorEntry.build(dict(name_length=len(w.name), name=w.name, dtype=int(w.dtype), encoding=int(w.encoding), rank=len(w.shape),
+                                   flags=0, shape=list(w.shape), payload_offset=w.offset, payload_length=w.length, payload_crc32=w.crc32))
+            for _, w in sorted(self._written.items())
+        )
+        if len(directory) > MAX_DIRECTORY_BYTES:
+            raise EncodeError(f"the directory would take {len(directory)} bytes, over the limit of {MAX_DIRECTORY_BYTES}")
+        index_offset = self._end
+        self._sink.write(meta + directory + _crc(meta + directory).to_bytes(4, "little"))
+        header = dict(magic=MAGIC, version_major=VERSION_MAJOR, version_minor=VERSION_MINOR, flags=0, tensor_count=len(self._written),
+                      metadata_length=len(meta), index_offset=index_offset, directory_length=len(directory), header_crc32=0)
+        header["header_crc32"] = _crc(Header.build(header)[:HEADER_CRC_COVERS])
+        self._sink.seek(0)
+        self._sink.write(Header.build(header))
+        self._sink.seek(0, os.SEEK_END)
+        self._finished = True
+        return index_offset + len(meta) + len(directory) + INDEX_CRC_SIZE
+
+
+def _check_name(name) -> bytes:
+    if not isinstance(name, str):
+        raise EncodeError(f"tensor names must be str, got {type(name).__name__}")
+    try:
+        key = name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise EncodeError("tensor name is not encodable as UTF-8", field=repr(name)) from None
+    if not 1 <= len(key) <= MAX_NAME_BYTES:
+        raise EncodeError(f"tensor names take 1 to {MAX_NAME_BYTES} UTF-8 bytes, this one {len(key)}", field=repr(name))
+    return key
+
+
+def _check_shape(shape, *, field: str) -> None:
+    if len(shape) > MAX_RANK:
+        raise EncodeError(f"rank {len(shape)} is over the limit of {MAX_RANK}", field=field)
+    if int(np.prod(shape, dtype=object)) > MAX_ELEMENTS:
+        raise EncodeError(f"{int(np.prod(shape, dtype=object))} elements are over the limit of {MAX_ELEMENTS}", field=field)
+
+
+def encode_metadata(metadata: Mapping[str, object] | None) -> bytes:
+    """Canonical JSON of the user's keys plus the reserved ones (spec section 4)."""
+    metadata = dict(metadata or {})
+    for key in metadata:
+        if not isinstance(key, str):
+            raise EncodeError(f"metadata keys must be str, got {key!r}")
+        if key.startswith(RESERVED_KEY_PREFIX):
+            raise EncodeError(f"metadata keys starting with {RESERVED_KEY_PREFIX!r} are reserved", field=repr(key))
+    from . import __version__  # late: the package imports this module
+
+    metadata[RESERVED_KEY_PREFIX + "producer"] = f"{PRODUCER} {__version__}"
+    try:
+        text = json.dumps(metadata, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise EncodeError(f"metadata is not JSON-serialisable ({exc})") from None
+    data = text.encode("utf-8")
+    if len(data) > MAX_METADATA_BYTES:
+        raise EncodeError(f"metadata takes {len(data)} bytes, over the limit of {MAX_METADATA_BYTES}")
+    return data
+
+
+def _write_all(sink, tensors: Mapping, metadata, options, overrides) -> int:
+    if not isinstance(tensors, Mapping):
+        raise EncodeError(f"tensors must be a mapping of names to arrays, got {type(tensors).__name__}")
+    overrides = dict(overrides or {})
+    unknown = set(overrides) - set(tensors)
+    if unknown:
+        raise EncodeError(f"overrides name tensors that are not being saved: {sorted(unknown)}")
+    writer = Writer(sink, options=options)
+    # Sorting by name makes the bytes independent of the dict's order (determinism).
+    for name in sorted(tensors, key=lambda n: _check_name(n)):
+        writer.add(name, tensors[name], options=overrides.get(name))
+    return writer.finish(metadata)
+
+
+def save(tensors: Mapping, *, metadata=None, options: EncodeOptions | None = None, overrides=None) -> bytes:
+    """Encode ``tensors`` (name -> ndarray or QuantizedTensor) into the bytes of a file."""
+    import io
+
+    sink = io.BytesIO()
+    _write_all(sink, tensors, metadata, options, overrides)
+    return sink.getvalue()
+
+
+def save_file(tensors: Mapping, path, *, metadata=None, options: EncodeOptions | None = None, overrides=None) -> int:
+    """Write a file atomically: to a temporary file beside ``path``, synced, then renamed.
+
+    A crash at any moment leaves either the old file or the new one at ``path``, never
+    a partial one. Returns the file's size in bytes.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w+b") as sink:
+            size = _write_all(sink, tensors, metadata, options, overrides)
+            sink.flush()
+            os.fsync(sink.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _sync_folder(folder)
+    return size
+
+
+def _sync_folder(folder: str) -> None:
+    """Make the rename itself durable (POSIX); a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# ======================================================================================
+# Reading
+# ======================================================================================
+
+@dataclass(frozen=True)
+class Entry:
+    """One directory entry, checked against the file (spec section 5)."""
+
+    name: str
+    dtype: DType | int  # an int when a newer minor version defined the id
+    encoding: Encoding | int
+    shape: tuple
+    offset: int
+    length: int
+    crc32: int
+    entry_offset: int
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """What ``info(name)`` tells about a stored tensor without decoding it whole."""
+
+    name: str
+    shape: tuple
+    dtype: str
+    encoding: str
+    stored_bytes: int
+    decoded_bytes: int
+    density: float
+    entry_count: int | None = None
+    codebook_size: int | None = None
+    code_bits: float | None = None
+    gap_bits: float | None = None
+    gap_width: int | None = None
+    codes_coder: str | None = None
+    gaps_coder: str | None = None
+    payload_offset: int = 0
+
+    @property
+    def ratio(self) -> float:
+        """fp32 size of the tensor divided by its stored bytes (inf for an empty payload)."""
+        fp32 = 4 * int(np.prod(self.shape, dtype=object))
+        return fp32 / self.stored_bytes if self.stored_bytes else float("inf")
+
+    def as_dict(self) -> dict:
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        out["shape"] = list(self.shape)
+        out["ratio_vs_fp32"] = self.ratio
+        return out
+
+
+class DCFile:
+    """A lazy reader: the header and index are read and checked at once; payloads on demand.
+
+    Use as a context manager, or call :meth:`close`. Raw tensors are returned as
+    read-only views of the memory-mapped file; everything else is decoded on each
+    :meth:`get`. Every payload's CRC-32 is checked before it is decoded.
+    """
+
+    def __init__(self, source, *, max_expansion: int = MAX_EXPANSION):
+        self._file = None
+        self._mmap = None
+        self.max_expansion = max_expansion
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            self._buf = memoryview(source).cast("B") if isinstance(source, memoryview) else memoryview(bytes(source))
+            self.path = None
+        else:
+            self.path = os.fspath(source)
+            self._file = open(self.path, "rb")
+            size = os.fstat(self._file.fileno()).st_size
+            if size == 0:
+                self._buf = memoryview(b"")
+            else:
+                self._mmap = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+                self._buf = memoryview(self._mmap)
+        try:
+            self._parse()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- context manager --------------------------------------------------------------
+    def __enter__(self) -> "DCFile":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the file. Arrays still viewing the map keep it alive until they go."""
+        self._buf = memoryview(b"")
+        if self._mmap is not None:
+            try:
+                self._mmap.close()
+            except BufferError:  # raw views handed out still use it; it closes when they die
+                pass
+            self._mmap = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    # -- parsing ----------------------------------------------------------------------
+    def _parse(self) -> None:
+        buf = self._buf
+        size = len(buf)
+        if size < HEADER_SIZE:
+            raise FormatError("header", f"file of {size} bytes is shorter than the {HEADER_SIZE}-byte header", offset=0)
+        raw_header = bytes(buf[:HEADER_SIZE])
+        if raw_header[:8] != MAGIC:
+            raise FormatError("header.magic", f"not a dcformat file (magic {raw_header[:8]!r}, expected {MAGIC!r})", offset=0)
+        header = Header.parse(raw_header)
+        if header.version_major != VERSION_MAJOR:
+            raise UnsupportedError("header.version_major", f"format version {header.version_major}.{header.version_minor} is not supported (this reader reads {VERSION_MAJOR}.x)", offset=8)
+        if _crc(raw_header[:HEADER_CRC_COVERS]) != header.header_crc32:
+            raise ChecksumError("header.header_crc32", "header checksum mismatch: the header is corrupt", offset=HEADER_CRC_COVERS)
+        if header.flags != 0:
+            raise FormatError("header.flags", f"reserved flag bits are set (0x{header.flags:08x})", offset=12)
+        self.version = (header.version_major, header.version_minor)
+        if size < DATA_START:
+            raise FormatError("header.padding", f"file of {size} bytes ends inside the {DATA_START}-byte header block", offset=HEADER_SIZE)
+        if any(buf[HEADER_SIZE:DATA_START]):
+            raise FormatError("header.padding", "padding after the header is not zero", offset=HEADER_SIZE)
+        if header.tensor_count > MAX_TENSORS:
+            raise LimitError("header.tensor_count", f"{header.tensor_count} tensors is over the limit of {MAX_TENSORS}", offset=16)
+        if header.metadata_length > MAX_METADATA_BYTES:
+            raise LimitError("header.metadata_length", f"{header.metadata_length} bytes is over the limit of {MAX_METADATA_BYTES}", offset=20)
+        if header.directory_length > MAX_DIRECTORY_BYTES:
+            raise LimitError("header.directory_length", f"{header.directory_length} bytes is over the limit of {MAX_DIRECTORY_BYTES}", offset=32)
+        index_offset = header.index_offset
+        index_end = index_offset + header.metadata_length + header.directory_length + INDEX_CRC_SIZE
+        if index_offset < DATA_START or index_end != size:
+            raise FormatError("header.index_offset", f"index at {index_offset} with {header.metadata_length}+{header.directory_length}+4 bytes "
+                              f"must end exactly at the end of the {size}-byte file", offset=24)
+        meta_end = index_offset + header.metadata_length
+        dir_end = meta_end + header.directory_length
+        stored_crc = int.from_bytes(buf[dir_end:index_end], "little")
+        if _crc(buf[index_offset:dir_end]) != stored_crc:
+            raise ChecksumError("index.crc32", "index checksum mismatch: the metadata or directory is corrupt", offset=dir_end)
+        self._metadata = decode_metadata(bytes(buf[index_offset:meta_end]), offset=index_offset)
+        self._entries = self._parse_directory(buf[meta_end:dir_end], header.tensor_count, meta_end)
+        self._check_coverage(index_offset)
+
+    def _parse_directory(self, data, count: int, base: int) -> dict[str, Entry]:
+        entries: dict[str, Entry] = {}
+        pos = 0
+        previous = None
+        for index in range(count):  # one iteration per tensor, not per element
+            field = f"directory[{index}]"
+            if len(data) - pos < 2:
+                raise FormatError(field, "directory ends inside an entry", offset=base + pos)
+            name_length = int.from_bytes(data[pos : pos + 2], "little")
+            if not 1 <= name_length <= MAX_NAME_BYTES:
+                raise LimitError(field + ".name_length", f"{name_length} is outside 1..{MAX_NAME_BYTES}", offset=base + pos)
+            rank_at = pos + 2 + name_length + 2
+            if len(data) - pos < entry_size(name_length, 0):
+                raise FormatError(field, "directory ends inside an entry", offset=base + pos)
+            rank = data[rank_at]
+            if rank > MAX_RANK:
+                raise LimitError(field + ".rank", f"rank {rank} is over the limit of {MAX_RANK}", offset=base + rank_at)
+            length = entry_size(name_length, rank)
+            if len(data) - pos < length:
+                raise FormatError(field, "directory ends inside an entry", offset=base + pos)
+            try:
+                raw = TensorEntry.parse(bytes(data[pos : pos + length]))
+            except ConstructError as exc:  # cannot happen after the checks above; kept as a guard
+                raise FormatError(field, f"unreadable entry ({exc})", offset=base + pos) from None
+            entry = self._check_entry(raw, field, base + pos, previous)
+            previous = raw.name
+            entries[entry.name] = entry
+            pos += length
+        if pos != len(data):
+            raise FormatError("directory", f"{len(data) - pos} bytes follow the last of {count} entries", offset=base + pos)
+        return entries
+
+    def _check_entry(self, raw, field: str, at: int, previous: bytes | None) -> Entry:
+        try:
+            name = raw.name.decode("utf-8")
+        except UnicodeDecodeError:
+            raise FormatError(field + ".name", "tensor name is not valid UTF-8", offset=at + 2) from None
+        if previous is not None and raw.name <= previous:
+            problem = "duplicate tensor name" if raw.name == previous else "names are not in ascending byte order"
+            raise FormatError(field + ".name", f"{problem} ({_safe(name)!s})", offset=at + 2)
+        after_name = at + 2 + len(raw.name)
+        dtype = _known(DType, raw.dtype)
+        encoding = _known(Encoding, raw.encoding)
+        newer = self.version[1] > VERSION_MINOR
+        if not isinstance(dtype, DType) and not newer:
+            raise UnsupportedError(field + ".dtype", f"unknown dtype id {raw.dtype}", offset=after_name)
+        if not isinstance(encoding, Encoding) and not newer:
+            raise UnsupportedError(field + ".encoding", f"unknown encoding id {raw.encoding}", offset=after_name + 1)
+        if raw.flags != 0:
+            raise FormatError(field + ".flags", f"reserved flag bits are set (0x{raw.flags:02x})", offset=after_name + 3)
+        shape = tuple(int(d) for d in raw.shape)
+        numel = 1
+        for dim in shape:
+            numel *= dim
+            if numel > MAX_ELEMENTS:
+                raise LimitError(field + ".shape", f"shape {shape} has more than {MAX_ELEMENTS} elements", offset=after_name + 4)
+        offsets_at = after_name + 4 + 8 * len(shape)
+        if raw.payload_offset % ALIGNMENT:
+            raise FormatError(field + ".payload_offset", f"{raw.payload_offset} is not a multiple of {ALIGNMENT}", offset=offsets_at)
+        return Entry(name, dtype, encoding, shape, raw.payload_offset, raw.payload_length, raw.payload_crc32, at)
+
+    def _check_coverage(self, index_offset: int) -> None:
+        """Payloads tile the data area exactly: no holes, no overlaps, zero padding only."""
+        expected = DATA_START
+        end = DATA_START
+        for entry in sorted(self._entries.values(), key=lambda e: (e.offset, e.length)):
+            field = f"tensors[{_safe(entry.name)}].payload_offset"
+            if entry.offset != _align(end):
+                problem = "overlaps the previous payload" if entry.offset < _align(end) else "leaves a hole after the previous payload"
+                raise FormatError(field, f"payload at {entry.offset} {problem} (expected {_align(end)})", offset=entry.entry_offset)
+            if entry.offset + entry.length > index_offset:
+                raise FormatError(field, f"payload [{entry.offset}, {entry.offset + entry.length}) runs into the index at {index_offset}", offset=entry.entry_offset)
+            expected = entry.offset
+            end = entry.offset + entry.length
+        del expected
+        if self._entries and end != index_offset:
+            raise FormatError("header.index_offset", f"the index starts at {index_offset}, but the last payload ends at {end}", offset=24)
+        if not self._entries and index_offset != DATA_START:
+            raise FormatError("header.index_offset", f"a file without tensors has its index at {DATA_START}, not {index_offset}", offset=24)
+
+    # -- public API ---------------------------------------------------------------------
+    def keys(self) -> list[str]:
+        """Tensor names in the directory's order (ascending UTF-8 bytes)."""
+        return list(self._entries)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __contains__(self, name) -> bool:
+        return name in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def metadata(self) -> dict:
+        """The JSON metadata: the user's keys and the reserved ``dcformat.*`` ones."""
+        return json.loads(json.dumps(self._metadata))
+
+    def entry(self, name: str) -> Entry:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise KeyError(f"no tensor named {name!r} in this file") from None
+
+    def payload(self, name: str, *, check: bool = True) -> memoryview:
+        """The raw payload bytes of a tensor (its CRC-32 checked unless ``check=False``)."""
+        entry = self.entry(name)
+        data = self._buf[entry.offset : entry.offset + entry.length]
+        if check and _crc(data) != entry.crc32:
+            raise ChecksumError(f"tensors[{_safe(name)}].payload_crc32", "payload checksum mismatch: the tensor's bytes are corrupt", offset=entry.offset)
+        return data
+
+    def _decodable(self, name: str) -> tuple[Entry, memoryview]:
+        entry = self.entry(name)
+        field = f"tensors[{_safe(name)}]"
+        if not isinstance(entry.dtype, DType):
+            raise UnsupportedError(field + ".dtype", f"dtype id {entry.dtype} comes from format {self.version[0]}.{self.version[1]}, newer than this reader", offset=entry.entry_offset)
+        if not isinstance(entry.encoding, Encoding):
+            raise UnsupportedError(field + ".encoding", f"encoding id {entry.encoding} comes from format {self.version[0]}.{self.version[1]}, newer than this reader", offset=entry.entry_offset)
+        decoded = decoded_nbytes(entry.dtype, entry.shape)
+        if not within_expansion(decoded, entry.length, self.max_expansion):
+            raise LimitError(field, f"{decoded} decoded bytes from a {entry.length}-byte payload exceed the expansion limit "
+                             f"({self.max_expansion} x (payload + 64)); open with a larger max_expansion to allow it", offset=entry.offset)
+        return entry, self.payload(name)
+
+    def get(self, name: str) -> np.ndarray:
+        """Decode one tensor. Raw tensors come back as read-only views of the file."""
+        entry, data = self._decodable(name)
+        return decode_payload(entry.dtype, entry.encoding, entry.shape, data, field=f"tensors[{_safe(name)}]", offset=entry.offset)
+
+    def get_quantized(self, name: str) -> QuantizedTensor:
+        """A quantized tensor's codebook and entries (fillers included), without dequantizing."""
+        entry, data = self._decodable(name)
+        return decode_payload(entry.dtype, entry.encoding, entry.shape, data, field=f"tensors[{_safe(name)}]", offset=entry.offset, quantized=True)
+
+    def info(self, name: str) -> TensorInfo:
+        """Shape, dtype, encoding, sizes and coding statistics; reads the payload for density."""
+        entry, data = self._decodable(name)
+        base = dict(name=name, shape=entry.shape, dtype=dtypes.name(entry.dtype), encoding=entry.encoding.name.lower(),
+                    stored_bytes=entry.length, decoded_bytes=decoded_nbytes(entry.dtype, entry.shape), payload_offset=entry.offset)
+        numel = int(np.prod(entry.shape, dtype=object))
+        if entry.encoding in (Encoding.RAW, Encoding.ZSTD):
+            if entry.dtype == DType.BFLOAT16:  # count on the bits, so ml_dtypes is not needed; -0 is zero
+                bits = decode_payload(DType.UINT16, entry.encoding, entry.shape, data, field=f"tensors[{_safe(name)}]", offset=entry.offset)
+                nonzero = int(np.count_nonzero(bits & 0x7FFF))
+            else:
+                nonzero = int(np.count_nonzero(self.get(name)))
+            return TensorInfo(density=nonzero / numel if numel else 0.0, **base)
+        q = self.get_quantized(name)
+        layout = describe_quantized(data)
+        count = max(q.entry_count, 1)
+        return TensorInfo(density=q.density, entry_count=q.entry_count, codebook_size=q.codebook.size,
+                          code_bits=8 * layout["codes_bytes"] / count if q.entry_count else 0.0,
+                          gap_bits=(8 * layout["gaps_bytes"] / count if q.entry_count else 0.0) if layout["gap_width"] else None,
+                          gap_width=layout["gap_width"] or None, codes_coder=layout["codes_coder"], gaps_coder=layout["gaps_coder"], **base)
+
+    def verify(self) -> list[str]:
+        """Decode every tensor and check every checksum; returns the names checked.
+
+        Raises the first :class:`DCFormatError` found. Opening the file already checked
+        the header, index and layout; this adds the payloads and their padding.
+        """
+        self._check_padding()
+        for name in self._entries:
+            self.get(name)
+        return list(self._entries)
+
+    def _check_padding(self) -> None:
+        end = DATA_START
+        for entry in sorted(self._entries.values(), key=lambda e: (e.offset, e.length)):
+            if any(self._buf[end : entry.offset]):
+                raise FormatError(f"tensors[{_safe(entry.name)}].padding", "padding before the payload is not zero", offset=end)
+            end = entry.offset + entry.length
+
+
+def describe_quantized(payload) -> dict:
+    """Stream sizes and coders of a (well-formed) quantized payload, without decoding symbols."""
+    header = QuantHeader.parse(bytes(payload[:QUANT_HEADER_SIZE]))
+    pos = QUANT_HEADER_SIZE + header.codebook_size * DTYPE_ITEMSIZE[DType(header.codebook_dtype)]
+    out = dict(gap_width=header.gap_bits, gaps_coder=None, gaps_bytes=0)
+    coder, start, stop = streams.read_header(payload, pos, len(payload), field="codes", base=0)
+    out.update(codes_coder=coder.name.lower(), codes_bytes=stop - pos)
+    if header.gap_bits:
+        coder, start, stop2 = streams.read_header(payload, stop, len(payload), field="gaps", base=0)
+        out.update(gaps_coder=coder.name.lower(), gaps_bytes=stop2 - stop)
+    return out
+
+
+def decode_metadata(data: bytes, *, offset: int) -> dict:
+    """Parse the metadata section: a UTF-8 JSON object without duplicate keys or NaN."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FormatError("metadata", f"not valid UTF-8 ({exc.reason} at byte {exc.start})", offset=offset + exc.start) from None
+
+    def no_duplicates(pairs):
+        keys = [k for k, _ in pairs]
+        if len(set(keys)) != len(keys):
+            raise ValueError("duplicate key")
+        return dict(pairs)
+
+    def no_constants(token):
+        raise ValueError(f"{token} is not JSON")
+
+    try:
+        value = json.loads(text, object_pairs_hook=no_duplicates, parse_constant=no_constants)
+    except (ValueError, RecursionError) as exc:
+        raise FormatError("metadata", f"not valid JSON ({exc})", offset=offset) from None
+    if not isinstance(value, dict):
+        raise FormatError("metadata", f"must be a JSON object, got {type(value).__name__}", offset=offset)
+    return value
+
+
+def _known(enum_type, value: int):
+    try:
+        return enum_type(value)
+    except ValueError:
+        return value
+
+
+def _safe(name: str) -> str:
+    """A name from a file, quoted with control and invisible characters escaped."""
+    return repr(name)
+
+
+def open_file(source, *, max_expansion: int = MAX_EXPANSION) -> DCFile:
+    """Open a file (path) or bytes lazily; use as ``with dcformat.open(path) as f:``."""
+    return DCFile(source, max_expansion=max_expansion)
+
+
+def load(data, *, max_expansion: int = MAX_EXPANSION) -> dict[str, np.ndarray]:
+    """Decode every tensor of a file held in memory."""
+    with DCFile(data, max_expansion=max_expansion) as reader:
+        reader._check_padding()
+        return {name: np.array(reader.get(name)) for name in reader.keys()}
+
+
+def load_file(path, *, max_expansion: int = MAX_EXPANSION) -> dict[str, np.ndarray]:
+    """Decode every tensor of a file into independent, writable arrays."""
+    with DCFile(path, max_expansion=max_expansion) as reader:
+        reader._check_padding()
+        out = {}
+        for name in reader.keys():
+            array = reader.get(name)
+            out[name] = array.copy() if not array.flags.writeable else array
+        return out
+
+
+__all__ = ["DCFile", "Writer", "TensorInfo", "save", "save_file", "load", "load_file", "open_file", "DCFormatError"]

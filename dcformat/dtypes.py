@@ -1,0 +1,71 @@
+"""Mapping between numpy dtypes and the wire's dtype ids (spec section 5.2).
+
+bfloat16 has no numpy dtype of its own; when the optional package ``ml_dtypes`` is
+installed its ``bfloat16`` is used, otherwise bfloat16 tensors cannot be handed to or
+returned from the numpy API (the torch adapter handles them natively).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .constants import DTYPE_STORAGE, DType
+from .errors import EncodeError, UnsupportedError
+
+try:  # optional: gives numpy a bfloat16 dtype
+    import ml_dtypes as _ml_dtypes
+
+    BFLOAT16 = np.dtype(_ml_dtypes.bfloat16)
+except ImportError:  # pragma: no cover - depends on the environment
+    BFLOAT16 = None
+
+_FROM_NUMPY = {
+    np.dtype(np.float32): DType.FLOAT32,
+    np.dtype(np.float16): DType.FLOAT16,
+    np.dtype(np.float64): DType.FLOAT64,
+    np.dtype(np.int8): DType.INT8,
+    np.dtype(np.int16): DType.INT16,
+    np.dtype(np.int32): DType.INT32,
+    np.dtype(np.int64): DType.INT64,
+    np.dtype(np.uint8): DType.UINT8,
+    np.dtype(np.uint16): DType.UINT16,
+    np.dtype(np.uint32): DType.UINT32,
+    np.dtype(np.uint64): DType.UINT64,
+    np.dtype(np.bool_): DType.BOOL,
+}
+if BFLOAT16 is not None:
+    _FROM_NUMPY[BFLOAT16] = DType.BFLOAT16
+
+
+def dtype_id(dtype, *, field: str = "tensor") -> DType:
+    """The wire id of a numpy dtype (byte order ignored: storage is always little-endian)."""
+    dtype = np.dtype(dtype)
+    key = dtype.newbyteorder("=") if dtype.byteorder not in ("=", "|") else dtype
+    try:
+        return _FROM_NUMPY[key]
+    except KeyError:
+        raise EncodeError(f"dtype {dtype} cannot be stored (supported: {', '.join(sorted(str(d) for d in _FROM_NUMPY))})", field=field) from None
+
+
+def numpy_dtype(dtype: DType, *, field: str = "tensor", offset: int | None = None) -> np.dtype:
+    """The numpy dtype a decoded tensor of wire dtype ``dtype`` is returned as."""
+    if dtype == DType.BFLOAT16:
+        if BFLOAT16 is None:
+            raise UnsupportedError(field, "bfloat16 tensors need the package ml_dtypes for numpy (pip install ml_dtypes), or use dcformat.torch", offset=offset)
+        return BFLOAT16
+    if dtype == DType.BOOL:
+        return np.dtype(np.bool_)
+    return DTYPE_STORAGE[dtype]
+
+
+def to_storage(array: np.ndarray, dtype: DType) -> np.ndarray:
+    """A C-contiguous little-endian view or copy of ``array`` in the wire's storage type."""
+    storage = DTYPE_STORAGE[dtype]
+    if dtype in (DType.BFLOAT16, DType.BOOL):
+        return np.ascontiguousarray(array).view(storage)
+    return np.ascontiguousarray(array, dtype=storage)
+
+
+def name(dtype: DType) -> str:
+    """The lowercase name used in the spec, the CLI and ``info()``."""
+    return dtype.name.lower()

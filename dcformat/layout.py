@@ -1,0 +1,64 @@
+"""The byte layout of every fixed structure, declared once with construct (spec sections 3-7).
+
+The same declarations parse and build. Bulk payloads (symbols, raw tensor bytes) are
+moved with numpy, never through construct.
+"""
+
+from __future__ import annotations
+
+from construct import Array, Bytes, Int8ul, Int16ul, Int32ul, Int64ul, Struct, this
+
+#: Spec section 3: the fixed 40-byte file header (zero padding follows up to byte 64).
+Header = Struct(
+    "magic" / Bytes(8),
+    "version_major" / Int16ul,
+    "version_minor" / Int16ul,
+    "flags" / Int32ul,
+    "tensor_count" / Int32ul,
+    "metadata_length" / Int32ul,
+    "index_offset" / Int64ul,
+    "directory_length" / Int32ul,
+    "header_crc32" / Int32ul,
+)
+#: The header CRC covers every header byte before the CRC field itself.
+HEADER_CRC_COVERS = 36
+#: The index (metadata, directory) ends with a CRC-32 of both.
+INDEX_CRC_SIZE = 4
+
+#: Spec section 5: one tensor's directory entry (variable length: name and shape).
+TensorEntry = Struct(
+    "name_length" / Int16ul,
+    "name" / Bytes(this.name_length),
+    "dtype" / Int8ul,
+    "encoding" / Int8ul,
+    "rank" / Int8ul,
+    "flags" / Int8ul,
+    "shape" / Array(this.rank, Int64ul),
+    "payload_offset" / Int64ul,
+    "payload_length" / Int64ul,
+    "payload_crc32" / Int32ul,
+)
+#: Bytes of an entry besides its name and shape.
+ENTRY_FIXED_SIZE = 2 + 4 + 8 + 8 + 4
+
+
+def entry_size(name_length: int, rank: int) -> int:
+    return ENTRY_FIXED_SIZE + name_length + 8 * rank
+
+
+#: Spec section 6.3: the start of a quantized payload; the codebook follows.
+QuantHeader = Struct(
+    "codebook_dtype" / Int8ul,
+    "gap_bits" / Int8ul,
+    "reserved" / Int16ul,
+    "codebook_size" / Int32ul,
+    "entry_count" / Int64ul,
+)
+QUANT_HEADER_SIZE = 16
+
+#: Spec section 7.1: every symbol stream starts with its coder and body length.
+StreamHeader = Struct(
+    "coder" / Int8ul,
+    "body_length" / Int64ul,
+)
+STREAM_HEADER_SIZE = 9
