@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 #: Entries turned into positions per block while decoding, bounding the int64 temporaries.
-_BLOCK_ENTRIES = 1 << 20
+_BLOCK_ENTRIES = 1 << 18
 
 
 def true_gaps(positions: np.ndarray) -> np.ndarray:

@@ -1,0 +1,69 @@
+"""Every frozen vector in spec/vectors decodes to the tensors its manifest records.
+
+The manifest's hashes were computed from the *inputs* when the vectors were written
+(tools/make_vectors.py), so this checks the decoder against intended content, and the
+file hashes catch any edit of a frozen file.
+"""
+
+import hashlib
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+import dcformat
+from dcformat.constants import DTYPE_STORAGE, DType
+
+VECTORS = pathlib.Path(__file__).parent.parent / "spec" / "vectors"
+MANIFEST = json.loads((VECTORS / "vectors.json").read_text(encoding="utf-8"))
+
+
+def storage_sha256(array: np.ndarray, dtype_name: str) -> str:
+    storage = DTYPE_STORAGE[DType[dtype_name.upper()]]
+    return hashlib.sha256(np.ascontiguousarray(array).view(storage).tobytes()).hexdigest()
+
+
+def test_every_vector_file_is_in_the_manifest():
+    files = {p.name for p in VECTORS.glob("*.dcf")}
+    assert files == {v["file"] for v in MANIFEST.values()}
+    assert len(files) >= 10
+
+
+@pytest.mark.parametrize("name", sorted(MANIFEST))
+def test_vector_is_frozen(name):
+    data = (VECTORS / MANIFEST[name]["file"]).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == MANIFEST[name]["file_sha256"], "a frozen vector changed: see tools/make_vectors.py"
+
+
+@pytest.mark.parametrize("name", sorted(MANIFEST))
+def test_vector_decodes(name):
+    entry = MANIFEST[name]
+    path = VECTORS / entry["file"]
+    with dcformat.open(path) as f:
+        assert f.keys() == sorted(entry["tensors"], key=lambda k: k.encode())
+        metadata = f.metadata()
+        assert metadata.pop("dcformat.producer").startswith("dcformat ")
+        assert metadata == entry["metadata"]
+        f.verify()
+        for key, expected in entry["tensors"].items():
+            if expected["dtype"] == "bfloat16" and dcformat.dtypes.BFLOAT16 is None:
+                pytest.skip("ml_dtypes is not installed: bfloat16 cannot be returned as numpy")
+            array = f.get(key)
+            assert list(array.shape) == expected["shape"], key
+            assert dcformat.dtypes.name(dcformat.dtypes.dtype_id(array.dtype)) == expected["dtype"], key
+            assert storage_sha256(array, expected["dtype"]) == expected["sha256"], key
+    loaded = dcformat.load_file(path)
+    assert sorted(loaded) == sorted(entry["tensors"])
+
+
+def test_vectors_cover_every_encoding_and_coder():
+    encodings, coders = set(), set()
+    for entry in MANIFEST.values():
+        with dcformat.open(VECTORS / entry["file"]) as f:
+            for key in f.keys():
+                info = f.info(key)
+                encodings.add(info.encoding)
+                coders.update(c for c in (info.codes_coder, info.gaps_coder) if c)
+    assert encodings == {e.name.lower() for e in dcformat.constants.Encoding}
+    assert coders == {c.name.lower() for c in dcformat.constants.Coder}
