@@ -15,9 +15,11 @@ import numpy as np
 MAGIC = b"\x89DCF\r\n\x1a\n"
 VERSION_MAJOR = 1
 VERSION_MINOR = 0
-HEADER_SIZE = 32
+HEADER_SIZE = 40
 #: Payloads start on multiples of this, so raw tensors can be memory-mapped in place.
 ALIGNMENT = 64
+#: The first payload starts here: the header padded to the alignment.
+DATA_START = 64
 #: Reserved metadata keys start with this prefix; user keys must not.
 RESERVED_KEY_PREFIX = "dcformat."
 
