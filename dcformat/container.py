@@ -21,11 +21,9 @@ import numpy as np
 from construct import ConstructError
 
 from . import dtypes
-from .codecs import streams
 from .constants import (
     ALIGNMENT,
     DATA_START,
-    DTYPE_ITEMSIZE,
     HEADER_SIZE,
     MAGIC,
     MAX_DIRECTORY_BYTES,
@@ -41,9 +39,9 @@ from .constants import (
     DType,
     Encoding,
 )
-from .encodings import EncodeOptions, decode_payload, decoded_nbytes, encode_tensor, within_expansion
+from .encodings import EncodeOptions, decode_payload, decoded_nbytes, encode_tensor, parse_quantized, within_expansion
 from .errors import ChecksumError, DCFormatError, EncodeError, FormatError, LimitError, UnsupportedError
-from .layout import HEADER_CRC_COVERS, INDEX_CRC_SIZE, QUANT_HEADER_SIZE, Header, QuantHeader, TensorEntry, entry_size
+from .layout import HEADER_CRC_COVERS, INDEX_CRC_SIZE, Header, TensorEntry, entry_size
 from .quantize import QuantizedTensor
 
 PRODUCER = "dcformat"
@@ -521,13 +519,13 @@ class DCFile:
             else:
                 nonzero = int(np.count_nonzero(self.get(name)))
             return TensorInfo(density=nonzero / numel if numel else 0.0, **base)
+        parsed = parse_quantized(entry.dtype, entry.encoding, entry.shape, data, field=f"tensors[{_safe(name)}]", offset=entry.offset)
         q = self.get_quantized(name)
-        layout = describe_quantized(data)
-        count = max(q.entry_count, 1)
+        per_entry = 8 / q.entry_count if q.entry_count else 0.0
         return TensorInfo(density=q.density, entry_count=q.entry_count, codebook_size=q.codebook.size,
-                          code_bits=8 * layout["codes_bytes"] / count if q.entry_count else 0.0,
-                          gap_bits=(8 * layout["gaps_bytes"] / count if q.entry_count else 0.0) if layout["gap_width"] else None,
-                          gap_width=layout["gap_width"] or None, codes_coder=layout["codes_coder"], gaps_coder=layout["gaps_coder"], **base)
+                          code_bits=parsed.codes.stored_bytes * per_entry, codes_coder=parsed.codes.coder.name.lower(),
+                          gap_bits=parsed.gaps.stored_bytes * per_entry if parsed.gaps else None,
+                          gap_width=parsed.gap_bits or None, gaps_coder=parsed.gaps.coder.name.lower() if parsed.gaps else None, **base)
 
     def verify(self) -> list[str]:
         """Decode every tensor and check every checksum; returns the names checked.
@@ -546,19 +544,6 @@ class DCFile:
             if any(self._buf[end : entry.offset]):
                 raise FormatError(f"tensors[{_safe(entry.name)}].padding", "padding before the payload is not zero", offset=end)
             end = entry.offset + entry.length
-
-
-def describe_quantized(payload) -> dict:
-    """Stream sizes and coders of a (well-formed) quantized payload, without decoding symbols."""
-    header = QuantHeader.parse(bytes(payload[:QUANT_HEADER_SIZE]))
-    pos = QUANT_HEADER_SIZE + header.codebook_size * DTYPE_ITEMSIZE[DType(header.codebook_dtype)]
-    out = dict(gap_width=header.gap_bits, gaps_coder=None, gaps_bytes=0)
-    coder, start, stop = streams.read_header(payload, pos, len(payload), field="codes", base=0)
-    out.update(codes_coder=coder.name.lower(), codes_bytes=stop - pos)
-    if header.gap_bits:
-        coder, start, stop2 = streams.read_header(payload, stop, len(payload), field="gaps", base=0)
-        out.update(gaps_coder=coder.name.lower(), gaps_bytes=stop2 - stop)
-    return out
 
 
 def decode_metadata(data: bytes, *, offset: int) -> dict:

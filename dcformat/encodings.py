@@ -26,8 +26,8 @@ from .constants import (
     DType,
     Encoding,
 )
-from .errors import EncodeError, FormatError, LimitError, UnsupportedError
-from .layout import QUANT_HEADER_SIZE, QuantHeader
+from .errors import EncodeError, FormatError, LimitError
+from .layout import QUANT_HEADER_SIZE, STREAM_HEADER_SIZE, QuantHeader
 from .quantize import QuantizedTensor
 
 LAYOUTS = ("auto", "dense", "sparse")
@@ -219,7 +219,7 @@ def decode_payload(dtype: DType, encoding: Encoding, shape, payload, *, field: s
         else:
             raw = zstd.decompress_exact(payload, nbytes, field=field + ".payload", offset=offset)
         return _from_storage(raw, dtype, shape, field=field, offset=offset)
-    return _decode_quantized(dtype, encoding, shape, numel, payload, field=field, offset=offset, quantized=quantized)
+    return _decode_quantized(dtype, encoding, shape, payload, field=field, offset=offset, quantized=quantized)
 
 
 def _from_storage(raw, dtype: DType, shape, *, field: str, offset: int) -> np.ndarray:
@@ -233,7 +233,54 @@ def _from_storage(raw, dtype: DType, shape, *, field: str, offset: int) -> np.nd
     return array.reshape(shape)
 
 
-def _decode_quantized(dtype, encoding, shape, numel, payload, *, field, offset, quantized):
+@dataclass(frozen=True)
+class StreamRef:
+    """A symbol stream located and framed, not yet decoded."""
+
+    coder: Coder
+    body: memoryview
+    count: int
+    alphabet_size: int
+    field: str
+    offset: int  # file offset of the body
+
+    @property
+    def stored_bytes(self) -> int:
+        """Bytes of the stream, its 9-byte header included."""
+        return len(self.body) + STREAM_HEADER_SIZE
+
+    def decode(self) -> np.ndarray:
+        return streams.decode_body(self.coder, self.body, self.count, self.alphabet_size, field=self.field, offset=self.offset)
+
+
+@dataclass(frozen=True)
+class QuantPayload:
+    """A quantized payload with its header and codebook checked and its streams framed.
+
+    Both decoders (numpy here, torch in ``dcformat.torch``) start from this, so every
+    check of the payload's structure lives in one place.
+    """
+
+    shape: tuple
+    numel: int
+    dtype: np.dtype  # of the decoded tensor
+    codebook: np.ndarray  # as stored
+    values: np.ndarray  # the codebook converted (exactly) to ``dtype``
+    gap_bits: int  # 0 for quant_dense
+    entry_count: int
+    codes: StreamRef
+    gaps: StreamRef | None
+
+    def check_last_position(self, gap_symbols: np.ndarray) -> None:
+        """Spec 6.5.1: the last entry must lie inside the tensor."""
+        if gap_symbols.size and gaps.last_position(gap_symbols) >= self.numel:
+            raise FormatError(self.gaps.field, f"entries run to position {gaps.last_position(gap_symbols)}, "
+                              f"past the end of the tensor ({self.numel} elements)", offset=self.gaps.offset)
+
+
+def parse_quantized(dtype: DType, encoding: Encoding, shape, payload, *, field: str, offset: int) -> QuantPayload:
+    """Check a quantized payload's header, codebook and stream framing (spec 6.3-6.5, 7.1)."""
+    numel = int(np.prod(shape, dtype=object))
     if dtype not in FLOAT_DTYPES:
         raise FormatError(field + ".dtype", f"a quantized tensor must decode to a float dtype, not {dtypes.name(dtype)}", offset=offset)
     out_dtype = dtypes.numpy_dtype(dtype, field=field, offset=offset)
@@ -255,9 +302,9 @@ def _decode_quantized(dtype, encoding, shape, numel, payload, *, field, offset, 
     count = header.entry_count
     if encoding == Encoding.QUANT_DENSE:
         if header.gap_bits != 0:
-            raise FormatError(field + ".gap_bits", f"must be 0 for quantized-dense, got {header.gap_bits}", offset=offset + 1)
+            raise FormatError(field + ".gap_bits", f"must be 0 for quant_dense, got {header.gap_bits}", offset=offset + 1)
         if count != numel:
-            raise FormatError(field + ".entry_count", f"quantized-dense stores every element: expected {numel}, got {count}", offset=offset + 8)
+            raise FormatError(field + ".entry_count", f"quant_dense stores every element: expected {numel}, got {count}", offset=offset + 8)
     else:
         if not 1 <= header.gap_bits <= MAX_GAP_BITS:
             raise FormatError(field + ".gap_bits", f"{header.gap_bits} is outside 1..{MAX_GAP_BITS}", offset=offset + 1)
@@ -275,25 +322,30 @@ def _decode_quantized(dtype, encoding, shape, numel, payload, *, field, offset, 
         raise FormatError(field + ".codebook", f"codebook values are not exactly representable in {dtypes.name(dtype)}", offset=offset + pos)
     pos += cb_bytes
     coder, start, stop = streams.read_header(payload, pos, end, field=field + ".codes", base=offset)
-    codes = streams.decode_body(coder, payload[start:stop], count, size, field=field + ".codes", offset=offset + start)
+    codes = StreamRef(coder, payload[start:stop], count, size, field + ".codes", offset + start)
     pos = stop
-    gap_symbols = None
+    gap_ref = None
     if encoding == Encoding.QUANT_SPARSE:
         coder, start, stop = streams.read_header(payload, pos, end, field=field + ".gaps", base=offset)
-        gap_symbols = streams.decode_body(coder, payload[start:stop], count, 1 << header.gap_bits, field=field + ".gaps", offset=offset + start)
+        gap_ref = StreamRef(coder, payload[start:stop], count, 1 << header.gap_bits, field + ".gaps", offset + start)
         pos = stop
-        if count and gaps.last_position(gap_symbols) >= numel:
-            raise FormatError(field + ".gaps", f"entries run to position {gaps.last_position(gap_symbols)}, past the end of the tensor ({numel} elements)", offset=offset + start)
     if pos != end:
         raise FormatError(field + ".payload", f"{end - pos} bytes follow the last stream", offset=offset + pos)
-    if quantized:
-        if gap_symbols is None:
-            return QuantizedTensor(tuple(shape), out_dtype, codebook.copy(), codes, None)
-        positions = np.cumsum(gap_symbols.astype(np.int64) + 1) - 1
-        return QuantizedTensor(tuple(shape), out_dtype, codebook.copy(), codes, positions)
-    if gap_symbols is None:
-        return np.take(values, codes).reshape(shape)
-    out = np.zeros(numel, dtype=out_dtype)
-    gaps.scatter(out, gap_symbols, codes, values)
-    return out.reshape(shape)
+    return QuantPayload(tuple(shape), numel, out_dtype, codebook, values, header.gap_bits, count, codes, gap_ref)
 
+
+def _decode_quantized(dtype, encoding, shape, payload, *, field, offset, quantized):
+    parsed = parse_quantized(dtype, encoding, shape, payload, field=field, offset=offset)
+    codes = parsed.codes.decode()
+    gap_symbols = None
+    if parsed.gaps is not None:
+        gap_symbols = parsed.gaps.decode()
+        parsed.check_last_position(gap_symbols)
+    if quantized:
+        positions = None if gap_symbols is None else np.cumsum(gap_symbols.astype(np.int64) + 1) - 1
+        return QuantizedTensor(tuple(shape), parsed.dtype, parsed.codebook.copy(), codes, positions)
+    if gap_symbols is None:
+        return np.take(parsed.values, codes).reshape(shape)
+    out = np.zeros(parsed.numel, dtype=parsed.dtype)
+    gaps.scatter(out, gap_symbols, codes, parsed.values)
+    return out.reshape(shape)
