@@ -109,6 +109,8 @@ MAX_ELEMENTS = 1 << 48
 MAX_CODEBOOK_SIZE = 1 << 16
 MAX_GAP_BITS = 16
 MAX_HUFFMAN_CODE_LENGTH = 20
+#: A Huffman lane holds at most this many symbols (so lane_count >= ceil(n / this)).
+MAX_LANE_SYMBOLS = 1 << 16
 #: Bits per code length in a stored Huffman table.
 HUFFMAN_LENGTH_BITS = 5
 #: A tensor may decode to at most this many bytes per (payload byte + 64); a reader may
