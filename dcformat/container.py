@@ -483,7 +483,8 @@ class DCFile:
             raise ChecksumError(f"tensors[{_safe(name)}].payload_crc32", "payload checksum mismatch: the tensor's bytes are corrupt", offset=entry.offset)
         return data
 
-    def _decodable(self, name: str) -> tuple[Entry, memoryview]:
+    def checked_payload(self, name: str) -> tuple[Entry, memoryview]:
+        """A tensor's entry and payload, once its ids, expansion limit and CRC-32 pass."""
         entry = self.entry(name)
         field = f"tensors[{_safe(name)}]"
         if not isinstance(entry.dtype, DType):
@@ -498,17 +499,17 @@ class DCFile:
 
     def get(self, name: str) -> np.ndarray:
         """Decode one tensor. Raw tensors come back as read-only views of the file."""
-        entry, data = self._decodable(name)
+        entry, data = self.checked_payload(name)
         return decode_payload(entry.dtype, entry.encoding, entry.shape, data, field=f"tensors[{_safe(name)}]", offset=entry.offset)
 
     def get_quantized(self, name: str) -> QuantizedTensor:
         """A quantized tensor's codebook and entries (fillers included), without dequantizing."""
-        entry, data = self._decodable(name)
+        entry, data = self.checked_payload(name)
         return decode_payload(entry.dtype, entry.encoding, entry.shape, data, field=f"tensors[{_safe(name)}]", offset=entry.offset, quantized=True)
 
     def info(self, name: str) -> TensorInfo:
         """Shape, dtype, encoding, sizes and coding statistics; reads the payload for density."""
-        entry, data = self._decodable(name)
+        entry, data = self.checked_payload(name)
         base = dict(name=name, shape=entry.shape, dtype=dtypes.name(entry.dtype), encoding=entry.encoding.name.lower(),
                     stored_bytes=entry.length, decoded_bytes=decoded_nbytes(entry.dtype, entry.shape), payload_offset=entry.offset)
         numel = int(np.prod(entry.shape, dtype=object))
@@ -533,12 +534,13 @@ class DCFile:
         Raises the first :class:`DCFormatError` found. Opening the file already checked
         the header, index and layout; this adds the payloads and their padding.
         """
-        self._check_padding()
+        self.check_padding()
         for name in self._entries:
             self.get(name)
         return list(self._entries)
 
-    def _check_padding(self) -> None:
+    def check_padding(self) -> None:
+        """Spec 5.4: every byte between payloads is zero."""
         end = DATA_START
         for entry in sorted(self._entries.values(), key=lambda e: (e.offset, e.length)):
             if any(self._buf[end : entry.offset]):
@@ -591,14 +593,14 @@ def open_file(source, *, max_expansion: int = MAX_EXPANSION) -> DCFile:
 def load(data, *, max_expansion: int = MAX_EXPANSION) -> dict[str, np.ndarray]:
     """Decode every tensor of a file held in memory."""
     with DCFile(data, max_expansion=max_expansion) as reader:
-        reader._check_padding()
+        reader.check_padding()
         return {name: np.array(reader.get(name)) for name in reader.keys()}
 
 
 def load_file(path, *, max_expansion: int = MAX_EXPANSION) -> dict[str, np.ndarray]:
     """Decode every tensor of a file into independent, writable arrays."""
     with DCFile(path, max_expansion=max_expansion) as reader:
-        reader._check_padding()
+        reader.check_padding()
         out = {}
         for name in reader.keys():
             array = reader.get(name)
