@@ -12,8 +12,10 @@ Nothing here imports torch; the torch adapter is ``dcformat.torch``.
 
 __version__ = "0.1.0"
 
-from .container import DCFile, TensorInfo, Writer, load, load_file, save, save_file
+from .container import DCFile, FileWriter, TensorInfo, Writer, load, load_file, save, save_file
+from .container import FileWriter as writer  # noqa: N813 - ``with dcformat.writer(path) as w``
 from .container import open_file as open  # noqa: A001 - the safetensors-style verb
+from .shards import ShardedFile, ShardedWriter, save_sharded
 from .encodings import EncodeOptions
 from .errors import ChecksumError, DCFormatError, EncodeError, FormatError, LimitError, UnsupportedError
 from .quantize import QuantizedTensor, kmeans_1d, quantize
@@ -24,9 +26,12 @@ __all__ = [
     "DCFormatError",
     "EncodeError",
     "EncodeOptions",
+    "FileWriter",
     "FormatError",
     "LimitError",
     "QuantizedTensor",
+    "ShardedFile",
+    "ShardedWriter",
     "TensorInfo",
     "UnsupportedError",
     "Writer",
@@ -37,4 +42,6 @@ __all__ = [
     "quantize",
     "save",
     "save_file",
+    "save_sharded",
+    "writer",
 ]

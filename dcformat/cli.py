@@ -14,7 +14,8 @@ import sys
 import numpy as np
 
 from . import __version__
-from .container import DCFile
+from .container import open_file
+from .shards import ShardedFile
 from .errors import DCFormatError
 
 EXIT_OK = 0
@@ -45,12 +46,16 @@ def _fmt_bits(value) -> str:
 
 
 def inspect_report(path) -> dict:
-    """Everything ``inspect`` prints, as data."""
-    size = os.path.getsize(path)
-    with DCFile(path) as reader:
+    """Everything ``inspect`` prints, as data (for a file, or a sharded model's index)."""
+    with open_file(path) as reader:
         infos = [reader.info(name) for name in reader.keys()]
         metadata = reader.metadata()
-        version = reader.version
+        if isinstance(reader, ShardedFile):
+            size = sum(os.path.getsize(os.path.join(reader.folder, shard)) for shard in reader.shards())
+            version = ("sharded", f"{len(reader.shards())} files")
+        else:
+            size = os.path.getsize(path)
+            version = reader.version
     elements = sum(int(np.prod(i.shape, dtype=object)) for i in infos)
     fp32 = 4 * elements
     return {
@@ -109,9 +114,9 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    with DCFile(args.file) as reader:
+    with open_file(args.file) as reader:
         names = reader.verify()
-        version = reader.version
+        version = getattr(reader, "version", ("sharded", f"{len(getattr(reader, 'shards', list)())} files"))
     result = {"file": os.fspath(args.file), "ok": True, "tensors": len(names), "format_version": f"{version[0]}.{version[1]}"}
     if args.json:
         print(json.dumps(result))

@@ -40,8 +40,9 @@ from .constants import (
     Encoding,
 )
 from .encodings import EncodeOptions, decode_payload, decoded_nbytes, encode_tensor, parse_quantized, within_expansion
-from .errors import ChecksumError, DCFormatError, EncodeError, FormatError, LimitError, UnsupportedError
+from .errors import ChecksumError, EncodeError, FormatError, LimitError, UnsupportedError
 from .layout import HEADER_CRC_COVERS, INDEX_CRC_SIZE, Header, TensorEntry, entry_size
+from .parallel import map_threads, resolve_threads
 from .quantize import QuantizedTensor
 
 PRODUCER = "dcformat"
@@ -102,6 +103,10 @@ class Writer:
         self._sink.write(encoded.payload)
         self._end = offset + len(encoded.payload)
         self._written[key] = _Written(key, encoded.dtype, encoded.encoding, encoded.shape, offset, len(encoded.payload), _crc(encoded.payload))
+
+    @property
+    def bytes_written(self) -> int:
+        return self._end
 
     def finish(self, metadata: Mapping[str, object] | None = None) -> int:
         """Write the index and the header; returns the file's size in bytes."""
@@ -167,27 +172,99 @@ def encode_metadata(metadata: Mapping[str, object] | None) -> bytes:
     return data
 
 
-def _write_all(sink, tensors: Mapping, metadata, options, overrides) -> int:
+def _check_tensors(tensors, overrides) -> dict:
     if not isinstance(tensors, Mapping):
         raise EncodeError(f"tensors must be a mapping of names to arrays, got {type(tensors).__name__}")
     overrides = dict(overrides or {})
     unknown = set(overrides) - set(tensors)
     if unknown:
         raise EncodeError(f"overrides name tensors that are not being saved: {sorted(unknown)}")
-    writer = Writer(sink, options=options)
-    # Sorting by name makes the bytes independent of the dict's order (determinism).
-    for name in sorted(tensors, key=lambda n: _check_name(n)):
-        writer.add(name, tensors[name], options=overrides.get(name))
-    return writer.finish(metadata)
+    return overrides
+
+
+def _name_order(tensors: Mapping) -> list[str]:
+    """Names sorted by their UTF-8 bytes: the bytes then do not depend on the dict's order."""
+    return sorted(tensors, key=_check_name)
 
 
 def save(tensors: Mapping, *, metadata=None, options: EncodeOptions | None = None, overrides=None) -> bytes:
     """Encode ``tensors`` (name -> ndarray or QuantizedTensor) into the bytes of a file."""
     import io
 
+    overrides = _check_tensors(tensors, overrides)
     sink = io.BytesIO()
-    _write_all(sink, tensors, metadata, options, overrides)
+    writer = Writer(sink, options=options)
+    for name in _name_order(tensors):
+        writer.add(name, tensors[name], options=overrides.get(name))
+    writer.finish(metadata)
     return sink.getvalue()
+
+
+class FileWriter:
+    """A file written tensor by tensor, atomically: ``with dcformat.writer(path) as w: w.add(...)``.
+
+    Payloads go to a temporary file beside ``path`` as they are added, so memory holds
+    about one tensor, not the model. Leaving the ``with`` block normally writes the
+    index, syncs the file and renames it over ``path``; an exception (or :meth:`abort`)
+    deletes the temporary file and leaves whatever was at ``path`` untouched.
+    """
+
+    def __init__(self, path, *, metadata=None, options: EncodeOptions | None = None):
+        self.path = os.fspath(path)
+        self.metadata = dict(metadata or {})
+        folder = os.path.dirname(os.path.abspath(self.path))
+        fd, self._tmp = tempfile.mkstemp(prefix="." + os.path.basename(self.path) + ".", suffix=".tmp", dir=folder)
+        self._sink = os.fdopen(fd, "w+b")
+        self._writer = Writer(self._sink, options=options)
+        self.size: int | None = None
+
+    @property
+    def bytes_written(self) -> int:
+        """Bytes of the file so far (header block and payloads; the index comes at the end)."""
+        return self._writer.bytes_written
+
+    def add(self, name: str, tensor, *, options: EncodeOptions | None = None) -> None:
+        """Encode and write one tensor now."""
+        try:
+            self._writer.add(name, tensor, options=options)
+        except BaseException:
+            self.abort()
+            raise
+
+    def close(self) -> int:
+        """Finish the file and move it into place; returns its size in bytes."""
+        if self.size is not None:
+            return self.size
+        try:
+            size = self._writer.finish(self.metadata)
+            self._sink.flush()
+            os.fsync(self._sink.fileno())
+            self._sink.close()
+            os.replace(self._tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+        _sync_folder(os.path.dirname(os.path.abspath(self.path)))
+        self.size = size
+        return size
+
+    def abort(self) -> None:
+        """Drop the temporary file; ``path`` keeps its previous content."""
+        if not self._sink.closed:
+            self._sink.close()
+        try:
+            os.unlink(self._tmp)
+        except FileNotFoundError:
+            pass
+
+    def __enter__(self) -> "FileWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
 
 
 def save_file(tensors: Mapping, path, *, metadata=None, options: EncodeOptions | None = None, overrides=None) -> int:
@@ -196,23 +273,11 @@ def save_file(tensors: Mapping, path, *, metadata=None, options: EncodeOptions |
     A crash at any moment leaves either the old file or the new one at ``path``, never
     a partial one. Returns the file's size in bytes.
     """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w+b") as sink:
-            size = _write_all(sink, tensors, metadata, options, overrides)
-            sink.flush()
-            os.fsync(sink.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _sync_folder(folder)
-    return size
+    overrides = _check_tensors(tensors, overrides)
+    with FileWriter(path, metadata=metadata, options=options) as out:
+        for name in _name_order(tensors):
+            out.add(name, tensors[name], options=overrides.get(name))
+    return out.size
 
 
 def _sync_folder(folder: str) -> None:
@@ -497,15 +562,22 @@ class DCFile:
                              f"({self.max_expansion} x (payload + 64)); open with a larger max_expansion to allow it", offset=entry.offset)
         return entry, self.payload(name)
 
-    def get(self, name: str) -> np.ndarray:
-        """Decode one tensor. Raw tensors come back as read-only views of the file."""
+    def get(self, name: str, *, threads: int = 1) -> np.ndarray:
+        """Decode one tensor, on up to ``threads`` threads. Raw tensors come back as
+        read-only views of the file."""
         entry, data = self.checked_payload(name)
-        return decode_payload(entry.dtype, entry.encoding, entry.shape, data, field=f"tensors[{_safe(name)}]", offset=entry.offset)
+        return decode_payload(entry.dtype, entry.encoding, entry.shape, data, field=f"tensors[{_safe(name)}]", offset=entry.offset,
+                              threads=threads)
 
-    def get_quantized(self, name: str) -> QuantizedTensor:
+    def get_quantized(self, name: str, *, threads: int = 1) -> QuantizedTensor:
         """A quantized tensor's codebook and entries (fillers included), without dequantizing."""
         entry, data = self.checked_payload(name)
-        return decode_payload(entry.dtype, entry.encoding, entry.shape, data, field=f"tensors[{_safe(name)}]", offset=entry.offset, quantized=True)
+        return decode_payload(entry.dtype, entry.encoding, entry.shape, data, field=f"tensors[{_safe(name)}]", offset=entry.offset,
+                              quantized=True, threads=threads)
+
+    def decoded_bytes(self, name: str) -> int:
+        entry = self.entry(name)
+        return decoded_nbytes(entry.dtype, entry.shape) if isinstance(entry.dtype, DType) else 0
 
     def info(self, name: str) -> TensorInfo:
         """Shape, dtype, encoding, sizes and coding statistics; reads the payload for density."""
@@ -585,27 +657,55 @@ def _safe(name: str) -> str:
     return repr(name)
 
 
-def open_file(source, *, max_expansion: int = MAX_EXPANSION) -> DCFile:
-    """Open a file (path) or bytes lazily; use as ``with dcformat.open(path) as f:``."""
+def open_file(source, *, max_expansion: int = MAX_EXPANSION):
+    """Open a file (path or bytes), or a sharded model's index (``*.index.json``), lazily.
+
+    Use as ``with dcformat.open(path) as f:``.
+    """
+    if not isinstance(source, (bytes, bytearray, memoryview)) and os.fspath(source).endswith(".json"):
+        from .shards import ShardedFile
+
+        return ShardedFile(source, max_expansion=max_expansion)
     return DCFile(source, max_expansion=max_expansion)
 
 
-def load(data, *, max_expansion: int = MAX_EXPANSION) -> dict[str, np.ndarray]:
+def decode_all(reader, *, threads: int | None = None, writable: bool = True) -> dict[str, np.ndarray]:
+    """Every tensor of an open reader, decoded on a pool of ``threads`` threads.
+
+    Tensors larger than one thread's share of the work are decoded one at a time with
+    all threads (across their Huffman lanes and entry spans); the rest in parallel.
+    """
+    threads = resolve_threads(threads)
+    names = reader.keys()
+    sizes = {name: reader.decoded_bytes(name) for name in names}
+    total = sum(sizes.values())
+    big = [name for name in names if threads > 1 and sizes[name] * threads > total]
+    small = [name for name in names if name not in set(big)]
+
+    def decode(name: str, inner: int = 1) -> np.ndarray:
+        array = reader.get(name, threads=inner)
+        return array.copy() if writable and not array.flags.writeable else array
+
+    out = {name: decode(name, threads) for name in big}
+    out.update(zip(small, map_threads(decode, small, threads)))
+    return {name: out[name] for name in names}
+
+
+def load(data, *, max_expansion: int = MAX_EXPANSION, threads: int | None = None) -> dict[str, np.ndarray]:
     """Decode every tensor of a file held in memory."""
     with DCFile(data, max_expansion=max_expansion) as reader:
         reader.check_padding()
-        return {name: np.array(reader.get(name)) for name in reader.keys()}
+        return decode_all(reader, threads=threads)
 
 
-def load_file(path, *, max_expansion: int = MAX_EXPANSION) -> dict[str, np.ndarray]:
-    """Decode every tensor of a file into independent, writable arrays."""
-    with DCFile(path, max_expansion=max_expansion) as reader:
+def load_file(path, *, max_expansion: int = MAX_EXPANSION, threads: int | None = None) -> dict[str, np.ndarray]:
+    """Decode every tensor of a file (or of a sharded model's index) into writable arrays.
+
+    ``threads`` defaults to ``$DCFORMAT_THREADS``, else the usable CPU count.
+    """
+    with open_file(path, max_expansion=max_expansion) as reader:
         reader.check_padding()
-        out = {}
-        for name in reader.keys():
-            array = reader.get(name)
-            out[name] = array.copy() if not array.flags.writeable else array
-        return out
+        return decode_all(reader, threads=threads)
 
 
-__all__ = ["DCFile", "Writer", "TensorInfo", "save", "save_file", "load", "load_file", "open_file", "DCFormatError"]
+__all__ = ["DCFile", "FileWriter", "Writer", "TensorInfo", "decode_all", "save", "save_file", "load", "load_file", "open_file"]

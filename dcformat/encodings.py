@@ -202,7 +202,7 @@ def _choose_plan(q: QuantizedTensor, options: EncodeOptions) -> _Plan | None:
 
 # -- decoding -----------------------------------------------------------------------------
 
-def decode_payload(dtype: DType, encoding: Encoding, shape, payload, *, field: str, offset: int, quantized: bool = False):
+def decode_payload(dtype: DType, encoding: Encoding, shape, payload, *, field: str, offset: int, quantized: bool = False, threads: int = 1):
     """Decode a payload (a buffer) into an ndarray, or a QuantizedTensor when ``quantized``.
 
     ``offset`` is the payload's file offset, used in error messages.
@@ -219,7 +219,7 @@ def decode_payload(dtype: DType, encoding: Encoding, shape, payload, *, field: s
         else:
             raw = zstd.decompress_exact(payload, nbytes, field=field + ".payload", offset=offset)
         return _from_storage(raw, dtype, shape, field=field, offset=offset)
-    return _decode_quantized(dtype, encoding, shape, payload, field=field, offset=offset, quantized=quantized)
+    return _decode_quantized(dtype, encoding, shape, payload, field=field, offset=offset, quantized=quantized, threads=threads)
 
 
 def _from_storage(raw, dtype: DType, shape, *, field: str, offset: int) -> np.ndarray:
@@ -249,8 +249,8 @@ class StreamRef:
         """Bytes of the stream, its 9-byte header included."""
         return len(self.body) + STREAM_HEADER_SIZE
 
-    def decode(self) -> np.ndarray:
-        return streams.decode_body(self.coder, self.body, self.count, self.alphabet_size, field=self.field, offset=self.offset)
+    def decode(self, *, threads: int = 1) -> np.ndarray:
+        return streams.decode_body(self.coder, self.body, self.count, self.alphabet_size, field=self.field, offset=self.offset, threads=threads)
 
 
 @dataclass(frozen=True)
@@ -334,12 +334,12 @@ def parse_quantized(dtype: DType, encoding: Encoding, shape, payload, *, field: 
     return QuantPayload(tuple(shape), numel, out_dtype, codebook, values, header.gap_bits, count, codes, gap_ref)
 
 
-def _decode_quantized(dtype, encoding, shape, payload, *, field, offset, quantized):
+def _decode_quantized(dtype, encoding, shape, payload, *, field, offset, quantized, threads):
     parsed = parse_quantized(dtype, encoding, shape, payload, field=field, offset=offset)
-    codes = parsed.codes.decode()
+    codes = parsed.codes.decode(threads=threads)
     gap_symbols = None
     if parsed.gaps is not None:
-        gap_symbols = parsed.gaps.decode()
+        gap_symbols = parsed.gaps.decode(threads=threads)
         parsed.check_last_position(gap_symbols)
     if quantized:
         positions = None if gap_symbols is None else np.cumsum(gap_symbols.astype(np.int64) + 1) - 1
@@ -347,5 +347,5 @@ def _decode_quantized(dtype, encoding, shape, payload, *, field, offset, quantiz
     if gap_symbols is None:
         return np.take(parsed.values, codes).reshape(shape)
     out = np.zeros(parsed.numel, dtype=parsed.dtype)
-    gaps.scatter(out, gap_symbols, codes, parsed.values)
+    gaps.scatter(out, gap_symbols, codes, parsed.values, threads=threads)
     return out.reshape(shape)

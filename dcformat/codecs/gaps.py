@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..parallel import map_threads
+
 #: Entries turned into positions per block while decoding, bounding the int64 temporaries.
 _BLOCK_ENTRIES = 1 << 18
 
@@ -51,22 +53,34 @@ def with_fillers(gaps: np.ndarray, codes: np.ndarray, gap_bits: int, filler_code
     return wire_gaps, wire_codes
 
 
-def scatter(out: np.ndarray, gap_symbols: np.ndarray, codes: np.ndarray, table: np.ndarray) -> int:
-    """Write ``table[codes]`` at the positions the gaps give; returns the last position (or -1).
+def scatter(out: np.ndarray, gap_symbols: np.ndarray, codes: np.ndarray, table: np.ndarray, *, threads: int = 1) -> None:
+    """Write ``table[codes]`` at the positions the gaps give.
 
-    Works in blocks so the int64 positions and gathered values never take more than a few MiB. The caller
-    checks the returned last position against the tensor size *before* calling (via
-    :func:`last_position`); here every index is already known to be in range.
+    Works in blocks so the int64 positions and gathered values never take more than a
+    few MiB per thread. With ``threads > 1`` the entries are cut into spans whose first
+    positions come from the sums of the gaps before them, and each thread fills its span.
+    The caller has checked the last position against the tensor size (via
+    :func:`last_position`), so every index is in range.
     """
-    carry = -1
-    for start in range(0, gap_symbols.size, _BLOCK_ENTRIES):
-        block = gap_symbols[start : start + _BLOCK_ENTRIES].astype(np.int64)
-        block += 1
-        np.cumsum(block, out=block)
-        block += carry
-        out[block] = np.take(table, codes[start : start + _BLOCK_ENTRIES])
-        carry = int(block[-1])
-    return carry
+    count = gap_symbols.size
+    spans = max(1, min(int(threads), count // _BLOCK_ENTRIES))
+    edges = np.linspace(0, count, spans + 1).astype(np.int64)
+    # position before each span = sum of (gap + 1) over the entries before it, minus one
+    span_sums = [int(gap_symbols[lo:hi].sum(dtype=np.int64)) + int(hi - lo) for lo, hi in zip(edges[:-1], edges[1:])]
+    before = np.concatenate([[0], np.cumsum(span_sums)[:-1]]) - 1
+
+    def fill(span: int) -> None:
+        carry = int(before[span])
+        for start in range(int(edges[span]), int(edges[span + 1]), _BLOCK_ENTRIES):
+            stop = min(start + _BLOCK_ENTRIES, int(edges[span + 1]))
+            block = gap_symbols[start:stop].astype(np.int64)
+            block += 1
+            np.cumsum(block, out=block)
+            block += carry
+            out[block] = np.take(table, codes[start:stop])
+            carry = int(block[-1])
+
+    map_threads(fill, range(spans), spans)
 
 
 def last_position(gap_symbols: np.ndarray) -> int:

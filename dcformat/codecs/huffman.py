@@ -44,6 +44,7 @@ import numpy as np
 
 from ..constants import HUFFMAN_LENGTH_BITS, MAX_CODEBOOK_SIZE, MAX_HUFFMAN_CODE_LENGTH, MAX_LANE_SYMBOLS
 from ..errors import EncodeError, FormatError, LimitError
+from ..parallel import map_threads
 from . import bitpack
 
 #: Default limit of :func:`code_lengths` (a 4096-entry decode table stays in L1 cache).
@@ -57,6 +58,8 @@ LENGTH_TOLERANCE = 0.002
 LANE_SYMBOLS = 1024
 #: Most lanes the default policy uses (beyond this numpy ops gain nothing more).
 MAX_DEFAULT_LANES = 8192
+#: A decoding thread gets at least this many lanes (fewer would cost more than it saves).
+_MIN_LANES_PER_THREAD = 1024
 #: Symbols encoded per block (bounds the encoder's int64 temporaries to a few MiB).
 _ENCODE_BLOCK = 1 << 18
 #: Bits decoded at once by pointer jumping (about 40 bytes of memory per bit).
@@ -436,16 +439,16 @@ class LanePlan:
     payload_at: int
 
 
-def decode(body, count: int, alphabet_size: int, *, field: str = "stream", offset: int = 0) -> np.ndarray:
+def decode(body, count: int, alphabet_size: int, *, field: str = "stream", offset: int = 0, threads: int = 1) -> np.ndarray:
     """Symbols of a Huffman body: ``uint8`` when ``alphabet_size <= 256``, else ``uint16``.
 
     Raises :class:`FormatError` (``LimitError`` for sizes) naming ``field + ".subfield"``
     and the absolute byte offset (``offset`` is where the body starts in the file).
     """
-    return decode_plan(prepare(body, count, alphabet_size, field=field, offset=offset))
+    return decode_plan(prepare(body, count, alphabet_size, field=field, offset=offset), threads=threads)
 
 
-def decode_plan(plan: LanePlan) -> np.ndarray:
+def decode_plan(plan: LanePlan, *, threads: int = 1) -> np.ndarray:
     """Run the numpy kernels on a prepared body and check every lane's end."""
     if plan.count == 0:
         return np.zeros(0, dtype=plan.dtype)
@@ -455,7 +458,7 @@ def decode_plan(plan: LanePlan) -> np.ndarray:
     if _prefer_jumping(plan.count, plan.lanes, plan.payload_bits):
         out, end = _decode_jumping(plan.payload, plan.payload_bits, *args)
     else:
-        out, end = _decode_lanes(plan.payload, *args)
+        out, end = _decode_lanes(plan.payload, *args, threads=threads)
     check_lane_ends(plan, end)
     return out
 
@@ -708,33 +711,48 @@ def _decode_jumping(payload, payload_bits: int, n: int, lanes: int, lane_start, 
     return out, end
 
 
-def _decode_lanes(payload, n: int, lanes: int, lane_start, sym_table, len_table, max_len: int):
-    """Decode all lanes in lockstep; returns the symbols and each lane's end position."""
-    windows = _windows(payload)
-    mask = np.int64((1 << max_len) - 1)
+def _decode_lanes(payload, n: int, lanes: int, lane_start, sym_table, len_table, max_len: int, threads: int = 1):
+    """Decode all lanes in lockstep; returns the symbols and each lane's end position.
 
+    With ``threads > 1`` the lanes are split into contiguous groups decoded by a thread
+    each (numpy releases the GIL inside its kernels); every group writes its own columns
+    of the shared output, so the result does not depend on the thread count.
+    """
+    windows = _windows(payload)
     out = np.empty(n, dtype=sym_table.dtype)
+    pos = lane_start.astype(np.int64)  # a copy; advanced in place, group by group
+    groups = min(max(int(threads), 1), max(lanes // _MIN_LANES_PER_THREAD, 1))
+    bounds = np.linspace(0, lanes, groups + 1).astype(np.int64)
+    work = [(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+    map_threads(lambda span: _decode_lane_group(windows, out, pos, n, lanes, sym_table, len_table, max_len, *span), work, len(work))
+    return out, pos
+
+
+def _decode_lane_group(windows, out, pos_all, n: int, lanes: int, sym_table, len_table, max_len: int, lo: int, hi: int) -> None:
+    """Lockstep over lanes ``lo .. hi - 1``: their symbols go to their columns of ``out``."""
+    mask = np.int64((1 << max_len) - 1)
     full, extra = divmod(n, lanes)
     grid = out[: full * lanes].reshape(full, lanes)
-    pos = lane_start.astype(np.int64)  # a copy
-    index = np.empty(lanes, dtype=np.int64)
-    shift = np.empty(lanes, dtype=np.int64)
-    bits = np.empty(lanes, dtype=np.int64)
-    used = np.empty(lanes, dtype=np.int64)
+    pos = pos_all[lo:hi]  # a view: the caller sees the end positions
+    width = hi - lo
+    index = np.empty(width, dtype=np.int64)
+    shift = np.empty(width, dtype=np.int64)
+    bits = np.empty(width, dtype=np.int64)
+    used = np.empty(width, dtype=np.int64)
     five, low5 = np.int64(5), np.int64(31)
-    for step in range(full):  # lockstep steps: a handful of numpy ops on all lanes
+    for step in range(full):  # lockstep steps: a handful of numpy ops on all lanes of the group
         np.right_shift(pos, five, out=index)
         windows.take(index, out=bits, mode="clip")
         np.bitwise_and(pos, low5, out=shift)
         np.right_shift(bits, shift, out=bits)
         np.bitwise_and(bits, mask, out=bits)
-        sym_table.take(bits, out=grid[step], mode="clip")
+        sym_table.take(bits, out=grid[step, lo:hi], mode="clip")
         len_table.take(bits, out=used, mode="clip")
         np.add(pos, used, out=pos)
-    if extra:
-        p = pos[:extra]
+    tail = min(extra, hi) - lo  # lanes of this group that hold one more symbol
+    if tail > 0:
+        p = pos[:tail]
         b = windows.take(p >> five, mode="clip")
         b = (b >> (p & low5)) & mask
-        out[full * lanes :] = sym_table.take(b, mode="clip")
+        out[full * lanes + lo : full * lanes + lo + tail] = sym_table.take(b, mode="clip")
         p += len_table.take(b, mode="clip")
-    return out, pos

@@ -70,13 +70,13 @@ def read_header(buf, pos: int, end: int, *, field: str, base: int) -> tuple[Code
     return coder, start, start + header.body_length
 
 
-def decode_body(coder: Coder, body, count: int, alphabet_size: int, *, field: str, offset: int) -> np.ndarray:
+def decode_body(coder: Coder, body, count: int, alphabet_size: int, *, field: str, offset: int, threads: int = 1) -> np.ndarray:
     """Decode ``count`` symbols; every symbol is checked to be ``< alphabet_size``."""
     dtype = symbol_dtype(alphabet_size)
     if coder == Coder.BITPACK:
         symbols = bitpack.unpack_checked(body, count, bitpack.width_for(alphabet_size), field=field, offset=offset, dtype=dtype)
     elif coder == Coder.HUFFMAN:
-        return huffman.decode(body, count, alphabet_size, field=field, offset=offset)  # its table bounds every symbol
+        return huffman.decode(body, count, alphabet_size, field=field, offset=offset, threads=threads)  # its table bounds every symbol
     else:
         raw = zstd.decompress_exact(body, count * dtype.itemsize, field=field, offset=offset)
         symbols = np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype, copy=False)
