@@ -36,7 +36,14 @@ DENSE_CHOICES = ("raw", "zstd", "auto")
 
 @dataclass(frozen=True)
 class EncodeOptions:
-    """How the writer encodes tensors; the defaults give the smallest file.
+    """How the writer encodes tensors; the defaults aim at the smallest file.
+
+    With the defaults, a quantized tensor's layouts (dense, or sparse at each gap width)
+    are ranked by their exact bit-packed / Huffman sizes, computed from histograms, and
+    encoded in full, every stream with the smallest of the three coders (zstd included);
+    the smallest payload is kept. That is every layout up to ``EXHAUSTIVE_CHOICE_ENTRIES``
+    stored entries (an exact choice), the best three up to ``EXACT_CHOICE_ENTRIES``, and
+    only the best-ranked one above (zstd rarely wins on big weight streams).
 
     layout: for quantized tensors, ``"dense"`` (a code per element), ``"sparse"`` (codes
         and gaps of the stored entries) or ``"auto"`` (whichever is smaller).
@@ -121,11 +128,33 @@ class _Plan:
     prepend_zero: bool
 
 
+#: Up to this many stored entries, every layout is encoded in full (zstd included) and
+#: the smallest kept: the choice is then exact, at a cost that does not matter.
+EXHAUSTIVE_CHOICE_ENTRIES = 1 << 16
+#: Up to this many, the best few layouts by the size model are encoded in full.
+EXACT_CHOICE_ENTRIES = 1 << 22
+EXACT_CHOICE_CANDIDATES = 3
+
+
 def _encode_quantized(q: QuantizedTensor, options: EncodeOptions, field: str) -> EncodedTensor | None:
     wire = dtypes.dtype_id(q.dtype, field=field)
-    plan = _choose_plan(q, options)
-    if plan is None:
+    plans = _rank_plans(q, options)
+    if not plans:
         return None
+    if q.entry_count > EXACT_CHOICE_ENTRIES:
+        plans = plans[:1]
+    elif q.entry_count > EXHAUSTIVE_CHOICE_ENTRIES:
+        plans = plans[:EXACT_CHOICE_CANDIDATES]
+    best = None
+    for plan in plans:
+        encoded = _encode_plan(q, plan, options, wire)
+        if encoded is not None and (best is None or len(encoded.payload) < len(best.payload)):
+            best = encoded
+    return best
+
+
+def _encode_plan(q: QuantizedTensor, plan: "_Plan", options: EncodeOptions, wire: DType) -> EncodedTensor | None:
+    """The payload of one layout choice, each stream with its smallest (or forced) coder."""
     codebook, codes = q.codebook, q.codes.astype(np.uint32 if q.codebook.size >= 1 << 16 else np.uint16)
     if plan.prepend_zero:
         codebook = np.concatenate([np.zeros(1, dtype=codebook.dtype), codebook])
@@ -155,8 +184,8 @@ def _encode_quantized(q: QuantizedTensor, options: EncodeOptions, field: str) ->
     return EncodedTensor(wire, encoding, q.shape, payload)
 
 
-def _choose_plan(q: QuantizedTensor, options: EncodeOptions) -> _Plan | None:
-    """The layout and gap width of the smallest payload, estimated from histograms.
+def _rank_plans(q: QuantizedTensor, options: EncodeOptions) -> list[_Plan]:
+    """Every allowed layout and gap width, smallest estimated payload first.
 
     Bit packing and Huffman sizes are computed exactly from symbol histograms, so no
     candidate is encoded just to be measured; zstd is compared later, per stream.
@@ -197,7 +226,7 @@ def _choose_plan(q: QuantizedTensor, options: EncodeOptions) -> _Plan | None:
             count = q.entry_count + fillers
             gap_cost = streams.estimate_size(gap_hist, count, 1 << gap_bits)
             plans.append(_Plan(QUANT_HEADER_SIZE + cost[0] + gap_cost, "sparse", gap_bits, cost[1]))
-    return min(plans, key=lambda plan: plan.size) if plans else None
+    return sorted(plans, key=lambda plan: plan.size)  # stable: ties keep dense, then narrower gaps
 
 
 # -- decoding -----------------------------------------------------------------------------
