@@ -164,9 +164,9 @@ def encode_metadata(metadata: Mapping[str, object] | None) -> bytes:
     metadata[RESERVED_KEY_PREFIX + "producer"] = f"{PRODUCER} {__version__}"
     try:
         text = json.dumps(metadata, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise EncodeError(f"metadata is not JSON-serialisable ({exc})") from None
-    data = text.encode("utf-8")
+        data = text.encode("utf-8")
+    except (TypeError, ValueError) as exc:  # UnicodeEncodeError (a lone surrogate) is a ValueError
+        raise EncodeError(f"metadata is not JSON-serialisable as UTF-8 ({exc})") from None
     if len(data) > MAX_METADATA_BYTES:
         raise EncodeError(f"metadata takes {len(data)} bytes, over the limit of {MAX_METADATA_BYTES}")
     return data

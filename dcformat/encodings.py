@@ -215,7 +215,8 @@ def _rank_plans(q: QuantizedTensor, options: EncodeOptions) -> list[_Plan]:
         cost = codes_cost(q.numel - q.entry_count)
         if cost is not None:
             plans.append(_Plan(QUANT_HEADER_SIZE + cost[0], "dense", 0, cost[1]))
-    if options.layout in ("auto", "sparse") and q.numel > 0:
+    # A tensor that stores every element gains nothing from gaps: sparse only if asked.
+    if (options.layout == "sparse" or (options.layout == "auto" and not q.is_dense)) and q.numel > 0:
         true_gaps = gaps.true_gaps(q.positions)
         widths = [options.gap_bits] if options.gap_bits else range(1, MAX_GAP_BITS + 1)
         for gap_bits in widths:

@@ -153,16 +153,18 @@ def _representable(codebook: np.ndarray, dtype: np.dtype) -> bool:
 
 # -- k-means --------------------------------------------------------------------------
 
-def kmeans_1d(values: np.ndarray, k: int, *, init: str = "linear", seed: int = 0, max_iter: int = 100) -> np.ndarray:
+def kmeans_1d(values: np.ndarray, k: int, *, init: str = "linear", seed: int = 0, max_iter: int = 100,
+              presorted: bool = False) -> np.ndarray:
     """Lloyd's k-means in one dimension; returns ``k`` sorted centroids (float64).
 
     On sorted data every cluster is an interval, so an iteration needs only a
     ``searchsorted`` of the k-1 midpoints and a prefix sum: O(k log n), not O(n k).
     Empty clusters keep their centroid (linear init can start some in empty ranges).
+    ``presorted=True`` says ``values`` is already a sorted float64 array.
     """
     if init not in INITS:
         raise EncodeError(f"init must be one of {INITS}, got {init!r}")
-    xs = np.sort(np.asarray(values, dtype=np.float64).reshape(-1))
+    xs = values if presorted else np.sort(np.asarray(values, dtype=np.float64).reshape(-1))
     n = xs.size
     if n == 0:
         return np.zeros(0)
@@ -213,23 +215,30 @@ def quantize(array, /, *, bits: int, init: str = "linear", seed: int = 0, max_it
     as_float = flat.astype(np.float64)
     if not np.isfinite(as_float).all():
         raise EncodeError("cannot quantize an array holding NaN or infinity")
-    positions = np.flatnonzero(as_float)
-    values = as_float[positions]
-    cb_dtype = codebook_dtype_for(wire)
-    unique = np.unique(values)
-    if unique.size <= (1 << bits):
-        centroids = unique
+    nonzero = as_float != 0
+    if nonzero.all():
+        positions, values = None, as_float  # every element is stored: a dense tensor
     else:
-        centroids = kmeans_1d(values, 1 << bits, init=init, seed=seed, max_iter=max_iter)
+        positions = np.flatnonzero(nonzero)
+        values = as_float[positions]
+    del nonzero
+    cb_dtype = codebook_dtype_for(wire)
+    xs = np.sort(values)
+    distinct = xs[np.concatenate([[True], xs[1:] != xs[:-1]])] if xs.size else xs
+    if distinct.size <= (1 << bits):
+        centroids = distinct
+    else:
+        centroids = kmeans_1d(xs, 1 << bits, init=init, seed=seed, max_iter=max_iter, presorted=True)
+    del xs
     codebook = centroids.astype(cb_dtype)
     if wire == DType.BFLOAT16:  # round centroids to values bfloat16 can hold
         codebook = codebook.astype(BFLOAT16).astype(cb_dtype)
-    codebook = np.unique(codebook)  # casting can merge centroids; unique also sorts
+    codebook = np.unique(codebook)  # casting can merge centroids; unique also sorts (k entries: cheap)
     if codebook.size == 0:
         codebook = np.zeros(1, dtype=cb_dtype)
     codes = assign(values, codebook)
-    used = np.unique(codes)  # drop centroids no value chose: a smaller codebook, same tensor
-    if used.size < codebook.size:
+    used = np.bincount(codes, minlength=codebook.size) > 0  # drop centroids no value chose
+    if not used.all():
         codebook = codebook[used]
-        codes = np.searchsorted(used, codes)
+        codes = (np.cumsum(used) - 1)[codes]
     return QuantizedTensor._checked(tuple(array.shape), codebook, positions, codes, array.dtype)
