@@ -585,3 +585,19 @@ def test_itertools_exhaustive_tiny_tables():
             assert ok, lengths
         if not valid:
             assert not ok, lengths
+
+
+def test_lane_holding_more_than_65536_symbols_is_rejected():
+    """Spec 7.3.4: C >= ceil(n / 65536); a body with one lane for 65537 symbols is invalid."""
+    n = 65537
+    symbols = np.zeros(n, dtype=np.uint8)
+    symbols[::2] = 1
+    # Build the body by hand: lengths 1,1; one lane of n bits; codes 0 and 1 alternate.
+    lengths = bitpack.pack(np.array([1, 1]), 5)
+    payload = np.packbits(symbols.astype(np.uint8), bitorder="little").tobytes()
+    body = (2).to_bytes(4, "little") + lengths + (1).to_bytes(4, "little") + n.to_bytes(8, "little") + bytes([0])
+    body += n.to_bytes(8, "little") + payload
+    with pytest.raises(LimitError, match="lane_count"):
+        huffman.decode(body, n, 2)
+    # the same symbols in two lanes decode fine
+    assert np.array_equal(huffman.decode(huffman.encode(symbols, 2), n, 2), symbols)
