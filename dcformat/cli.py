@@ -167,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_verify)
 
+    from .commands import convert as convert_command
+
+    convert_command.register(sub)
+
     p = sub.add_parser("demo", help="compress a sample set of tensors, write a file and inspect it")
     p.add_argument("--out", default="out", help="folder for demo.dcf (default: ./out)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -178,10 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "and print the paper's table beside the measured one. Sizes are measured from the file.")
     p.add_argument("network", choices=["lenet-300-100", "lenet-5"])
     p.add_argument("--data", default=None, help="folder with the four MNIST IDX files, gzipped or not (default: $DCFORMAT_MNIST or ../shared/data/mnist)")
-    p.add_argument("--out", default="out", help="folder for the written .dcf (default: ./out)")
+    p.add_argument("--out", default="out", help="folder for the written .dcf and the JSON result (default: ./out)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--json", action="store_true", help="print the table as JSON")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars or stage lines")
     p.set_defaults(func=cmd_reproduce)
     return parser
 

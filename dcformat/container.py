@@ -214,6 +214,7 @@ class FileWriter:
         self.metadata = dict(metadata or {})
         folder = os.path.dirname(os.path.abspath(self.path))
         fd, self._tmp = tempfile.mkstemp(prefix="." + os.path.basename(self.path) + ".", suffix=".tmp", dir=folder)
+        os.fchmod(fd, _new_file_mode(self.path))  # mkstemp makes 0600; give the file a normal mode
         self._sink = os.fdopen(fd, "w+b")
         self._writer = Writer(self._sink, options=options)
         self.size: int | None = None
@@ -265,6 +266,16 @@ class FileWriter:
             self.close()
         else:
             self.abort()
+
+
+def _new_file_mode(path: str) -> int:
+    """The mode of the file being replaced, or what ``open()`` would give a new file (0666 & ~umask)."""
+    try:
+        return os.stat(path).st_mode & 0o777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def save_file(tensors: Mapping, path, *, metadata=None, options: EncodeOptions | None = None, overrides=None) -> int:

@@ -36,6 +36,7 @@ symbols and end positions without a Python step per symbol of a lane.
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 from dataclasses import dataclass
@@ -142,7 +143,18 @@ def default_lengths(histogram: np.ndarray) -> np.ndarray:
     limits keep the ``2**L``-entry decode table in cache, the tolerance keeps skewed
     distributions (8-bit Laplacian codes of large tensors) close to their entropy.
     """
-    hist = np.asarray(histogram)
+    hist = np.ascontiguousarray(histogram, dtype=np.int64)
+    lengths = _default_lengths_cached(hist.tobytes())  # the encoder asks again for the same histograms
+    return np.frombuffer(lengths, dtype=np.uint8).copy()
+
+
+@functools.lru_cache(maxsize=512)
+def _default_lengths_cached(histogram_bytes: bytes) -> bytes:
+    hist = np.frombuffer(histogram_bytes, dtype=np.int64)
+    return _default_lengths(hist).astype(np.uint8).tobytes()
+
+
+def _default_lengths(hist: np.ndarray) -> np.ndarray:
     used = int(np.count_nonzero(hist))
     best = code_lengths(hist, MAX_HUFFMAN_CODE_LENGTH)
     low = max(MIN_DEFAULT_MAX_LENGTH, max(used - 1, 0).bit_length())

@@ -1,0 +1,1 @@
+"""Subcommands of the ``dcformat`` command line, one module each, each with ``register(subparsers)``."""
