@@ -31,10 +31,8 @@ def printable(name: str) -> str:
     """
     out = []
     for ch in name:  # per character of a name, never per weight
-        if ch.isprintable() and ch != "\\":
+        if ch.isprintable():
             out.append(ch)
-        elif ch == "\\":
-            out.append("\\\\")
         else:
             code = ord(ch)
             out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")

@@ -40,7 +40,7 @@ from .constants import (
     Encoding,
 )
 from .encodings import EncodeOptions, decode_payload, decoded_nbytes, encode_tensor, parse_quantized, within_expansion
-from .errors import ChecksumError, EncodeError, FormatError, LimitError, UnsupportedError
+from .errors import ChecksumError, DCFormatError, EncodeError, FormatError, LimitError, UnsupportedError
 from .layout import HEADER_CRC_COVERS, INDEX_CRC_SIZE, Header, TensorEntry, entry_size
 from .parallel import map_threads, resolve_threads
 from .quantize import QuantizedTensor
@@ -147,8 +147,17 @@ def _check_name(name) -> bytes:
 def _check_shape(shape, *, field: str) -> None:
     if len(shape) > MAX_RANK:
         raise EncodeError(f"rank {len(shape)} is over the limit of {MAX_RANK}", field=field)
-    if int(np.prod(shape, dtype=object)) > MAX_ELEMENTS:
-        raise EncodeError(f"{int(np.prod(shape, dtype=object))} elements are over the limit of {MAX_ELEMENTS}", field=field)
+    if _extent(shape) > MAX_ELEMENTS:
+        raise EncodeError(f"shape {tuple(shape)}: the product of its nonzero dimensions is over the limit of {MAX_ELEMENTS}", field=field)
+
+
+def _extent(shape) -> int:
+    """Spec 5.1.2: the product of the nonzero dimensions, which bounds the element count and
+    also rules out shapes like (0, 2**62) that no array library can represent."""
+    extent = 1
+    for dim in shape:  # per dimension, at most 32
+        extent *= dim or 1
+    return extent
 
 
 def encode_metadata(metadata: Mapping[str, object] | None) -> bytes:
@@ -367,6 +376,7 @@ class DCFile:
     def __init__(self, source, *, max_expansion: int = MAX_EXPANSION):
         self._file = None
         self._mmap = None
+        self._closed = False
         self.max_expansion = max_expansion
         if isinstance(source, (bytes, bytearray, memoryview)):
             self._buf = memoryview(source).cast("B") if isinstance(source, memoryview) else memoryview(bytes(source))
@@ -395,6 +405,7 @@ class DCFile:
 
     def close(self) -> None:
         """Release the file. Arrays still viewing the map keep it alive until they go."""
+        self._closed = True
         self._buf = memoryview(b"")
         if self._mmap is not None:
             try:
@@ -498,11 +509,8 @@ class DCFile:
         if raw.flags != 0:
             raise FormatError(field + ".flags", f"reserved flag bits are set (0x{raw.flags:02x})", offset=after_name + 3)
         shape = tuple(int(d) for d in raw.shape)
-        numel = 1
-        for dim in shape:
-            numel *= dim
-            if numel > MAX_ELEMENTS:
-                raise LimitError(field + ".shape", f"shape {shape} has more than {MAX_ELEMENTS} elements", offset=after_name + 4)
+        if _extent(shape) > MAX_ELEMENTS:
+            raise LimitError(field + ".shape", f"shape {shape}: the product of its nonzero dimensions is over {MAX_ELEMENTS}", offset=after_name + 4)
         offsets_at = after_name + 4 + 8 * len(shape)
         if raw.payload_offset % ALIGNMENT:
             raise FormatError(field + ".payload_offset", f"{raw.payload_offset} is not a multiple of {ALIGNMENT}", offset=offsets_at)
@@ -546,6 +554,8 @@ class DCFile:
         return json.loads(json.dumps(self._metadata))
 
     def entry(self, name: str) -> Entry:
+        if self._closed:
+            raise DCFormatError("read error: the file is closed")
         try:
             return self._entries[name]
         except KeyError:

@@ -83,7 +83,11 @@ class QuantizedTensor:
         if codebook.ndim != 1 or not 1 <= codebook.size <= MAX_CODEBOOK_SIZE:
             raise EncodeError(f"codebook must be 1-D with 1 to {MAX_CODEBOOK_SIZE} entries, got shape {codebook.shape}")
         if dtype_id(codebook.dtype) not in CODEBOOK_DTYPES:
-            codebook = codebook.astype(codebook_dtype_for(wire))
+            stored = codebook.astype(codebook_dtype_for(wire))
+            if not np.array_equal(stored.astype(np.float64), codebook.astype(np.float64), equal_nan=True):
+                raise EncodeError(f"codebook of {codebook.dtype} is not exactly representable in {stored.dtype}, "
+                                  "the codebook storage (spec 6.3): round it first if that is intended")
+            codebook = stored
         codebook = np.ascontiguousarray(codebook, dtype=codebook.dtype.newbyteorder("<"))
         if not np.isfinite(codebook).all():
             raise EncodeError("codebook entries must be finite (no NaN or infinity)")
@@ -164,10 +168,14 @@ def kmeans_1d(values: np.ndarray, k: int, *, init: str = "linear", seed: int = 0
     """
     if init not in INITS:
         raise EncodeError(f"init must be one of {INITS}, got {init!r}")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise EncodeError(f"k must be a positive integer, got {k!r}")
     xs = values if presorted else np.sort(np.asarray(values, dtype=np.float64).reshape(-1))
     n = xs.size
     if n == 0:
         return np.zeros(0)
+    if not (np.isfinite(xs[0]) and np.isfinite(xs[-1])):  # sorted: NaN and infinities sit at the ends
+        raise EncodeError("k-means needs finite values (no NaN or infinity)")
     if init == "linear":
         centroids = np.linspace(xs[0], xs[-1], k)
     elif init == "density":
@@ -203,7 +211,8 @@ def quantize(array, /, *, bits: int, init: str = "linear", seed: int = 0, max_it
     k-means runs over the nonzero entries only; entries exactly equal to zero stay
     exactly zero and are not stored (the encoder then picks sparse or dense storage,
     whichever is smaller). With at most ``2**bits`` distinct nonzero values the
-    codebook holds them all and the tensor is stored without loss.
+    codebook holds them all, so float16, bfloat16 and float32 tensors are stored without
+    loss; float64 values are rounded to the float32 codebook (spec 6.3).
     """
     if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 1 <= bits <= 16:
         raise EncodeError(f"bits must be an integer in 1..16, got {bits!r}")
@@ -238,7 +247,7 @@ def quantize(array, /, *, bits: int, init: str = "linear", seed: int = 0, max_it
         codebook = np.zeros(1, dtype=cb_dtype)
     codes = assign(values, codebook)
     used = np.bincount(codes, minlength=codebook.size) > 0  # drop centroids no value chose
-    if not used.all():
+    if used.any() and not used.all():
         codebook = codebook[used]
         codes = (np.cumsum(used) - 1)[codes]
     return QuantizedTensor._checked(tuple(array.shape), codebook, positions, codes, array.dtype)

@@ -30,9 +30,27 @@ def decompress_exact(frame, expected_size: int, *, field: str, offset: int) -> b
         declared = "no content size" if params.content_size == zstandard.CONTENTSIZE_UNKNOWN else f"{params.content_size} bytes"
         raise FormatError(field, f"zstd frame declares {declared}, the tensor needs exactly {expected_size}", offset=offset)
     try:
-        out = zstandard.ZstdDecompressor().decompress(frame, max_output_size=expected_size, allow_extra_data=False)
+        if expected_size == 0:
+            out = _decompress_streaming(frame, field=field, offset=offset)
+        else:
+            out = zstandard.ZstdDecompressor().decompress(frame, max_output_size=expected_size, allow_extra_data=False)
     except zstandard.ZstdError as exc:
         raise FormatError(field, f"corrupt zstd frame ({exc})", offset=offset) from None
     if len(out) != expected_size:
         raise FormatError(field, f"zstd frame decoded to {len(out)} bytes, expected {expected_size}", offset=offset)
+    return out
+
+
+def _decompress_streaming(frame: bytes, *, field: str, offset: int) -> bytes:
+    """Decompress a frame that declares no content, reading every block.
+
+    The one-shot API returns ``b""`` for a frame declaring content size 0 without reading
+    its blocks, so garbage, a truncated block or a second frame would pass unnoticed.
+    """
+    decompressor = zstandard.ZstdDecompressor().decompressobj()
+    out = decompressor.decompress(frame)
+    if not decompressor.eof:
+        raise FormatError(field, "zstd frame is truncated", offset=offset)
+    if decompressor.unused_data:
+        raise FormatError(field, f"{len(decompressor.unused_data)} bytes follow the zstd frame", offset=offset)
     return out
