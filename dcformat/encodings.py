@@ -347,7 +347,8 @@ def parse_quantized(dtype: DType, encoding: Encoding, shape, payload, *, field: 
     codebook = np.frombuffer(bytes(payload[pos : pos + cb_bytes]), dtype=DTYPE_STORAGE[cb_dtype])
     if not np.isfinite(codebook).all():
         raise FormatError(field + ".codebook", "codebook holds NaN or infinity", offset=offset + pos)
-    values = codebook.astype(out_dtype)
+    with np.errstate(over="ignore", invalid="ignore"):  # a value too big for float16 becomes inf: rejected below
+        values = codebook.astype(out_dtype)
     if not np.array_equal(values.astype(np.float64), codebook.astype(np.float64)):
         raise FormatError(field + ".codebook", f"codebook values are not exactly representable in {dtypes.name(dtype)}", offset=offset + pos)
     pos += cb_bytes

@@ -151,7 +151,8 @@ def _representable(codebook: np.ndarray, dtype: np.dtype) -> bool:
     """Every codebook value survives conversion to ``dtype`` unchanged (spec 6.3)."""
     if dtype == np.dtype(np.float64) or (dtype == np.dtype(np.float32) and codebook.dtype.itemsize <= 4):
         return True
-    converted = codebook.astype(dtype).astype(np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow to inf just fails the comparison
+        converted = codebook.astype(dtype).astype(np.float64)
     return bool(np.array_equal(converted, codebook.astype(np.float64)))
 
 
