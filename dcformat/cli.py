@@ -165,9 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_verify)
 
+    from .commands import compress as compress_command
     from .commands import convert as convert_command
 
     convert_command.register(sub)
+    compress_command.register(sub)
 
     p = sub.add_parser("demo", help="compress a sample set of tensors, write a file and inspect it")
     p.add_argument("--out", default="out", help="folder for demo.dcf (default: ./out)")

@@ -1,0 +1,145 @@
+"""``dcformat compress IN OUT``: a thin layer over :func:`dcformat.compress.compress_file`.
+
+Post-training compression of a ``.safetensors`` or ``.dcf`` model into a ``.dcf``:
+per-tensor k-means codebooks sized by a sensitivity-weighted allocation to fit a bits
+per weight target, with options to fix bit widths, keep tensors exact and prune.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+EXIT_OK = 0
+
+
+def _rule(kind, what: str):
+    """An argparse type for ``VALUE`` or ``REGEX=VALUE`` (the regex may itself hold '=')."""
+
+    def parse(text: str):
+        pattern, sep, value = text.rpartition("=")
+        try:
+            parsed = kind(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what} or REGEX={what}, got {text!r}") from None
+        return (pattern if sep else None, parsed)
+
+    return parse
+
+
+def _collect(pairs, *, option: str):
+    """The library's form of repeated ``--option [REGEX=]VALUE``: a value, or an ordered mapping whose catch-all comes last."""
+    if not pairs:
+        return None
+    plain = [value for pattern, value in pairs if pattern is None]
+    if len(plain) > 1:
+        raise argparse.ArgumentTypeError(f"{option} takes at most one value without REGEX=")
+    rules = {pattern: value for pattern, value in pairs if pattern is not None}
+    if not rules:
+        return plain[0]
+    if plain:
+        rules[".*"] = plain[0]
+    return rules
+
+
+def register(subparsers) -> None:
+    """Add the ``compress`` subcommand to an argparse ``add_subparsers()`` object; its ``func`` is :func:`run`."""
+    from ..compress import DEFAULT_MIN_ELEMENTS, DEFAULT_TARGET_BITS_PER_WEIGHT
+
+    p = subparsers.add_parser(
+        "compress", help="compress a trained model (.safetensors or .dcf) into a .dcf without retraining",
+        description="Quantize every float matrix of IN with its own k-means codebook, sized per tensor by a sensitivity-weighted "
+                    "allocation so the whole file fits --target-bits-per-weight; biases, LayerNorm, small and non-float tensors "
+                    "stay exact. Prints bytes per tensor and in total, measured on the written file.",
+        epilog="Examples: dcformat compress model.safetensors model.dcf; "
+               "dcformat compress model.safetensors model.dcf --target-bits-per-weight 6 --keep-dense 'embeddings'; "
+               "dcformat compress model.safetensors model.dcf --bits 8 --bits 'attention=6'.")
+    p.add_argument("input", metavar="IN", help="a .safetensors or .dcf file")
+    p.add_argument("output", metavar="OUT", help="the .dcf to write (replaced atomically)")
+    p.add_argument("--target-bits-per-weight", type=float, metavar="BITS", default=None,
+                   help=f"size of the whole file in bits per element (default {DEFAULT_TARGET_BITS_PER_WEIGHT}, "
+                        f"{32 / DEFAULT_TARGET_BITS_PER_WEIGHT:.1f}x smaller than fp32); more is closer to the original")
+    p.add_argument("--bits", action="append", type=_rule(int, "BITS"), metavar="[REGEX=]BITS",
+                   help="fixed k-means codebooks of at most 2**BITS entries, for every tensor or those whose name matches REGEX "
+                        "(repeatable; first match wins); tensors without one are sized by the target")
+    p.add_argument("--keep-dense", action="append", metavar="REGEX", help="store tensors whose name matches REGEX exactly (repeatable)")
+    p.add_argument("--prune", action="append", type=_rule(float, "FRACTION"), metavar="[REGEX=]FRACTION",
+                   help="set this fraction of each quantized tensor's smallest weights to zero first (repeatable); "
+                        "without retraining this costs accuracy quickly")
+    p.add_argument("--importance", action="append", type=_rule(float, "WEIGHT"), metavar="REGEX=WEIGHT",
+                   help="weight of a kind of tensor in the allocation (repeatable, first match wins, others weigh 1); "
+                        "replaces the default, which gives attention query/key projections 0.1")
+    p.add_argument("--equal-importance", action="store_true", help="weigh every tensor's relative error the same")
+    p.add_argument("--min-elements", type=int, default=DEFAULT_MIN_ELEMENTS, metavar="N",
+                   help=f"float tensors with fewer elements stay exact (default {DEFAULT_MIN_ELEMENTS})")
+    p.add_argument("--init", choices=["linear", "density", "forgy"], default="linear", help="k-means initialisation with --bits (default linear)")
+    p.add_argument("--dense", choices=["raw", "zstd", "auto"], default="auto",
+                   help="storage of exact tensors (default auto: zstd where smaller; raw keeps them memory-mappable)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def settings_from_args(args) -> dict:
+    """The keyword arguments of :func:`dcformat.compress.compress_tensors` that ``args`` ask for."""
+    from ..compress import TRANSFORMER_IMPORTANCE
+
+    importance = TRANSFORMER_IMPORTANCE
+    if args.equal_importance:
+        importance = None
+    elif args.importance:
+        if any(pattern is None for pattern, _ in args.importance):
+            raise argparse.ArgumentTypeError("--importance takes REGEX=WEIGHT")
+        importance = {pattern: weight for pattern, weight in args.importance}
+    return dict(target_bits_per_weight=args.target_bits_per_weight, bits=_collect(args.bits, option="--bits"),
+                keep_dense=args.keep_dense, prune=_collect(args.prune, option="--prune") or 0.0, importance=importance,
+                min_elements=args.min_elements, init=args.init)
+
+
+def run(args) -> int:
+    """Compress, then print the report; library errors propagate to ``main`` (one line, exit 1)."""
+    from ..cli import printable  # late: the cli module imports this one
+    from ..compress import compress_file
+    from ..encodings import EncodeOptions
+
+    try:
+        settings = settings_from_args(args)
+    except argparse.ArgumentTypeError as exc:
+        print(f"dcformat compress: {exc}", file=sys.stderr)
+        return 2
+    report = compress_file(args.input, args.output, options=EncodeOptions(dense=args.dense),
+                           progress=not (args.json or args.no_progress), **settings)
+    if args.json:
+        json.dump(report, sys.stdout, indent=2, ensure_ascii=True)
+        print()
+        return EXIT_OK
+    print_report(report, sys.stdout, printable=printable)
+    return EXIT_OK
+
+
+def print_report(report: dict, out, *, printable=str) -> None:
+    """The per-tensor table and the totals of a :func:`compress_file` report."""
+    header = ("name", "shape", "stored as", "K", "bits/weight", "rel. error", "weight", "bytes", "x fp32")
+    rows = [header]
+    for t in report["tensors"]:
+        stored = t.get("stored_bytes", t["estimated_bytes"])
+        how = t.get("encoding", t["action"]) if t["action"] == "quantized" else f"{t.get('encoding', 'raw')} ({t['reason']})"
+        rows.append((printable(t["name"]), "x".join(map(str, t["shape"])) or "scalar", how,
+                     "-" if t["codebook_size"] is None else str(t["codebook_size"]),
+                     f"{8 * stored / t['elements']:.2f}" if t["elements"] else "-",
+                     f"{t['relative_error']:.1e}" if t["action"] == "quantized" or t["pruned"] else "0",
+                     "-" if t["importance"] is None else f"{t['importance']:g}",
+                     f"{stored:,}", f"{4 * t['elements'] / stored:.1f}" if stored else "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    for n, row in enumerate(rows):
+        cells = [c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        print("  ".join(cells).rstrip(), file=out)
+        if n == 0:
+            print("  ".join("-" * w for w in widths), file=out)
+    tot = report["totals"]
+    size = tot.get("file_bytes", tot["estimated_bytes"])
+    print(f"total: {tot['tensors']} tensors ({tot['quantized']} quantized), {tot['elements']:,} elements; "
+          f"{printable(report.get('output', ''))} holds {size:,} bytes, {tot['bits_per_weight']:.2f} bits per weight: "
+          f"{tot['ratio_vs_source']:.2f}x smaller than the input's {tot['source_bytes']:,} tensor bytes "
+          f"({tot['fp32_bytes'] / size:.2f}x vs fp32)", file=out)
