@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""Write the small seed files of ``fuzz/corpus/`` (the spec vectors are copied there as well).
+
+Small files with one idea each make the fuzzer's mutations count: every coder in every
+layout, multi-lane Huffman streams with non-zero delta widths, u16 zstd symbols, bool and
+bfloat16 tensors, a file of a newer minor version with unknown ids, and a few mutants
+with their CRCs re-fixed. Seeds are generated once and committed (everything is seeded,
+but a changed encoder may choose other bytes: the committed files are the reference).
+``found_*.dcf`` in the corpus are not made here: they are the units a long fuzz run kept
+(``-merge=1`` against these seeds).
+
+    python fuzz/make_seeds.py [OUT_DIR]
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, _ROOT)
+
+import ml_dtypes  # noqa: E402
+import numpy as np  # noqa: E402
+
+import dcformat  # noqa: E402
+from dcformat.codecs import huffman  # noqa: E402
+from fuzz import dcfbuild as B  # noqa: E402
+
+
+def seeds() -> dict[str, bytes]:
+    rng = np.random.default_rng(1)
+    out: dict[str, bytes] = {}
+    w = rng.normal(size=(12, 25)).astype(np.float32)
+    w[np.abs(w) < 0.8] = 0  # about 40 % kept, some long runs of zeros
+    q = dcformat.quantize(w, bits=3)
+    for layout in ("dense", "sparse"):
+        for coder in ("bitpack", "huffman", "zstd"):
+            gap_bits = 2 if layout == "sparse" else None
+            opts = dcformat.EncodeOptions(layout=layout, coder=coder, gap_bits=gap_bits)
+            out[f"seed_{layout}_{coder}.dcf"] = dcformat.save({"w": q}, options=opts)
+    half = dcformat.quantize(rng.normal(size=(9, 9)).astype(np.float16), bits=2)
+    bf = dcformat.quantize(rng.normal(size=(4, 8)).astype(ml_dtypes.bfloat16), bits=2)
+    out["seed_mixed_dtypes.dcf"] = dcformat.save(
+        {"bf": bf, "bool": rng.random((3, 3)) > 0.5, "half": half, "i64": np.arange(5, dtype=np.int64),
+         "scalar": np.float64(2.5), "z": np.zeros((0, 2), np.float32)},
+        metadata={"note": "seed", "nested": {"a": [1, 2.5, None, True]}})
+    out["seed_zstd_dense.dcf"] = dcformat.save({"b": np.ones(40, dtype=np.bool_), "r": np.arange(100, dtype=np.uint16)},
+                                               options=dcformat.EncodeOptions(dense="zstd"))
+
+    # Huffman with several lanes and non-zero lane_delta_width, and u16 zstd symbols.
+    symbols = np.minimum(rng.geometric(0.3, size=3000) - 1, 299).astype(np.uint16)
+    body = huffman.encode(symbols, 300, lane_symbols=400)
+    codebook = B.f32(*np.linspace(-1, 1, 300))
+    out["seed_huffman_lanes.dcf"] = B.build([B.T(b"h", 1, 3, (3000,), B.quant(codebook, 300, 3000, B.stream(2, body)))])
+    from dcformat.codecs import zstd
+
+    zbody = zstd.compress(symbols.astype("<u2").tobytes())
+    out["seed_zstd_u16.dcf"] = B.build([B.T(b"z", 1, 3, (3000,), B.quant(codebook, 300, 3000, B.stream(3, zbody)))])
+
+    # Single-symbol Huffman stream, sparse with fillers at gap width 1.
+    single = huffman.encode(np.zeros(50, np.uint8), 1)
+    gaps = huffman.encode(np.array([1] * 49 + [0], np.uint8), 2)
+    out["seed_single_symbol.dcf"] = B.build([B.T(b"s", 1, 4, (200,), B.quant(B.f32(0.0), 1, 50, B.stream(2, single) + B.stream(2, gaps), gap_bits=1))])
+
+    # A file of a newer minor version: unknown dtype and encoding ids are deferred to get().
+    out["seed_newer_minor.dcf"] = B.build(
+        [B.T(b"a", 200, 1, (2,), b"\1\2"), B.T(b"b", 1, 99, (1,), b"xyz!"), B.T(b"c", 5, 1, (3,), b"\1\2\3")], version=(1, 7))
+
+    # Mutants of the above with their CRCs re-fixed: start the fuzzer past the checksums.
+    rnd = random.Random(7)
+    for name in sorted(out)[:6]:
+        data = bytearray(out[name])
+        for k in range(3):
+            mutant = bytearray(data)
+            for _ in range(1 + k):
+                mutant[rnd.randrange(64, len(mutant))] ^= 1 << rnd.randrange(8)
+            out[f"mutant_{k}_{name}"] = B.fix_crcs(bytes(mutant))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    target = argv[0] if argv else os.path.join(_ROOT, "fuzz", "corpus")
+    os.makedirs(target, exist_ok=True)
+    for name, data in seeds().items():
+        with open(os.path.join(target, name), "wb") as f:
+            f.write(data)
+    print(f"wrote {len(seeds())} seeds to {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
