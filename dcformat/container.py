@@ -663,6 +663,10 @@ def decode_metadata(data: bytes, *, offset: int) -> dict:
         raise FormatError("metadata", f"not valid JSON ({exc})", offset=offset) from None
     if not isinstance(value, dict):
         raise FormatError("metadata", f"must be a JSON object, got {type(value).__name__}", offset=offset)
+    try:  # spec 4.1: no escaped lone surrogates; they survive parsing but not UTF-8 encoding
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise FormatError("metadata", "holds an escaped lone surrogate (not valid Unicode)", offset=offset) from None
     return value
 
 

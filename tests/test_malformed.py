@@ -796,3 +796,10 @@ def test_header_damage_behind_a_valid_crc_is_an_error_or_harmless():
 
 
 SMALL = small_file()
+
+
+def test_metadata_with_an_escaped_lone_surrogate():
+    """Spec 4.1: valid JSON grammar, but not Unicode; such a file could not be saved again."""
+    meta = b'{"a":"\\ud800"}'
+    blob = build_file([], metadata=meta)
+    expect(blob, FormatError, "metadata")

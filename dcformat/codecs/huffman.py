@@ -144,11 +144,17 @@ def default_lengths(histogram: np.ndarray) -> np.ndarray:
     distributions (8-bit Laplacian codes of large tensors) close to their entropy.
     """
     hist = np.ascontiguousarray(histogram, dtype=np.int64)
+    if hist.size > _CACHED_HISTOGRAM_SIZE:  # keeps the cache small; big alphabets are rare
+        return _default_lengths(hist)
     lengths = _default_lengths_cached(hist.tobytes())  # the encoder asks again for the same histograms
     return np.frombuffer(lengths, dtype=np.uint8).copy()
 
 
-@functools.lru_cache(maxsize=512)
+#: Histograms of at most this many symbols are cached (at most 256 x 8 KiB in all).
+_CACHED_HISTOGRAM_SIZE = 1024
+
+
+@functools.lru_cache(maxsize=256)
 def _default_lengths_cached(histogram_bytes: bytes) -> bytes:
     hist = np.frombuffer(histogram_bytes, dtype=np.int64)
     return _default_lengths(hist).astype(np.uint8).tobytes()
@@ -631,11 +637,19 @@ def _decode_tables(symbols_sorted: np.ndarray, lens_sorted: np.ndarray, dtype):
     top = int(lens_sorted[-1])
     reps = np.left_shift(np.int64(1), top - lens_sorted)
     by_code = np.repeat(np.arange(symbols_sorted.size), reps)  # index = code, MSB first
-    index = _reverse_bits(np.arange(1 << top, dtype=np.int64), top)
-    entry = by_code[index]
+    entry = by_code[_reversed_index(top)]
     sym_table = symbols_sorted[entry].astype(dtype)
     len_table = lens_sorted[entry].astype(np.int64)
     return sym_table, len_table
+
+
+@functools.lru_cache(maxsize=MAX_HUFFMAN_CODE_LENGTH + 1)
+def _reversed_index(width: int) -> np.ndarray:
+    """``i`` with its low ``width`` bits reversed, for every ``i < 2**width`` (read-only, cached:
+    every stream of the same longest code length needs the same one)."""
+    index = _reverse_bits(np.arange(1 << width, dtype=np.int64), width).astype(np.int32)
+    index.flags.writeable = False
+    return index
 
 
 def _decode_single(payload, n: int, symbol: int, dtype, rd: _Reader, payload_at: int) -> np.ndarray:
