@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import json
 import math
-import mmap
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -66,9 +65,6 @@ from .constants import (
 from .container import DCFile, FileWriter, encode_metadata
 from .errors import (
     EncodeError,
-    FormatError,
-    LimitError,
-    UnsupportedError,
 )
 from .layout import INDEX_CRC_SIZE, QUANT_HEADER_SIZE, STREAM_HEADER_SIZE, entry_size
 from .quantize import INITS, QuantizedTensor, quantize
@@ -603,89 +599,9 @@ def _totals(rows: list[dict], *, fixed_bytes: int, target: float | None) -> dict
 # Files
 # ======================================================================================
 
-def _json_object(raw: bytes, *, field: str, offset: int) -> dict:
-    def no_duplicates(pairs):
-        keys = [k for k, _ in pairs]
-        if len(set(keys)) != len(keys):
-            raise ValueError("duplicate key")
-        return dict(pairs)
-
-    try:
-        value = json.loads(raw.decode("utf-8"), object_pairs_hook=no_duplicates)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise FormatError(field, f"not valid UTF-8 JSON ({exc})", offset=offset) from None
-    if not isinstance(value, dict):
-        raise FormatError(field, f"must be a JSON object, got {type(value).__name__}", offset=offset)
-    return value
-
-
-def read_safetensors(path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """The tensors (read-only arrays over a memory map) and ``__metadata__`` of a safetensors file.
-
-    Every header field is checked against the file before any array is made: dtypes,
-    shapes, offsets inside the data area, sizes matching the shapes, and the data area
-    covered exactly with no overlaps (the safetensors rules).
-    """
-    path = os.fspath(path)
-    with open(path, "rb") as file:
-        size = os.fstat(file.fileno()).st_size
-        if size < 8:
-            raise FormatError("safetensors.header_length", f"file of {size} bytes is shorter than the 8-byte header length", offset=0)
-        header_length = int.from_bytes(file.read(8), "little")
-        if header_length > MAX_SAFETENSORS_HEADER:
-            raise LimitError("safetensors.header_length", f"{header_length} bytes is over the limit of {MAX_SAFETENSORS_HEADER}", offset=0)
-        if 8 + header_length > size:
-            raise FormatError("safetensors.header_length", f"header of {header_length} bytes runs past the end of the {size}-byte file", offset=0)
-        header = _json_object(file.read(header_length), field="safetensors.header", offset=8)
-        data_start = 8 + header_length
-        data_length = size - data_start
-        metadata = header.pop("__metadata__", None) or {}
-        if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
-            raise FormatError("safetensors.header.__metadata__", "must map strings to strings", offset=8)
-        specs = []
-        for name, spec in header.items():
-            field = f"safetensors.header[{name!r}]"
-            if not isinstance(spec, dict) or set(spec) != {"dtype", "shape", "data_offsets"}:
-                raise FormatError(field, "must be an object with exactly dtype, shape and data_offsets", offset=8)
-            code = spec["dtype"]
-            if code == "BF16":
-                if dtypes.BFLOAT16 is None:
-                    raise UnsupportedError(field + ".dtype", "bfloat16 tensors need the package ml_dtypes (pip install ml_dtypes)", offset=8)
-                dtype = dtypes.BFLOAT16
-            elif code in _SAFETENSORS_DTYPES:
-                dtype = _SAFETENSORS_DTYPES[code]
-            else:
-                raise UnsupportedError(field + ".dtype", f"dtype {code!r} is not one dcformat stores", offset=8)
-            shape = spec["shape"]
-            if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-                raise FormatError(field + ".shape", f"must be a list of integers >= 0, got {shape!r}", offset=8)
-            offsets = spec["data_offsets"]
-            if (not isinstance(offsets, list) or len(offsets) != 2 or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
-                    or not 0 <= offsets[0] <= offsets[1] <= data_length):
-                raise FormatError(field + ".data_offsets", f"must be [begin, end] inside the {data_length}-byte data area, got {offsets!r}", offset=8)
-            numel = math.prod(shape)
-            if offsets[1] - offsets[0] != numel * dtype.itemsize:
-                raise FormatError(field + ".data_offsets", f"{offsets[1] - offsets[0]} bytes for shape {shape} of {code}, "
-                                  f"which needs {numel * dtype.itemsize}", offset=8)
-            specs.append((offsets[0], offsets[1], name, dtype, tuple(shape)))
-        specs.sort(key=lambda s: (s[0], s[1]))
-        end = 0
-        for begin, stop, name, _, _ in specs:
-            if begin != end:
-                problem = "overlaps another tensor" if begin < end else "leaves a hole before it"
-                raise FormatError(f"safetensors.header[{name!r}].data_offsets", f"data at {begin} {problem} (expected {end})", offset=8)
-            end = stop
-        if end != data_length:
-            raise FormatError("safetensors.data", f"the tensors cover {end} of the {data_length} data bytes", offset=data_start + end)
-        if data_length:
-            buffer = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
-        else:
-            buffer = b""
-    tensors = {}
-    for begin, stop, name, dtype, shape in specs:
-        array = np.frombuffer(buffer, dtype=dtype, count=math.prod(shape), offset=data_start + begin) if stop > begin else np.zeros(0, dtype)
-        tensors[name] = array.reshape(shape)
-    return tensors, dict(metadata)
+# One safetensors reader serves the package: dcformat.convert's (every offset checked,
+# bfloat16 included). Imported here for the compress pipeline and its callers.
+from .convert import read_safetensors  # noqa: E402
 
 
 def read_tensors(path) -> tuple[dict[str, np.ndarray], dict]:

@@ -336,12 +336,11 @@ def _patched(tmp_path, patch) -> str:
 
 
 @pytest.mark.parametrize("patch, match", [
-    (lambda h: h["a"].update(dtype="F8_E4M3"), "not one dcformat stores"),
-    (lambda h: h["a"].update(shape=[4, -4]), "integers >= 0"),
+    (lambda h: h["a"].update(dtype="F8_E4M3"), "cannot be stored in a .dcf"),
+    (lambda h: h["a"].update(shape=[4, -4]), "non-negative integers"),
     (lambda h: h["a"].update(shape=[4, 5]), "needs 80"),
-    (lambda h: h["a"].update(data_offsets=[0, 10**9]), "inside the"),
+    (lambda h: h["a"].update(data_offsets=[0, 10**9]), "within the 88-byte data area"),
     (lambda h: h["b"].update(data_offsets=[8, 32]), "overlaps"),
-    (lambda h: h["a"].update(extra=1), "exactly dtype"),
     (lambda h: h.update(__metadata__={"k": 1}), "strings to strings"),
 ])
 def test_malformed_safetensors(tmp_path, patch, match):
@@ -364,7 +363,7 @@ def test_malformed_safetensors_framing(tmp_path):
     with pytest.raises(FormatError, match="JSON object"):
         read_tensors(path)
     path.write_bytes(struct.pack("<Q", 2) + b"{}" + b"\0" * 8)
-    with pytest.raises(FormatError, match="cover 0 of the 8"):
+    with pytest.raises(FormatError, match="not covered"):
         read_tensors(path)
 
 
