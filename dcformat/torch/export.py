@@ -2,8 +2,8 @@
 
 Writing folds the compression state back into plain tensor names: a shared parameter
 (``w_codebook``, ``w_codes``, ``w_mask``) is stored under ``w`` as a quantized tensor
-(the core's encoder then picks the smallest coding: Huffman or bit-packed codes, sparse
-gaps of the best width, or dense codes); a pruned-only parameter (``w_orig``, ``w_mask``)
+(only the centroids some weight uses; the core's encoder then picks the smallest coding:
+Huffman or bit-packed codes, sparse gaps of the best width, or dense codes); a pruned-only parameter (``w_orig``, ``w_mask``)
 is stored under ``w`` as its masked dense value; every other tensor (biases, buffers) is
 stored as it is. So the file of a compressed model has exactly the names of the
 uncompressed model's state dict and loads into a fresh instance of it.
@@ -70,12 +70,30 @@ def _quantized(codebook: torch.Tensor, codes: torch.Tensor, mask: torch.Tensor, 
     """
     numpy_dtype = _to_numpy(torch.zeros(0, dtype=codebook.dtype), name=name).dtype
     storage = torch.float16 if storage == torch.float16 else torch.float32
+    codebook, codes = _used_centroids_only(codebook.detach().cpu(), codes.detach().cpu(), mask.detach().cpu())
     return dcformat.QuantizedTensor.from_codes(
-        codebook.detach().to("cpu", storage).numpy(),
+        codebook.to(storage).numpy(),
         codes.detach().to("cpu").numpy(),
         mask=mask.detach().to("cpu").numpy(),
         dtype=numpy_dtype,
     )
+
+
+def _used_centroids_only(codebook: torch.Tensor, codes: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Drop the centroids no stored weight uses, renumbering the codes (order kept).
+
+    k-means leaves clusters empty when a layer has few weights (LeNet-5's conv1: 330 weights,
+    256 centroids, 158 used); storing those centroids, and their zero-length Huffman
+    entries, would only cost bytes. Decoded values do not change.
+    """
+    used = torch.unique(codes[mask])
+    if used.numel() == codebook.numel():
+        return codebook, codes
+    if used.numel() == 0:  # everything pruned: a one-entry codebook keeps the file valid
+        return codebook[:1], torch.zeros_like(codes)
+    renumber = torch.zeros(codebook.numel(), dtype=codes.dtype)
+    renumber[used] = torch.arange(used.numel(), dtype=codes.dtype)
+    return codebook[used], torch.where(mask, renumber[codes], 0)
 
 
 def _groups_from_model(model: nn.Module) -> dict[str, reparam.ComputedParameter]:

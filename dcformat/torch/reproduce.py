@@ -106,10 +106,12 @@ RECIPES: dict[str, Recipe] = {
         dense_epochs=15,
         dense_lr=0.02,
         sparsity={"conv1.weight": 0.34, "conv2.weight": 0.88, "ip1.weight": 0.92, "ip2.weight": 0.81},
-        prune_rounds=4,
-        retrain_epochs=[2, 2, 3, 5],
-        retrain_lr=0.02,
-        finetune_epochs=3,
+        prune_rounds=3,
+        retrain_epochs=[3, 3, 8],
+        # Retraining at 2.5x the dense learning rate: 0.73% after the last round, against
+        # 0.86% at 0.02 (tools/repro_notes.md).
+        retrain_lr=0.05,
+        finetune_epochs=2,
         finetune_lr=0.005,
         channels_last=True,
         # ip1 holds 93% of the weights; at 4-bit codes (the paper: 5) the file, which counts

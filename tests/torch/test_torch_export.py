@@ -84,7 +84,8 @@ def test_round_trip_of_a_compressed_model_is_exact(tmp_path):
     with dcformat.open(path) as f:
         f.verify()
         assert f.info("fc.weight").encoding.startswith("quant")
-        assert f.info("conv.weight").codebook_size in (256, 257)  # +1 if a zero entry was prepended
+        # Only the centroids in use are stored (+1 if the encoder prepended a zero for fillers).
+        assert f.info("conv.weight").codebook_size <= int(model.conv.weight_mask.sum()) + 1
         assert f.metadata()["accuracy"] == 0.5
         q = f.get_quantized("fc.weight")
         assert q.entry_count >= int(model.fc.weight_mask.sum())
@@ -253,4 +254,20 @@ def test_float16_codebooks_are_stored_exactly_at_half_the_size(tmp_path):
     assert (tmp_path / "again.dcf").read_bytes() == path16.read_bytes(), "a reloaded model writes the same file"
     plain = _compressed()
     save_file(plain, path32)
-    assert path16.stat().st_size < path32.stat().st_size - 256  # conv codebook: 256 entries x 2 bytes saved
+    assert path16.stat().st_size < path32.stat().st_size
+
+
+def test_unused_centroids_are_not_stored(tmp_path):
+    layer = nn.Linear(4, 3)
+    TrainedQuantizer(nn.Sequential(layer), bits=6).quantize()  # 12 weights, 64 centroids
+    path = tmp_path / "small.dcf"
+    save_file(layer, path)
+    with dcformat.open(path) as f:
+        q = f.get_quantized("weight")
+        assert q.codebook.size <= 12 + 1  # used centroids (+ a zero for fillers, if any)
+    assert torch.equal(load_file(path)["weight"], layer.weight.detach())
+    everything_pruned = nn.Linear(3, 2)
+    MagnitudePruner(nn.Sequential(everything_pruned), sparsity=1.0).step()
+    TrainedQuantizer(nn.Sequential(everything_pruned)).quantize()
+    save_file(everything_pruned, path)
+    assert (load_file(path)["weight"] == 0).all()
