@@ -134,7 +134,11 @@ def file_report(path: str | os.PathLike) -> FileReport:
 
 
 def _fmt(value, spec: str, missing: str = "-") -> str:
-    return missing if value is None else format(value, spec)
+    """``value`` formatted by ``spec``; ``missing`` (right-aligned to the spec's width) for None."""
+    if value is None:
+        width = spec.split(".")[0].rstrip("df")
+        return missing.rjust(int(width)) if width.isdigit() else missing
+    return format(value, spec)
 
 
 def _pct(value, spec: str) -> str:
