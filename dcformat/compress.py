@@ -45,6 +45,7 @@ import json
 import math
 import os
 import re
+import time
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -56,18 +57,19 @@ from .constants import (
     DATA_START,
     FLOAT_DTYPES,
     HUFFMAN_LENGTH_BITS,
-    MAGIC,
     MAX_CODEBOOK_SIZE,
     MAX_HUFFMAN_CODE_LENGTH,
-    RESERVED_KEY_PREFIX,
     DType,
 )
 from .container import DCFile, FileWriter, encode_metadata
-from .errors import (
-    EncodeError,
-)
+from .convert import read_safetensors  # noqa: F401  (the package's one safetensors reader, exported here for callers)
+from .encodings import EncodedTensor, EncodeOptions, encode_tensor
+from .errors import EncodeError
 from .layout import INDEX_CRC_SIZE, QUANT_HEADER_SIZE, STREAM_HEADER_SIZE, entry_size
+from .parallel import imap_bounded, resolve_threads
 from .quantize import INITS, QuantizedTensor, quantize
+from .shards import ShardedFile, ShardedWriter
+from .sources import as_array, open_source
 
 #: Average bits per weight of the whole file that ``compress_tensors`` aims for by default.
 DEFAULT_TARGET_BITS_PER_WEIGHT = 4.5
@@ -90,17 +92,6 @@ SAMPLE_LIMIT = 1 << 22
 _JUMP_BITS = 10
 #: A Huffman body's fixed fields (spec 7.3.1): table_symbols, lane_count, lane_base_bits, lane_delta_width, payload_bits.
 _HUFFMAN_FIXED_BYTES = 4 + 4 + 8 + 1 + 8
-#: A safetensors header is at most this long (the safetensors library's own limit).
-MAX_SAFETENSORS_HEADER = 100_000_000
-
-_SAFETENSORS_DTYPES = {
-    "F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"),
-    "I64": np.dtype("<i8"), "I32": np.dtype("<i4"), "I16": np.dtype("<i2"), "I8": np.dtype("i1"),
-    "U64": np.dtype("<u8"), "U32": np.dtype("<u4"), "U16": np.dtype("<u2"), "U8": np.dtype("u1"),
-    "BOOL": np.dtype("?"),
-}
-
-
 # ======================================================================================
 # Options
 # ======================================================================================
@@ -346,7 +337,82 @@ def _progress(items, *, enabled: bool, desc: str, total: int | None = None):
     return tqdm(items, desc=desc, total=total, unit="tensor", leave=False)
 
 
-def compress_tensors(
+class _Plan:
+    """What pass 1 decided for one quantized (or allocated-raw) tensor."""
+
+    __slots__ = ("prune", "pruned_error", "energy", "bits", "step")
+
+    def __init__(self, prune: float, pruned_error: float, energy: float, bits: int | None):
+        self.prune = prune                # fraction of the smallest weights zeroed first
+        self.pruned_error = pruned_error  # squared error that pruning adds
+        self.energy = energy              # |W|^2 of the original tensor
+        self.bits = bits                  # fixed k-means bits, or None: a step of the ladder
+        self.step = None                  # the allocated step (None with bits=None: stored exactly)
+
+
+class CompressionPlan:
+    """What :func:`plan_compression` decided for every tensor of a model; it holds no tensor data.
+
+    Compressing is two passes over the model: the plan looks at every tensor once (its
+    statistics and candidate sizes) and allocates the size budget; :meth:`apply` then
+    takes each tensor again and returns what to write. So a model is compressed
+    holding one tensor at a time, whatever its size. ``names`` is the writing order.
+    """
+
+    def __init__(self, names: list[str], rows: dict[str, dict], plans: dict[str, _Plan], settings: dict, overhead: int,
+                 target: float | None, init: str, seed: int):
+        self.names = names
+        self.settings = settings
+        self._rows = rows
+        self._plans = plans
+        self._overhead = overhead
+        self._target = target
+        self._init = init
+        self._seed = seed
+
+    def apply(self, name: str, tensor) -> np.ndarray | QuantizedTensor:
+        """The tensor ``name`` as it is to be written: quantized, pruned or unchanged.
+
+        ``tensor`` must be the one the plan saw (same shape and dtype). The tensor's row of
+        the report gets its measured relative error and codebook size.
+        """
+        row = self._rows.get(name)
+        if row is None:
+            raise EncodeError("the plan has no tensor of this name", field=repr(name))
+        array = as_array(tensor)
+        if list(array.shape) != row["shape"] or dtypes.name(dtypes.dtype_id(array.dtype, field=repr(name))) != row["dtype"]:
+            raise EncodeError(f"the plan was made for {row['dtype']} {row['shape']}, got {array.dtype} {list(array.shape)}", field=repr(name))
+        plan = self._plans.get(name)
+        if plan is None:  # stored exactly, as classified
+            return array
+        work = _prune(array, plan.prune) if plan.prune else array
+        energy = plan.energy
+        if plan.bits is not None:
+            q = quantize(work, bits=plan.bits, init=self._init, seed=self._seed)
+            row.update(action="quantized", reason=f"bits={plan.bits}", estimated_bytes=_estimated_payload(q),
+                       relative_error=_relative_error(array, q, energy))
+        elif plan.step is None:  # exact storage was the best use of the budget
+            row.update(reason="allocated raw", relative_error=plan.pruned_error / energy if energy else 0.0)
+            return work
+        else:
+            q, error = _quantize_step(work, plan.step)
+            row.update(action="quantized", reason="allocated", relative_error=(error + plan.pruned_error) / energy if energy else 0.0)
+        size = int(q.codebook.size)
+        row.update(codebook_size=size, code_bits=(size - 1).bit_length())
+        return q
+
+    def rows(self) -> list[dict]:
+        """The report's per-tensor rows, in writing order (updated by :meth:`apply`)."""
+        return [self._rows[n] for n in self.names]
+
+    def report(self) -> dict:
+        """The JSON-ready report: ``settings``, ``tensors`` and ``totals`` (byte counts are estimates)."""
+        rows = self.rows()
+        return {"settings": self.settings, "tensors": rows,
+                "totals": _totals(rows, fixed_bytes=self._overhead, target=self._target)}
+
+
+def plan_compression(
     tensors: Mapping[str, np.ndarray],
     *,
     target_bits_per_weight: float | None = None,
@@ -358,34 +424,14 @@ def compress_tensors(
     init: str = "linear",
     metadata_bytes: int = 256,
     seed: int = 0,
+    threads: int | None = None,
     progress: bool = False,
-) -> tuple[dict, dict]:
-    """Quantize the tensors of a model; returns ``(tensors, report)``.
+) -> CompressionPlan:
+    """Pass 1 of :func:`compress_tensors`: look at every tensor once and decide what each becomes.
 
-    ``tensors`` maps names to numpy arrays (any dtype dcformat stores). In the result,
-    quantized tensors are :class:`QuantizedTensor` and all others the input arrays.
-
-    target_bits_per_weight: the file's size as average bits per element over all
-        tensors (raw ones, codebooks and the index included); the codebook of every
-        tensor not fixed by ``bits`` is chosen to fit it (default
-        :data:`DEFAULT_TARGET_BITS_PER_WEIGHT`, 32/4.5 = 7.1x smaller than fp32).
-    bits: fixed k-means codebooks of at most ``2**bits`` entries, for every quantized
-        tensor (an int) or for names matching a regex (a mapping; first match wins). An
-        int cannot be combined with a target.
-    keep_dense: regex or regexes of names stored exactly.
-    prune: fraction of each quantized tensor's weights (smallest magnitudes) set to
-        exactly zero before quantizing, or a mapping regex -> fraction.
-    importance: distortion weight per tensor: a mapping regex -> weight (first match
-        wins, unmatched names weigh 1), a callable ``name -> weight``, or ``None`` for
-        equal weights.
-    min_elements: float tensors with fewer elements stay exact.
-    init: k-means initialisation for tensors with fixed ``bits`` (see :func:`quantize`).
-    metadata_bytes: the expected size of the file's metadata, counted in the budget.
-
-    The report is a JSON-ready dict: ``settings``, ``tensors`` (per tensor: what was
-    done, codebook size, relative squared error, estimated payload bytes) and
-    ``totals``. Byte counts here are the encoder's estimates;
-    :func:`compress_file` replaces them by what the file holds.
+    ``tensors`` may be lazy (a :class:`~dcformat.sources.TensorSource`): each value is read
+    once and dropped, ``threads`` of them at a time (default: ``$DCFORMAT_THREADS`` or every
+    core; reads must then be thread-safe). The options are :func:`compress_tensors`'.
     """
     if not isinstance(tensors, Mapping):
         raise EncodeError(f"tensors must be a mapping of names to arrays, got {type(tensors).__name__}")
@@ -416,76 +462,99 @@ def compress_tensors(
         raise EncodeError(f"must be an integer >= 0, got {min_elements!r}", field="min_elements")
     if init not in INITS:
         raise EncodeError(f"must be one of {INITS}, got {init!r}", field="init")
-
-    rng = np.random.default_rng(seed)
-    names = sorted(tensors, key=lambda n: n.encode("utf-8") if isinstance(n, str) else b"")
-    rows: dict[str, dict] = {}
-    out: dict = {}
-    pending: dict[str, tuple[np.ndarray, float, float]] = {}  # name -> (pruned array, squared error of pruning, energy)
-    ladders: dict[str, _Ladder] = {}
-    for name in _progress(names, enabled=progress, desc="analysing"):
+    for name in tensors:
         if not isinstance(name, str):
             raise EncodeError(f"tensor names must be str, got {name!r}")
-        array = tensors[name]
-        array = array.dequantize() if isinstance(array, QuantizedTensor) else np.asarray(array)
+
+    names = sorted(tensors, key=lambda n: n.encode("utf-8"))
+    rows: dict[str, dict] = {}
+    plans: dict[str, _Plan] = {}
+    ladders: dict[str, _Ladder] = {}
+    def analyse(number: int, name: str) -> None:
+        """Row, plan and ladder of one tensor; a function so that the tensor dies on return."""
+        array = as_array(tensors[name])
         reason = _classify(name, array, keep, int(min_elements))
         rows[name] = row = dict(
             name=name, shape=list(array.shape), dtype=dtypes.name(dtypes.dtype_id(array.dtype, field=repr(name))), elements=int(array.size),
             source_bytes=int(array.nbytes), action="raw", reason=reason, importance=None, pruned=0.0, codebook_size=None,
             code_bits=None, relative_error=0.0, estimated_bytes=int(array.nbytes))
         if reason is not None:
-            out[name] = array
-            continue
+            return
         fraction = _first(prune_rules, name) or 0.0
         work = _prune(array, fraction) if fraction else array
         flat = work.reshape(-1)
-        positions = np.flatnonzero(flat)
-        values = flat[positions]
+        values = flat[np.flatnonzero(flat)]
         energy = float(np.square(array.reshape(-1), dtype=np.float64).sum())
         kept = float(np.square(values, dtype=np.float64).sum())
-        row["pruned"] = 1.0 - positions.size / flat.size
-        pending[name] = (work, max(energy - kept, 0.0), energy)
+        row["pruned"] = 1.0 - values.size / flat.size
         fixed = _first(bit_rules, name)
+        plans[name] = _Plan(fraction, max(energy - kept, 0.0), energy, fixed)
         if fixed is not None:
-            out[name] = quantize(work, bits=fixed, init=init, seed=seed)
-            row.update(action="quantized", reason=f"bits={fixed}", estimated_bytes=_estimated_payload(out[name]),
-                       relative_error=_relative_error(array, out[name], energy))
-            continue
+            row.update(action="quantized", reason=f"bits={fixed}")
+            if target_bits_per_weight is not None:  # its size counts in the budget of the others: quantize once to measure it
+                q = quantize(work, bits=fixed, init=init, seed=seed)
+                row.update(estimated_bytes=_estimated_payload(q), relative_error=_relative_error(array, q, energy))
+            return
         row["importance"] = _check_weight(weigh(name))
         cb_itemsize = 2 if dtypes.dtype_id(array.dtype) == DType.FLOAT16 else 4
-        ladders[name] = _ladder(values, flat.size - positions.size, cb_itemsize, int(array.nbytes), rng)
+        rng = np.random.default_rng([seed, number])  # per tensor: the same samples whatever the thread count
+        ladders[name] = _ladder(values, flat.size - values.size, cb_itemsize, int(array.nbytes), rng)
+
+    for _ in _progress(imap_bounded(lambda item: analyse(*item), enumerate(names), resolve_threads(threads)),
+                       enabled=progress, desc="analysing", total=len(names)):
+        pass
 
     # -- the size budget, then one candidate per tensor ------------------------------------
     overhead = _index_bytes(names, [len(rows[n]["shape"]) for n in names], metadata_bytes)
     fixed_bytes = overhead + sum(rows[n]["estimated_bytes"] for n in names if n not in ladders)
     total_elements = sum(row["elements"] for row in rows.values())
     budget = None if target_bits_per_weight is None else target_bits_per_weight * total_elements / 8 - fixed_bytes
-    choice = _allocate({n: (ladders[n], pending[n][1], pending[n][2]) for n in ladders}, rows, budget)
-    for name in _progress(list(ladders), enabled=progress, desc="quantizing"):
-        work, pruned_error, energy = pending[name]
-        row = rows[name]
-        j = choice[name]
-        if j is None:  # exact storage is the best use of the budget
-            out[name] = work
-            row.update(reason="allocated raw", relative_error=pruned_error / energy if energy else 0.0)
-            continue
-        q, error = _quantize_step(work, float(ladders[name].steps[j]))
-        out[name] = q
-        row.update(action="quantized", reason="allocated", estimated_bytes=int(ladders[name].nbytes[j]),
-                   relative_error=(error + pruned_error) / energy if energy else 0.0)
-    for name in names:
-        if isinstance(out[name], QuantizedTensor):
-            size = int(out[name].codebook.size)
-            rows[name].update(codebook_size=size, code_bits=(size - 1).bit_length())
-    report = {
-        "settings": dict(target_bits_per_weight=target_bits_per_weight,
-                         bits=None if not bit_rules else {p.pattern: b for p, b in bit_rules},
-                         keep_dense=[p.pattern for p in keep], prune={p.pattern: f for p, f in prune_rules},
-                         importance=_describe_importance(importance), min_elements=int(min_elements), init=init),
-        "tensors": [rows[n] for n in names],
-        "totals": _totals([rows[n] for n in names], fixed_bytes=overhead, target=target_bits_per_weight),
-    }
-    return out, report
+    choice = _allocate({n: (ladders[n], plans[n].pruned_error, plans[n].energy) for n in ladders}, rows, budget)
+    for name, j in choice.items():
+        if j is not None:
+            plans[name].step = float(ladders[name].steps[j])
+            rows[name].update(estimated_bytes=int(ladders[name].nbytes[j]))
+    settings = dict(target_bits_per_weight=target_bits_per_weight,
+                    bits=None if not bit_rules else {p.pattern: b for p, b in bit_rules},
+                    keep_dense=[p.pattern for p in keep], prune={p.pattern: f for p, f in prune_rules},
+                    importance=_describe_importance(importance), min_elements=int(min_elements), init=init)
+    return CompressionPlan(names, rows, plans, settings, overhead, target_bits_per_weight, init, seed)
+
+
+def compress_tensors(tensors: Mapping[str, np.ndarray], *, progress: bool = False, **settings) -> tuple[dict, dict]:
+    """Quantize the tensors of a model; returns ``(tensors, report)``.
+
+    ``tensors`` maps names to numpy arrays (any dtype dcformat stores). In the result,
+    quantized tensors are :class:`QuantizedTensor` and all others arrays.
+
+    target_bits_per_weight: the file's size as average bits per element over all
+        tensors (raw ones, codebooks and the index included); the codebook of every
+        tensor not fixed by ``bits`` is chosen to fit it (default
+        :data:`DEFAULT_TARGET_BITS_PER_WEIGHT`, 32/4.5 = 7.1x smaller than fp32).
+    bits: fixed k-means codebooks of at most ``2**bits`` entries, for every quantized
+        tensor (an int) or for names matching a regex (a mapping; first match wins). An
+        int cannot be combined with a target.
+    keep_dense: regex or regexes of names stored exactly.
+    prune: fraction of each quantized tensor's weights (smallest magnitudes) set to
+        exactly zero before quantizing, or a mapping regex -> fraction.
+    importance: distortion weight per tensor: a mapping regex -> weight (first match
+        wins, unmatched names weigh 1), a callable ``name -> weight``, or ``None`` for
+        equal weights.
+    min_elements: float tensors with fewer elements stay exact.
+    init: k-means initialisation for tensors with fixed ``bits`` (see :func:`quantize`).
+    metadata_bytes: the expected size of the file's metadata, counted in the budget.
+    seed: of the sampling of large tensors and of k-means.
+    threads: tensors analysed at once (default ``$DCFORMAT_THREADS`` or every core).
+
+    The report is a JSON-ready dict: ``settings``, ``tensors`` (per tensor: what was
+    done, codebook size, relative squared error, estimated payload bytes) and
+    ``totals``. Byte counts here are the encoder's estimates;
+    :func:`compress_file` replaces them by what the file holds. This holds the whole
+    model in memory; :func:`compress_file` holds one tensor at a time.
+    """
+    plan = plan_compression(tensors, progress=progress, **settings)
+    out = {name: plan.apply(name, tensors[name]) for name in _progress(plan.names, enabled=progress, desc="quantizing")}
+    return out, plan.report()
 
 
 def _describe_importance(importance) -> object:
@@ -599,75 +668,94 @@ def _totals(rows: list[dict], *, fixed_bytes: int, target: float | None) -> dict
 # Files
 # ======================================================================================
 
-# One safetensors reader serves the package: dcformat.convert's (every offset checked,
-# bfloat16 included). Imported here for the compress pipeline and its callers.
-from .convert import read_safetensors  # noqa: E402
-
-
 def read_tensors(path) -> tuple[dict[str, np.ndarray], dict]:
-    """Tensors and user metadata of a ``.dcf`` (told by its magic) or ``.safetensors`` file.
+    """Every tensor (read into memory) and the user metadata of a model: see :func:`~dcformat.sources.open_source`.
 
     Quantized tensors of a ``.dcf`` come back dequantized: they are compressed afresh.
     """
-    path = os.fspath(path)
-    with open(path, "rb") as file:
-        head = file.read(len(MAGIC))
-    if head == MAGIC:
-        with DCFile(path) as reader:
-            reader.check_padding()
-            metadata = {k: v for k, v in reader.metadata().items() if not k.startswith(RESERVED_KEY_PREFIX)}
-            tensors = {name: np.array(reader.get(name)) for name in reader}
-        return tensors, metadata
-    tensors, metadata = read_safetensors(path)
-    return tensors, {"safetensors.metadata": metadata} if metadata else {}
+    with open_source(path) as source:
+        return {name: source[name] for name in source}, dict(source.metadata)
 
 
-def _write(tensors: Mapping, path: str, metadata: dict, options, progress: bool) -> int:
-    """Like :func:`dcformat.save_file` (atomic: temporary file, fsync, rename), with a progress bar."""
-    from .encodings import EncodeOptions
-
-    with FileWriter(path, metadata=metadata, options=options or EncodeOptions(dense="auto")) as out:
-        for name in _progress(sorted(tensors, key=lambda n: n.encode("utf-8")), enabled=progress, desc="writing"):
-            out.add(name, tensors[name])
-    return out.size
+def _writer(out_path: str, metadata: dict, options: EncodeOptions, max_shard_bytes: int | None):
+    """A one-file writer, or a sharded one when a shard size is given (``out_path`` is then a folder)."""
+    if max_shard_bytes is None:
+        return FileWriter(out_path, metadata=metadata, options=options)
+    return ShardedWriter(out_path, max_shard_bytes=max_shard_bytes, metadata=metadata, options=options)
 
 
-def compress_file(in_path, out_path, *, metadata: Mapping | None = None, options=None, progress: bool = False, **settings) -> dict:
-    """Compress a ``.safetensors`` or ``.dcf`` file into ``out_path`` (a ``.dcf``, replaced atomically).
+def compress_file(in_path, out_path, *, metadata: Mapping | None = None, options=None, progress: bool = False,
+                  max_shard_bytes: int | None = None, threads: int | None = None, **settings) -> dict:
+    """Compress a model file into a ``.dcf`` (replaced atomically), or into dcformat shards.
+
+    ``in_path`` is a ``.safetensors`` or ``.dcf`` file or a shard index of either
+    (``model.safetensors.index.json``, ``model.dcf.index.json``). The model is read twice,
+    tensor by tensor (once to plan, once to write), so memory holds about one tensor
+    however large the model. With ``max_shard_bytes``, ``out_path`` is a folder that
+    receives ``model-0000k-of-0000n.dcf`` shards of about that many bytes and
+    ``model.dcf.index.json``. ``threads`` tensors are worked on at once (default:
+    ``$DCFORMAT_THREADS`` or every core); the file is the same whatever their number.
 
     ``settings`` are :func:`compress_tensors`' options. ``options`` (an
     :class:`~dcformat.EncodeOptions`) tells the encoder how to store tensors; by default
     the smallest storage, zstd included for exact tensors. Returns the report of
-    :func:`compress_tensors` with each tensor's ``stored_bytes`` and ``encoding`` and the
-    totals (``file_bytes``, ``ratio_vs_source``, ``ratio_vs_fp32``) measured on the file.
+    :func:`compress_tensors` with each tensor's ``stored_bytes`` and ``encoding`` (and
+    ``shard``) and the totals (``file_bytes``: every file written, index included;
+    ``ratio_vs_source``, ``ratio_vs_fp32``) measured on what was written.
     """
     in_path, out_path = os.fspath(in_path), os.fspath(out_path)
-    tensors, source_metadata = read_tensors(in_path)
-    user = dict(source_metadata)
-    user.update(metadata or {})
-    draft = dict(user)
-    draft["dcformat_compress"] = {"source": os.path.basename(in_path)}
-    # The metadata, which records the settings, counts in the size budget. Its estimate depends
-    # on the settings' values only, not on how they were passed, so the command line and the
-    # library write the same file for the same settings.
-    importance = _describe_importance(settings.get("importance", TRANSFORMER_IMPORTANCE))
-    metadata_bytes = len(encode_metadata(draft)) + len(json.dumps(importance)) + 512
-    compressed, report = compress_tensors(tensors, progress=progress, metadata_bytes=metadata_bytes, **settings)
-    draft["dcformat_compress"]["settings"] = report["settings"]
-    _write(compressed, out_path, draft, options, progress)
-    file_bytes = os.path.getsize(out_path)
-    with DCFile(out_path) as reader:
+    threads = resolve_threads(threads)
+    if max_shard_bytes is not None and (isinstance(max_shard_bytes, bool) or not isinstance(max_shard_bytes, (int, np.integer))
+                                        or max_shard_bytes < 1):
+        raise EncodeError(f"must be a positive number of bytes, got {max_shard_bytes!r}", field="max_shard_bytes")
+    with open_source(in_path) as source:
+        user = dict(source.metadata)
+        user.update(metadata or {})
+        draft = dict(user)
+        draft["dcformat_compress"] = {"source": os.path.basename(in_path)}
+        # The metadata, which records the settings, counts in the size budget. Its estimate depends
+        # on the settings' values only, not on how they were passed, so the command line and the
+        # library write the same file for the same settings.
+        importance = _describe_importance(settings.get("importance", TRANSFORMER_IMPORTANCE))
+        metadata_bytes = len(encode_metadata(draft)) + len(json.dumps(importance)) + 512
+        started = time.perf_counter()
+        plan = plan_compression(source, progress=progress, metadata_bytes=metadata_bytes, threads=threads, **settings)
+        planned = time.perf_counter()
+        draft["dcformat_compress"]["settings"] = plan.settings
+        options = options or EncodeOptions(dense="auto")
+
+        def quantize_and_encode(name: str) -> EncodedTensor:
+            return encode_tensor(plan.apply(name, source[name]), options, field=repr(name))
+
+        # Tensors are quantized and encoded on the pool, written here in order: about
+        # `threads` tensors in memory at a time.
+        with _writer(out_path, draft, options, max_shard_bytes) as out:
+            encoded = imap_bounded(quantize_and_encode, plan.names, threads)
+            for name, payload in _progress(zip(plan.names, encoded), enabled=progress, desc="compressing", total=len(plan.names)):
+                out.add(name, payload)
+    report = plan.report()
+    report["seconds"] = {"plan": planned - started, "quantize_and_write": time.perf_counter() - planned, "threads": threads}
+    if max_shard_bytes is None:
+        written, reader = [out_path], DCFile(out_path)
+    else:
+        reader = ShardedFile(out.index_path)
+        written = [out.index_path] + [os.path.join(out_path, shard) for shard in reader.shards()]
+        report["shards"] = reader.shards()
+    with reader:
         for row in report["tensors"]:
             entry = reader.entry(row["name"])
             row["stored_bytes"] = int(entry.length)
             row["encoding"] = entry.encoding.name.lower()
+            if max_shard_bytes is not None:
+                row["shard"] = reader.shard_of(row["name"])
+    file_bytes = sum(os.path.getsize(p) for p in written)
     totals = report["totals"]
     elements = totals["elements"]
     totals.update(file_bytes=file_bytes, stored_bytes=sum(r["stored_bytes"] for r in report["tensors"]),
                   bits_per_weight=8 * file_bytes / elements if elements else None,
                   ratio_vs_source=totals["source_bytes"] / file_bytes, ratio_vs_fp32=totals["fp32_bytes"] / file_bytes)
     report["input"] = in_path
-    report["output"] = out_path
+    report["output"] = written[0]
     return report
 
 
@@ -675,9 +763,11 @@ __all__ = [
     "DEFAULT_MIN_ELEMENTS",
     "DEFAULT_TARGET_BITS_PER_WEIGHT",
     "TRANSFORMER_IMPORTANCE",
+    "CompressionPlan",
     "compress_file",
     "compress_tensors",
     "importance_from_scores",
+    "plan_compression",
     "read_safetensors",
     "read_tensors",
 ]

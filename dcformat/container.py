@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import mmap
 import os
+import secrets
 import tempfile
 import zlib
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ from .constants import (
     DType,
     Encoding,
 )
-from .encodings import EncodeOptions, decode_payload, decoded_nbytes, encode_tensor, parse_quantized, within_expansion
+from .encodings import EncodedTensor, EncodeOptions, decode_payload, decoded_nbytes, encode_tensor, parse_quantized, within_expansion
 from .errors import ChecksumError, DCFormatError, EncodeError, FormatError, LimitError, UnsupportedError
 from .layout import HEADER_CRC_COVERS, INDEX_CRC_SIZE, Header, TensorEntry, entry_size
 from .parallel import map_threads, resolve_threads
@@ -88,7 +89,11 @@ class Writer:
         sink.write(b"\0" * DATA_START)  # the header is written last, once the index is placed
 
     def add(self, name: str, tensor, *, options: EncodeOptions | None = None) -> None:
-        """Encode ``tensor`` (an ndarray or QuantizedTensor) and write its payload now."""
+        """Encode ``tensor`` (an ndarray or QuantizedTensor) and write its payload now.
+
+        ``tensor`` may also be the :class:`~dcformat.encodings.EncodedTensor` that
+        ``encode_tensor`` made of it, which is written as it is.
+        """
         if self._finished:
             raise EncodeError("the file is already finished", field=repr(name))
         key = _check_name(name)
@@ -96,7 +101,10 @@ class Writer:
             raise EncodeError("a tensor of this name was already added", field=repr(name))
         if len(self._written) >= MAX_TENSORS:
             raise EncodeError(f"a file holds at most {MAX_TENSORS} tensors")
-        encoded = encode_tensor(tensor, options or self._options, field=repr(name))
+        if isinstance(tensor, EncodedTensor):  # encoded beforehand (on another thread, say)
+            encoded = tensor
+        else:
+            encoded = encode_tensor(tensor, options or self._options, field=repr(name))
         _check_shape(encoded.shape, field=repr(name))
         offset = _align(self._end)
         self._sink.write(b"\0" * (offset - self._end))
@@ -216,13 +224,21 @@ class FileWriter:
     about one tensor, not the model. Leaving the ``with`` block normally writes the
     index, syncs the file and renames it over ``path``; an exception (or :meth:`abort`)
     deletes the temporary file and leaves whatever was at ``path`` untouched.
+
+    Where the system allows (Linux), the temporary file has no name while it is written
+    (``O_TMPFILE``) and gets one only just before the rename, so a process killed while
+    writing leaves nothing behind; elsewhere it is ``.NAME.XXXX.tmp`` from the start.
     """
 
     def __init__(self, path, *, metadata=None, options: EncodeOptions | None = None):
         self.path = os.fspath(path)
         self.metadata = dict(metadata or {})
-        folder = os.path.dirname(os.path.abspath(self.path))
-        fd, self._tmp = tempfile.mkstemp(prefix="." + os.path.basename(self.path) + ".", suffix=".tmp", dir=folder)
+        self._folder = os.path.dirname(os.path.abspath(self.path))
+        fd = _anonymous_file(self._folder)
+        if fd is None:
+            fd, self._tmp = tempfile.mkstemp(prefix=self._temporary_prefix(), suffix=".tmp", dir=self._folder)
+        else:
+            self._tmp = None  # named at close()
         os.fchmod(fd, _new_file_mode(self.path))  # mkstemp makes 0600; give the file a normal mode
         self._sink = os.fdopen(fd, "w+b")
         self._writer = Writer(self._sink, options=options)
@@ -249,6 +265,8 @@ class FileWriter:
             size = self._writer.finish(self.metadata)
             self._sink.flush()
             os.fsync(self._sink.fileno())
+            if self._tmp is None:
+                self._tmp = _name_anonymous_file(self._sink.fileno(), self._folder, self._temporary_prefix())
             self._sink.close()
             os.replace(self._tmp, self.path)
         except BaseException:
@@ -258,10 +276,15 @@ class FileWriter:
         self.size = size
         return size
 
+    def _temporary_prefix(self) -> str:
+        return "." + os.path.basename(self.path) + "."
+
     def abort(self) -> None:
         """Drop the temporary file; ``path`` keeps its previous content."""
         if not self._sink.closed:
             self._sink.close()
+        if self._tmp is None:  # never named: closing it was enough
+            return
         try:
             os.unlink(self._tmp)
         except FileNotFoundError:
@@ -275,6 +298,35 @@ class FileWriter:
             self.close()
         else:
             self.abort()
+
+
+def _anonymous_file(folder: str) -> int | None:
+    """A read-write file without a name in ``folder`` (Linux's O_TMPFILE), or None where unsupported."""
+    flag = getattr(os, "O_TMPFILE", None)
+    if flag is None or not os.path.isdir("/proc/self/fd"):  # naming it later needs /proc
+        return None
+    try:
+        return os.open(folder, flag | os.O_RDWR, 0o600)
+    except OSError:  # a filesystem or kernel without it (EOPNOTSUPP, EISDIR, EINVAL)
+        return None
+
+
+def _name_anonymous_file(fd: int, folder: str, prefix: str) -> str:
+    """Give the O_TMPFILE file ``fd`` a unique temporary name in ``folder``; returns it."""
+    # linkat(AT_SYMLINK_FOLLOW) on /proc/self/fd/N links the file itself; os.link calls linkat
+    # (not link, which would link the /proc symlink) only when given a directory fd.
+    proc = os.open("/proc/self/fd", os.O_RDONLY)
+    try:
+        for _ in range(100):
+            candidate = os.path.join(folder, f"{prefix}{secrets.token_hex(6)}.tmp")
+            try:
+                os.link(str(fd), candidate, src_dir_fd=proc, follow_symlinks=True)
+                return candidate
+            except FileExistsError:
+                continue
+    finally:
+        os.close(proc)
+    raise FileExistsError(f"no free temporary name beside {folder}")
 
 
 def _new_file_mode(path: str) -> int:

@@ -189,12 +189,33 @@ def _safetensors_dtype(code: str, *, field: str) -> np.dtype:
     return np.dtype(np.bool_) if storage == "bool" else np.dtype(storage)
 
 
-def read_safetensors(path) -> tuple[dict, dict]:
-    """Tensors (read-only views of the memory-mapped file) and the ``__metadata__`` of a ``.safetensors`` file.
+class SafetensorsLayout:
+    """Where each tensor of a ``.safetensors`` file lies, every offset checked: ``specs`` maps a
+    name to ``(dtype, shape, offset of its bytes in the file)``; ``metadata`` is ``__metadata__``."""
 
-    The header (u64 length, JSON) is parsed here, so every dtype the format shares with
-    dcformat is read, bfloat16 included. Every offset is checked, and the tensors must
-    cover the data area exactly, before any tensor is viewed.
+    def __init__(self, path, specs: dict, metadata: dict, size: int):
+        self.path = os.fspath(path)
+        self.specs = specs
+        self.metadata = metadata
+        self.size = size
+
+    def nbytes(self, name: str) -> int:
+        dtype, shape, _ = self.specs[name]
+        return math.prod(shape) * dtype.itemsize
+
+    def check_bool(self, name: str, raw: np.ndarray) -> None:
+        """A BOOL tensor's bytes are 0 or 1 (numpy would read any other byte as an undefined bool)."""
+        dtype, _, begin = self.specs[name]
+        if dtype == np.bool_ and raw.size and int(raw.max()) > 1:
+            raise FormatError(f"{os.path.basename(self.path)}: tensors[{name!r}]", "a BOOL tensor holds a byte other than 0 or 1", offset=begin)
+
+
+def safetensors_layout(path) -> SafetensorsLayout:
+    """Parse and check the header of a ``.safetensors`` file (u64 length, JSON), reading no tensor.
+
+    The header is parsed here, so every dtype the format shares with dcformat is read,
+    bfloat16 included. Every offset is checked, and the tensors must cover the data area
+    exactly.
     """
     source = os.path.basename(os.fspath(path))
     size = os.path.getsize(path)
@@ -228,7 +249,7 @@ def read_safetensors(path) -> tuple[dict, dict]:
         if offsets[1] - offsets[0] != nbytes:
             raise FormatError(field + ".data_offsets", f"{offsets[1] - offsets[0]} bytes for shape {shape} of {info['dtype']}, which needs {nbytes}", offset=8)
         spans.append((offsets[0], offsets[1], name))
-        specs[name] = (dtype, tuple(shape), offsets[0])
+        specs[name] = (dtype, tuple(shape), data_start + offsets[0])
     end = 0
     for begin, stop, name in sorted(spans):
         if begin != end:
@@ -237,14 +258,22 @@ def read_safetensors(path) -> tuple[dict, dict]:
         end = stop
     if end != data_size:
         raise FormatError(f"{source}: data", f"{data_size - end} bytes after the last tensor are not covered by any", offset=data_start + end)
-    mapped = np.memmap(path, dtype=np.uint8, mode="r") if size else np.zeros(0, np.uint8)
+    return SafetensorsLayout(path, specs, dict(metadata), size)
+
+
+def read_safetensors(path) -> tuple[dict, dict]:
+    """Tensors (read-only views of the memory-mapped file) and the ``__metadata__`` of a ``.safetensors`` file.
+
+    See :func:`safetensors_layout` for the checks made before any tensor is viewed.
+    """
+    layout = safetensors_layout(path)
+    mapped = np.memmap(path, dtype=np.uint8, mode="r") if layout.size else np.zeros(0, np.uint8)
     tensors = {}
-    for name, (dtype, shape, begin) in specs.items():
-        raw = mapped[data_start + begin : data_start + begin + math.prod(shape) * dtype.itemsize]
-        if dtype == np.bool_ and raw.size and int(raw.max()) > 1:
-            raise FormatError(f"{source}: tensors[{name!r}]", "a BOOL tensor holds a byte other than 0 or 1", offset=data_start + begin)
+    for name, (dtype, shape, begin) in layout.specs.items():
+        raw = mapped[begin : begin + layout.nbytes(name)]
+        layout.check_bool(name, raw)
         tensors[name] = np.asarray(raw).view(dtype).reshape(shape)
-    return tensors, dict(metadata)
+    return tensors, dict(layout.metadata)
 
 
 def _json_object(raw: bytes, *, field: str, offset: int) -> dict:
@@ -769,6 +798,6 @@ def convert(src, dst, *, graph=None, prototxt=None, bits: int | None = None, min
 
 __all__ = [
     "ConvertReport", "DEFAULT_MIN_ELEMENTS", "EXTENSIONS", "FORMATS", "MissingDependencyError", "convert", "dense", "format_of",
-    "quantize_tensors", "read_dcf", "read_npz", "read_onnx", "read_safetensors", "read_torch", "state_dict_arrays",
-    "strip_onnx", "write_dcf", "write_npz", "write_onnx", "write_safetensors", "write_torch",
+    "quantize_tensors", "read_dcf", "read_npz", "read_onnx", "read_safetensors", "read_torch", "safetensors_layout",
+    "SafetensorsLayout", "state_dict_arrays", "strip_onnx", "write_dcf", "write_npz", "write_onnx", "write_safetensors", "write_torch",
 ]

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterable, TypeVar
+from collections import deque
+from typing import Callable, Iterable, Iterator, TypeVar
 
 from .errors import DCFormatError
 
@@ -52,3 +53,29 @@ def map_threads(fn: Callable[[T], R], items: Iterable[T], threads: int) -> list[
         return [fn(item) for item in items]
     with ThreadPoolExecutor(min(threads, len(items))) as pool:
         return list(pool.map(fn, items))
+
+
+def imap_bounded(fn: Callable[[T], R], items: Iterable[T], threads: int) -> Iterator[R]:
+    """``fn(x) for x in items`` on up to ``threads`` threads, yielded in order, at most
+    ``threads`` calls started ahead of the consumer.
+
+    For work whose results are large (a model's tensors): at most ``threads`` results
+    (and their inputs) exist at once, however many items there are. An exception raised
+    by a call is re-raised when its result is reached; later calls are then cancelled.
+    """
+    if threads <= 1:
+        for item in items:
+            yield fn(item)
+        return
+    pending: deque = deque()
+    with ThreadPoolExecutor(threads) as pool:
+        try:
+            for item in items:
+                if len(pending) >= threads:
+                    yield pending.popleft().result()
+                pending.append(pool.submit(fn, item))
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()

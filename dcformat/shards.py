@@ -9,13 +9,15 @@ A model saved in shards is ``model-00001-of-00003.dcf`` ... plus ``model.dcf.ind
 one tensor at a time (memory holds about one tensor) and cut when a shard's payloads
 pass ``max_shard_bytes``; the shards' final names need the shard count, so they are
 renamed into place at the end, and the index is written (atomically) last: an
-interrupted save leaves no index pointing at incomplete shards.
+interrupted save leaves no index pointing at incomplete shards. Shards of an earlier
+save under the same prefix that the new index does not name are then deleted.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Iterable, Mapping
 
 import numpy as np
@@ -91,8 +93,21 @@ class ShardedWriter:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.index_path)
+        self._remove_stale_shards({final for _, final in finals})
         _sync_folder(self.folder)
         return self.index_path
+
+    def _remove_stale_shards(self, current: set[str]) -> None:
+        """Delete the shards of an earlier save under this prefix (``model-00003-of-00004.dcf`` after a
+        save in two shards), which the new index no longer names; only after it is in place."""
+        pattern = re.compile(re.escape(self.prefix) + r"-\d{5}-of-\d{5}\.dcf")
+        for name in os.listdir(self.folder):
+            path = os.path.join(self.folder, name)
+            if pattern.fullmatch(name) and path not in current:
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
 
     def abort(self) -> None:
         for writer, _ in self._shards:
@@ -197,6 +212,17 @@ class ShardedFile:
 
     def info(self, name: str) -> TensorInfo:
         return self._for(name).info(name)
+
+    def entry(self, name: str):
+        """The directory entry of ``name`` in its shard (see :meth:`DCFile.entry`)."""
+        return self._for(name).entry(name)
+
+    def shard_of(self, name: str) -> str:
+        """The file name of the shard that holds ``name``."""
+        try:
+            return self._weight_map[name]
+        except KeyError:
+            raise KeyError(f"no tensor named {name!r} in this model") from None
 
     def decoded_bytes(self, name: str) -> int:
         return self._for(name).decoded_bytes(name)

@@ -383,8 +383,9 @@ def test_command_default(model_file, tmp_path, capsys):
     text = capsys.readouterr().out
     lines = text.splitlines()
     assert lines[0].split()[:3] == ["name", "shape", "stored"]
-    total = lines[-1]
+    total = lines[-2]
     assert total.startswith(f"total: {len(tensors)} tensors") and f"holds {os.path.getsize(out):,} bytes" in total
+    assert lines[-1].startswith("time: ") and "thread(s)" in lines[-1]
     row = next(line for line in lines if line.startswith("encoder.layer.0.intermediate.dense.weight"))
     with dcformat.open(out) as f:
         assert f"{f.info('encoder.layer.0.intermediate.dense.weight').stored_bytes:,}" in row

@@ -131,3 +131,70 @@ def test_cli_inspects_and_verifies_a_sharded_model(tmp_path, capsys):
     assert report["totals"]["tensors"] == 2
     assert report["file_bytes"] == sum(os.path.getsize(tmp_path / n) for n in os.listdir(tmp_path) if n.endswith(".dcf"))
     assert main(["verify", index]) == 0
+
+
+def test_imap_bounded_keeps_order_and_bounds_the_work_in_flight():
+    import threading
+    import time
+
+    from dcformat.parallel import imap_bounded
+
+    lock = threading.Lock()
+    state = {"running": 0, "most": 0}
+
+    def work(x):
+        with lock:
+            state["running"] += 1
+            state["most"] = max(state["most"], state["running"])
+        time.sleep(0.002 * (x % 3))
+        with lock:
+            state["running"] -= 1
+        return x * x
+
+    consumed = []
+    for value in imap_bounded(work, range(40), 3):
+        consumed.append(value)
+        time.sleep(0.001)
+    assert consumed == [x * x for x in range(40)]
+    assert 1 <= state["most"] <= 3
+    assert list(imap_bounded(work, range(5), 1)) == [0, 1, 4, 9, 16]
+
+
+def test_imap_bounded_raises_the_first_failure_in_order():
+    from dcformat.parallel import imap_bounded
+
+    def work(x):
+        if x == 4:
+            raise ValueError("four")
+        return x
+
+    got = []
+    with pytest.raises(ValueError, match="four"):
+        for value in imap_bounded(work, range(100), 2):
+            got.append(value)
+    assert got == [0, 1, 2, 3]
+
+
+def test_writer_takes_tensors_encoded_elsewhere(tmp_path):
+    from dcformat.encodings import EncodeOptions, encode_tensor
+
+    rng = np.random.default_rng(4)
+    tensors = {"a": layer(rng, (60, 70)), "b": rng.standard_normal(9)}
+    options = EncodeOptions()
+    with dcformat.writer(tmp_path / "pre.dcf", options=options) as w:
+        for name in sorted(tensors):
+            w.add(name, encode_tensor(tensors[name], options, field=name))
+    assert (tmp_path / "pre.dcf").read_bytes() == dcformat.save(tensors, options=options)
+
+
+def test_resaving_in_fewer_shards_removes_the_stale_ones(tmp_path):
+    rng = np.random.default_rng(5)
+    tensors = {f"t{i}": rng.standard_normal(300) for i in range(4)}
+    dcformat.save_sharded(tensors, tmp_path, max_shard_bytes=1)  # one tensor per shard
+    assert len(list(tmp_path.glob("model-*-of-00004.dcf"))) == 4
+    (tmp_path / "other-00001-of-00001.dcf").write_bytes(b"not ours")  # another prefix: kept
+    index = dcformat.save_sharded(tensors, tmp_path, max_shard_bytes=10**6)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model-00001-of-00001.dcf", "model.dcf.index.json",
+                                                          "other-00001-of-00001.dcf"]
+    out = dcformat.load_file(index)
+    assert all(np.array_equal(out[k], v) for k, v in tensors.items())

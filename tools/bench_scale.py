@@ -5,15 +5,26 @@
     python tools/bench_scale.py --sizes 10M 100M --json
 
 Each model is a stack of 4096x4096 float32 matrices (and one remainder) of Laplacian
-weights, generated tensor by tensor from a seed, so no phase ever holds the dense model
-unless it must (loading it). Every phase runs in a fresh subprocess that reports its own
-wall time and peak resident memory (ru_maxrss), so phases do not inherit each other's
-memory:
+weights, generated tensor by tensor from a seed. Every phase runs in a fresh subprocess
+that reports its own wall time and peak resident memory (ru_maxrss), so phases do not
+inherit each other's memory:
 
-- compress: generate, k-means quantize (5 bits) and write a .dcf with the streaming writer;
-- load_dcf_1thread / load_dcf: ``dcformat.load_file`` with 1 thread and with every core;
-- write_safetensors / load_safetensors: the dense fp32 model through safetensors' numpy API
-  (the baseline a user would otherwise have), when the ``safetensors`` package is installed.
+- write_safetensors: the dense fp32 model as safetensors shards of about 512 MiB plus
+  ``model.safetensors.index.json``, as a model hub would serve it (one shard in memory);
+- compress: what ``dcformat compress model.safetensors.index.json out/ --max-shard-size
+  256MiB`` does (:func:`dcformat.compress.compress_file`: plan, then quantize and write
+  tensor by tensor; default settings, 4.5 bits per weight, or ``--bits``);
+- load_dcf_1thread / load_dcf: ``dcformat.load_file`` of the shard index with 1 thread and
+  with every core;
+- load_safetensors: the dense shards through safetensors' numpy API (the baseline a user
+  would otherwise have), when the ``safetensors`` package is installed.
+
+Loads are repeated (``--repeat``, alternating 1 thread, all threads and safetensors) and
+the medians reported. Before any phase a throwaway process touches as much memory as the
+largest load will need (``--warm-memory``): on a virtual machine whose host backs guest
+memory lazily, the first touch of a page the guest has never used costs ~10 us (measured
+here), every later use of it ~0.3 us, so without this whichever phase first reaches new
+memory pays for the host, and the 1-thread/2-thread comparison measures the VM.
 
 It prints the 1B/100M time ratios (target: at most 11x, i.e. linear) and the speed-up of the
 threaded load over one thread (target: at least 1.6x on 2 cores).
@@ -24,7 +35,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -59,38 +71,67 @@ def layer(seed: int, index: int, shape) -> np.ndarray:
 
 # -- phases (each runs in its own subprocess) ---------------------------------------------
 
-def phase_compress(path: str, parameters: int, seed: int, bits: int) -> dict:
+SAFETENSORS_SHARD_BYTES = 512 << 20
+DCF_SHARD_BYTES = 256 << 20
+
+
+def phase_write_safetensors(folder: str, parameters: int, seed: int) -> dict:
+    """Dense safetensors shards and their index, written one shard at a time."""
+    from dcformat.convert import write_safetensors
+
+    os.makedirs(folder, exist_ok=True)
+    groups, current, size = [], [], 0
+    for i, shape in enumerate(model_shapes(parameters)):
+        if current and size + 4 * shape[0] * shape[1] > SAFETENSORS_SHARD_BYTES:
+            groups.append(current)
+            current, size = [], 0
+        current.append((i, shape))
+        size += 4 * shape[0] * shape[1]
+    groups.append(current)
+    weight_map = {}
+    for k, group in enumerate(groups, start=1):
+        shard = f"model-{k:05d}-of-{len(groups):05d}.safetensors"
+        write_safetensors({f"layers.{i:04d}.weight": layer(seed, i, shape) for i, shape in group}, os.path.join(folder, shard))
+        weight_map.update({f"layers.{i:04d}.weight": shard for i, _ in group})
+    with open(os.path.join(folder, "model.safetensors.index.json"), "w") as f:
+        json.dump({"metadata": {"total_size": 4 * parameters}, "weight_map": weight_map}, f)
+    return {"file_bytes": sum(os.path.getsize(os.path.join(folder, n)) for n in os.listdir(folder)), "shards": len(groups)}
+
+
+def phase_compress(source_index: str, out_folder: str, bits) -> dict:
+    from dcformat.compress import compress_file
+
+    settings = {} if bits is None else {"bits": bits}
+    report = compress_file(source_index, out_folder, max_shard_bytes=DCF_SHARD_BYTES, **settings)
+    return {"file_bytes": report["totals"]["file_bytes"], "shards": len(report["shards"]),
+            "quantized": report["totals"]["quantized"], "bits_per_weight": report["totals"]["bits_per_weight"],
+            "plan_seconds": report["seconds"]["plan"], "write_seconds": report["seconds"]["quantize_and_write"]}
+
+
+def phase_load_dcf(index: str, threads: int) -> dict:
     import dcformat
 
-    with dcformat.writer(path, metadata={"synthetic": f"{parameters} Laplacian parameters", "bits": bits}) as out:
-        for i, shape in enumerate(model_shapes(parameters)):
-            out.add(f"layers.{i:04d}.weight", dcformat.quantize(layer(seed, i, shape), bits=bits))
-    return {"file_bytes": os.path.getsize(path)}
-
-
-def phase_load_dcf(path: str, threads: int) -> dict:
-    import dcformat
-
-    tensors = dcformat.load_file(path, threads=threads)
+    tensors = dcformat.load_file(index, threads=threads)
     return {"tensors": len(tensors), "decoded_bytes": int(sum(t.nbytes for t in tensors.values()))}
 
 
-def phase_write_safetensors(path: str, parameters: int, seed: int) -> dict:
-    from safetensors.numpy import save_file
-
-    tensors = {f"layers.{i:04d}.weight": layer(seed, i, shape) for i, shape in enumerate(model_shapes(parameters))}
-    save_file(tensors, path)
-    return {"file_bytes": os.path.getsize(path)}
-
-
-def phase_load_safetensors(path: str) -> dict:
+def phase_load_safetensors(folder: str) -> dict:
     from safetensors.numpy import load_file
 
-    tensors = load_file(path)
+    tensors = {}
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".safetensors"):
+            tensors.update(load_file(os.path.join(folder, name)))
     return {"tensors": len(tensors), "decoded_bytes": int(sum(t.nbytes for t in tensors.values()))}
 
 
-PHASES = {"compress": phase_compress, "load_dcf": phase_load_dcf, "write_safetensors": phase_write_safetensors,
+def phase_warm(nbytes: int) -> dict:
+    """Touch ``nbytes`` of fresh memory once (see the module's docstring), then exit."""
+    block = np.ones(nbytes // 8, dtype=np.float64)
+    return {"touched_bytes": int(block.nbytes)}
+
+
+PHASES = {"warm": phase_warm, "compress": phase_compress, "load_dcf": phase_load_dcf, "write_safetensors": phase_write_safetensors,
           "load_safetensors": phase_load_safetensors}
 
 
@@ -107,22 +148,28 @@ def run_phase(name: str, *args) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def bench_model(parameters: int, folder: str, *, seed: int, bits: int, threads: int, baseline: bool, progress) -> dict:
-    path = os.path.join(folder, f"model-{parameters}.dcf")
+def bench_model(parameters: int, folder: str, *, seed: int, bits, threads: int, baseline: bool, repeat: int, progress) -> dict:
+    dense = os.path.join(folder, f"dense-{parameters}")
+    out = os.path.join(folder, f"dcf-{parameters}")
+    index = os.path.join(out, "model.dcf.index.json")
     row = {"parameters": parameters, "fp32_bytes": 4 * parameters}
+    progress(f"{parameters:,} parameters: write the dense safetensors shards")
+    row["write_safetensors"] = run_phase("write_safetensors", dense, parameters, seed)
     progress(f"{parameters:,} parameters: compress")
-    row["compress"] = run_phase("compress", path, parameters, seed, bits)
-    progress(f"{parameters:,} parameters: load, 1 thread")
-    row["load_dcf_1thread"] = run_phase("load_dcf", path, 1)
-    progress(f"{parameters:,} parameters: load, {threads} threads")
-    row["load_dcf"] = run_phase("load_dcf", path, threads)
-    os.unlink(path)
-    if baseline:
-        dense = os.path.join(folder, f"model-{parameters}.safetensors")
-        progress(f"{parameters:,} parameters: safetensors baseline")
-        row["write_safetensors"] = run_phase("write_safetensors", dense, parameters, seed)
-        row["load_safetensors"] = run_phase("load_safetensors", dense)
-        os.unlink(dense)
+    row["compress"] = run_phase("compress", os.path.join(dense, "model.safetensors.index.json"), out, bits)
+    samples: dict[str, list[dict]] = {"load_dcf_1thread": [], "load_dcf": [], "load_safetensors": []}
+    for k in range(repeat):  # alternating, so drifting load on the machine hits every variant alike
+        progress(f"{parameters:,} parameters: load with 1 thread, with {threads}" + (", with safetensors" if baseline else "") + f" ({k + 1}/{repeat})")
+        samples["load_dcf_1thread"].append(run_phase("load_dcf", index, 1))
+        samples["load_dcf"].append(run_phase("load_dcf", index, threads))
+        if baseline:
+            samples["load_safetensors"].append(run_phase("load_safetensors", dense))
+    for phase, runs in samples.items():
+        if runs:
+            row[phase] = {"seconds": statistics.median(r["seconds"] for r in runs), "samples_seconds": [r["seconds"] for r in runs],
+                          "peak_rss_bytes": max(r["peak_rss_bytes"] for r in runs)}
+    shutil.rmtree(dense)
+    shutil.rmtree(out)
     row["ratio_vs_fp32"] = row["fp32_bytes"] / row["compress"]["file_bytes"]
     row["threaded_speedup"] = row["load_dcf_1thread"]["seconds"] / row["load_dcf"]["seconds"]
     return row
@@ -131,10 +178,14 @@ def bench_model(parameters: int, folder: str, *, seed: int, bits: int, threads: 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", default=["100M", "1B"], help="model sizes, e.g. 100M 1B 2B")
-    parser.add_argument("--bits", type=int, default=5, help="code bits per weight (default 5)")
+    parser.add_argument("--bits", type=int, default=None, help="fixed k-means bits for every matrix (default: the pipeline's 4.5 bits per weight target)")
     parser.add_argument("--threads", type=int, default=None, help="threads of the parallel load (default: all usable CPUs)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-baseline", action="store_true", help="skip the safetensors baseline")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each load, medians reported (default 3)")
+    parser.add_argument("--warm-memory", type=float, default=None, metavar="GIB",
+                        help="GiB of memory touched once before the phases (default: what the largest load needs, "
+                             "at most 75%% of the available memory; 0: none)")
     parser.add_argument("--folder", default=None, help="where the temporary files go (default: a temporary folder)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
@@ -148,11 +199,21 @@ def main(argv=None) -> int:
     except ImportError:
         baseline = False
     progress = (lambda message: None) if args.json else (lambda message: print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True))
+    sizes = [parse_size(size) for size in args.sizes]
+    if args.warm_memory is None:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        warm = int(min(2.2 * 4 * max(sizes) + (1 << 30), 0.75 * available))
+    else:
+        warm = int(args.warm_memory * 2**30)
+    if warm > 0:
+        progress(f"touching {warm / 2**30:.1f} GiB of memory once")
+        run_phase("warm", warm)
     rows = []
     with tempfile.TemporaryDirectory(dir=args.folder) as folder:
-        for size in args.sizes:
-            rows.append(bench_model(parse_size(size), folder, seed=args.seed, bits=args.bits, threads=threads, baseline=baseline, progress=progress))
-    report = {"threads": threads, "bits": args.bits, "models": rows}
+        for size in sizes:
+            rows.append(bench_model(size, folder, seed=args.seed, bits=args.bits, threads=threads, baseline=baseline,
+                                    repeat=max(1, args.repeat), progress=progress))
+    report = {"threads": threads, "bits": args.bits, "warm_memory_bytes": warm, "repeat": args.repeat, "models": rows}
     by_size = {r["parameters"]: r for r in rows}
     if 10**8 in by_size and 10**9 in by_size:
         small, large = by_size[10**8], by_size[10**9]

@@ -1,8 +1,9 @@
 """``dcformat compress IN OUT``: a thin layer over :func:`dcformat.compress.compress_file`.
 
-Post-training compression of a ``.safetensors`` or ``.dcf`` model into a ``.dcf``:
-per-tensor k-means codebooks sized by a sensitivity-weighted allocation to fit a bits
-per weight target, with options to fix bit widths, keep tensors exact and prune.
+Post-training compression of a ``.safetensors`` or ``.dcf`` model (one file, or shards
+and their index) into a ``.dcf`` or dcformat shards: per-tensor k-means codebooks sized
+by a sensitivity-weighted allocation to fit a bits per weight target, with options to
+fix bit widths, keep tensors exact and prune.
 """
 
 from __future__ import annotations
@@ -12,6 +13,22 @@ import json
 import sys
 
 EXIT_OK = 0
+EXIT_USAGE = 2
+
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def parse_size(text: str) -> int:
+    """``4GB``, ``500MB``, ``2GiB`` or a plain number of bytes (the units of ``save_pretrained(max_shard_size=...)``)."""
+    cleaned = text.strip().upper().replace(" ", "")
+    number = cleaned.rstrip("KMGTIB")
+    try:
+        value = float(number) * _UNITS[cleaned[len(number):]]
+    except (KeyError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected a size such as 2GB, 500MB or 1GiB, got {text!r}") from None
+    if not 1 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"a shard must hold at least one byte, got {text!r}")
+    return int(value)
 
 
 def _rule(kind, what: str):
@@ -53,10 +70,15 @@ def register(subparsers) -> None:
                     "allocation so the whole file fits --target-bits-per-weight; biases, LayerNorm, small and non-float tensors "
                     "stay exact. Prints bytes per tensor and in total, measured on the written file.",
         epilog="Examples: dcformat compress model.safetensors model.dcf; "
+               "dcformat compress model.safetensors.index.json out/ --max-shard-size 2GB; "
                "dcformat compress model.safetensors model.dcf --target-bits-per-weight 6 --keep-dense 'embeddings'; "
                "dcformat compress model.safetensors model.dcf --bits 8 --bits 'attention=6'.")
-    p.add_argument("input", metavar="IN", help="a .safetensors or .dcf file")
-    p.add_argument("output", metavar="OUT", help="the .dcf to write (replaced atomically)")
+    p.add_argument("input", metavar="IN", help="a .safetensors or .dcf file, or a shard index of either "
+                                               "(model.safetensors.index.json, model.dcf.index.json)")
+    p.add_argument("output", metavar="OUT", help="the .dcf to write (replaced atomically), or with --max-shard-size the folder "
+                                                 "that receives the shards and model.dcf.index.json")
+    p.add_argument("--max-shard-size", type=parse_size, metavar="SIZE", default=None,
+                   help="write dcformat shards of about SIZE bytes each (e.g. 2GB, 500MB) into the folder OUT, with an index")
     p.add_argument("--target-bits-per-weight", type=float, metavar="BITS", default=None,
                    help=f"size of the whole file in bits per element (default {DEFAULT_TARGET_BITS_PER_WEIGHT}, "
                         f"{32 / DEFAULT_TARGET_BITS_PER_WEIGHT:.1f}x smaller than fp32); more is closer to the original")
@@ -76,6 +98,8 @@ def register(subparsers) -> None:
     p.add_argument("--init", choices=["linear", "density", "forgy"], default="linear", help="k-means initialisation with --bits (default linear)")
     p.add_argument("--dense", choices=["raw", "zstd", "auto"], default="auto",
                    help="storage of exact tensors (default auto: zstd where smaller; raw keeps them memory-mappable)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="tensors worked on at once (default: $DCFORMAT_THREADS, else every core); the output is the same for any N")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -107,8 +131,15 @@ def run(args) -> int:
         settings = settings_from_args(args)
     except argparse.ArgumentTypeError as exc:
         print(f"dcformat compress: {exc}", file=sys.stderr)
-        return 2
-    report = compress_file(args.input, args.output, options=EncodeOptions(dense=args.dense),
+        return EXIT_USAGE
+    if args.max_shard_size is not None and args.output.endswith(".dcf"):
+        print(f"dcformat compress: with --max-shard-size OUT is a folder for the shards, not a .dcf file: {args.output}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.threads is not None and args.threads < 1:
+        print(f"dcformat compress: --threads must be at least 1, got {args.threads}", file=sys.stderr)
+        return EXIT_USAGE
+    report = compress_file(args.input, args.output, options=EncodeOptions(dense=args.dense), max_shard_bytes=args.max_shard_size,
+                           threads=args.threads,
                            progress=not (args.json or args.no_progress), **settings)
     if args.json:
         json.dump(report, sys.stdout, indent=2, ensure_ascii=True)
@@ -139,7 +170,13 @@ def print_report(report: dict, out, *, printable=str) -> None:
             print("  ".join("-" * w for w in widths), file=out)
     tot = report["totals"]
     size = tot.get("file_bytes", tot["estimated_bytes"])
+    if report.get("shards"):
+        print(f"{len(report['shards'])} shards and their index: {size:,} bytes in all", file=out)
     print(f"total: {tot['tensors']} tensors ({tot['quantized']} quantized), {tot['elements']:,} elements; "
           f"{printable(report.get('output', ''))} holds {size:,} bytes, {tot['bits_per_weight']:.2f} bits per weight: "
           f"{tot['ratio_vs_source']:.2f}x smaller than the input's {tot['source_bytes']:,} tensor bytes "
           f"({tot['fp32_bytes'] / size:.2f}x vs fp32)", file=out)
+    if "seconds" in report:
+        t = report["seconds"]
+        print(f"time: {t['plan'] + t['quantize_and_write']:.1f} s on {t['threads']} thread(s) "
+              f"(planning {t['plan']:.1f} s, quantizing and writing {t['quantize_and_write']:.1f} s)", file=out)

@@ -11,6 +11,8 @@ Modules, one idea each:
   reparam       the computed-parameter mechanism both stages use (state visible in state_dict)
   selection     which parameters a stage works on, by state-dict name
   export        model / state dict <-> .dcf (save_file, save, load_file, load, load_model)
+  decode        a decoder written in torch operations, to tensors on any device
+                (decode_file(path, device="cuda"), bit-identical to the numpy decoder)
   report        per-layer sizes measured from a written file
   training      plain training / evaluation loops (DDP-aware batch sharding)
   distributed   keeping masks and codebooks identical across processes
@@ -32,6 +34,7 @@ _EXPORTS = {
     "save": "export",
     "save_file": "export",
     "to_dcformat": "export",
+    "decode_file": "decode",
     "MagnitudePruner": "prune",
     "iterative_prune": "prune",
     "magnitude_mask": "prune",

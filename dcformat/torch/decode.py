@@ -147,3 +147,7 @@ def load_file(path, *, device="cpu") -> dict[str, torch.Tensor]:
     with DCFile(path) as reader:
         reader.check_padding()
         return {name: get(reader, name, device=device) for name in reader.keys()}
+
+
+#: ``dcformat.torch.decode_file``: the package-level name of this module's :func:`load_file`.
+decode_file = load_file

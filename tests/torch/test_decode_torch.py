@@ -9,6 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import dcformat  # noqa: E402
+import dcformat.torch  # noqa: E402
 from dcformat import EncodeOptions  # noqa: E402
 from dcformat.torch import decode as torch_decode  # noqa: E402
 
@@ -30,6 +31,7 @@ def test_every_vector_decodes_identically(name):
     expected = dcformat.load_file(path)
     got = torch_decode.load_file(path, device="cpu")
     assert sorted(got) == sorted(expected)
+    assert sorted(dcformat.torch.decode_file(path)) == sorted(expected)  # the package-level name
     for key in expected:
         assert same_bits(got[key], expected[key]), key
 

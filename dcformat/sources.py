@@ -1,0 +1,196 @@
+"""A model on disk as a lazy mapping of names to arrays, whatever file or files hold it.
+
+``dcformat compress`` reads models too large for memory: it looks at every tensor once
+to plan, then once more to write, and must hold one tensor at a time. A
+:class:`TensorSource` gives it that: ``source[name]`` reads (or decodes) that tensor
+into a fresh array and keeps nothing. Four inputs are known::
+
+    model.safetensors                      one safetensors file
+    model.safetensors.index.json           safetensors shards and their index (weight_map)
+    model.dcf                              one dcformat file (quantized tensors come dequantized)
+    model.dcf.index.json                   dcformat shards and their index
+
+safetensors tensors are read with plain file reads, not a memory map: a map's pages
+count in the process's resident memory until the kernel needs them back, and a scan of
+a 30 GB model would look like (and, under a memory limit, be charged as) 30 GB.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+
+import numpy as np
+
+from .constants import MAGIC, MAX_TENSORS, RESERVED_KEY_PREFIX
+from .container import DCFile, open_file
+from .convert import SafetensorsLayout, _json_object, safetensors_layout
+from .errors import FormatError, LimitError
+from .quantize import QuantizedTensor
+from .shards import MAX_INDEX_BYTES, ShardedFile
+
+#: The suffix of a safetensors shard index (``model.safetensors.index.json``, as the Hugging Face libraries write it).
+SAFETENSORS_INDEX_SUFFIX = ".safetensors.index.json"
+
+
+class TensorSource(Mapping):
+    """A read-only mapping of names to arrays, read on access (thread-safe); close it (or use ``with``) when done.
+
+    ``metadata`` is the user metadata of the source (safetensors' ``__metadata__`` under the
+    key ``"safetensors.metadata"``; a ``.dcf``'s own keys, reserved ones left out).
+    """
+
+    def __init__(self, path, names: list[str], metadata: dict):
+        self.path = os.fspath(path)
+        self._names = names
+        self._known = set(names)
+        self.metadata = metadata
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._known:
+            raise KeyError(f"no tensor named {name!r} in {os.path.basename(self.path)}")
+        return self._read(name)
+
+    def __iter__(self):
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def _read(self, name: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class _SafetensorsSource(TensorSource):
+    """One or more safetensors files; ``owners`` maps each tensor name to the layout of its file."""
+
+    def __init__(self, path, layouts: list[SafetensorsLayout], owners: dict[str, SafetensorsLayout], metadata: dict):
+        super().__init__(path, sorted(owners, key=lambda n: n.encode("utf-8", "surrogatepass")), metadata)
+        self._owners = owners
+        self._lock = threading.Lock()
+        self._files = {layout.path: open(layout.path, "rb") for layout in layouts}  # noqa: SIM115 (closed by close())
+
+    def _read(self, name: str) -> np.ndarray:
+        layout = self._owners[name]
+        dtype, shape, begin = layout.specs[name]
+        nbytes = layout.nbytes(name)
+        buffer = bytearray(nbytes)
+        file = self._files[layout.path]
+        with self._lock:  # one file position shared by the threads that read
+            file.seek(begin)
+            got = file.readinto(buffer)
+        if got != nbytes:  # the file shrank after its header was checked
+            raise FormatError(f"{os.path.basename(layout.path)}: tensors[{name!r}]", f"read {got} of {nbytes} bytes: the file was truncated", offset=begin)
+        raw = np.frombuffer(buffer, dtype=np.uint8)
+        layout.check_bool(name, raw)
+        return raw.view(dtype).reshape(shape)
+
+    def close(self) -> None:
+        for file in self._files.values():
+            file.close()
+        self._files.clear()
+
+
+class _DCFSource(TensorSource):
+    """A ``.dcf`` file or a dcformat shard index; quantized tensors are dequantized on reading."""
+
+    def __init__(self, path, reader: DCFile | ShardedFile):
+        try:
+            reader.check_padding()
+        except BaseException:
+            reader.close()
+            raise
+        metadata = {k: v for k, v in reader.metadata().items() if not k.startswith(RESERVED_KEY_PREFIX)}
+        if isinstance(reader, ShardedFile):  # what ShardedWriter adds to an index's metadata describes the old shards
+            metadata = {k: v for k, v in metadata.items() if k not in ("format", "shards")}
+        super().__init__(path, list(reader.keys()), metadata)
+        self._reader = reader
+
+    def _read(self, name: str) -> np.ndarray:
+        return np.array(self._reader.get(name))  # a copy: views of the map would pin its pages
+
+    def close(self) -> None:
+        self._reader.close()
+
+
+def _safetensors_index(path) -> TensorSource:
+    """The shards of a ``*.safetensors.index.json``: every name in the weight map must be in its shard, and nothing else."""
+    where = os.path.basename(path)
+    size = os.path.getsize(path)
+    if size > MAX_INDEX_BYTES:
+        raise LimitError(f"{where}: index", f"index of {size} bytes is over the limit of {MAX_INDEX_BYTES}", offset=0)
+    with open(path, "rb") as f:
+        index = _json_object(f.read(), field=f"{where}: index", offset=0)
+    weight_map = index.get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise FormatError(f"{where}: weight_map", "the index must hold a non-empty weight_map object", offset=0)
+    if len(weight_map) > MAX_TENSORS:
+        raise LimitError(f"{where}: weight_map", f"{len(weight_map)} tensors is over the limit of {MAX_TENSORS}", offset=0)
+    folder = os.path.dirname(os.path.abspath(path))
+    for name, shard in weight_map.items():
+        # a shard is a plain file name beside the index: nothing may point elsewhere
+        if not isinstance(shard, str) or not shard or shard != os.path.basename(shard) or shard in (".", "..") or "\\" in shard:
+            raise FormatError(f"{where}: weight_map[{name!r}]", f"shard {shard!r} is not a plain file name in the index's folder", offset=0)
+    shards = sorted(set(weight_map.values()))
+    for shard in shards:  # all present before any is read
+        if not os.path.isfile(os.path.join(folder, shard)):
+            raise FormatError(f"{where}: weight_map", f"shard {shard!r} is missing from {folder}", offset=0)
+    layouts, owners = [], {}
+    shard_metadata = []
+    for shard in shards:
+        layout = safetensors_layout(os.path.join(folder, shard))
+        expected = {name for name, s in weight_map.items() if s == shard}
+        if set(layout.specs) != expected:
+            extra, missing = sorted(set(layout.specs) - expected), sorted(expected - set(layout.specs))
+            raise FormatError(f"{where}: weight_map (shard {shard!r})",
+                              f"the shard's tensors differ from the index's (in the shard only: {extra[:3]}, in the index only: {missing[:3]})", offset=0)
+        layouts.append(layout)
+        owners.update({name: layout for name in layout.specs})
+        if layout.metadata and layout.metadata not in shard_metadata:
+            shard_metadata.append(layout.metadata)
+    metadata = {}
+    if len(shard_metadata) == 1:  # shards written by one save carry the same __metadata__
+        metadata["safetensors.metadata"] = shard_metadata[0]
+    elif shard_metadata:
+        metadata["safetensors.metadata"] = {"shards": shard_metadata}
+    index_metadata = index.get("metadata")
+    if isinstance(index_metadata, dict) and index_metadata:
+        metadata["safetensors.index.metadata"] = index_metadata
+    return _SafetensorsSource(path, layouts, owners, metadata)
+
+
+def open_source(path) -> TensorSource:
+    """A lazy :class:`TensorSource` over a ``.safetensors`` or ``.dcf`` file, or a shard index of either (``*.index.json``).
+
+    A ``.dcf`` is told by its magic; an index by its name; anything else is read as safetensors.
+    """
+    path = os.fspath(path)
+    if path.endswith(".json"):
+        if path.endswith(SAFETENSORS_INDEX_SUFFIX):
+            return _safetensors_index(path)
+        return _DCFSource(path, open_file(path))
+    with open(path, "rb") as file:
+        head = file.read(len(MAGIC))
+    if head == MAGIC:
+        return _DCFSource(path, DCFile(path))
+    layout = safetensors_layout(path)
+    metadata = {"safetensors.metadata": dict(layout.metadata)} if layout.metadata else {}
+    return _SafetensorsSource(path, [layout], {name: layout for name in layout.specs}, metadata)
+
+
+def as_array(tensor) -> np.ndarray:
+    """A tensor as a plain array (a :class:`QuantizedTensor` dequantized)."""
+    return tensor.dequantize() if isinstance(tensor, QuantizedTensor) else np.asarray(tensor)
+
+
+__all__ = ["SAFETENSORS_INDEX_SUFFIX", "TensorSource", "as_array", "open_source"]
