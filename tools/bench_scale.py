@@ -231,6 +231,12 @@ def main(argv=None) -> int:
               f"{r['compress']['seconds']:>9.1f}s {r['compress']['peak_rss_bytes'] / gib:>6.2f}Gi "
               f"{r['load_dcf_1thread']['seconds']:>8.2f}s {r['load_dcf']['seconds']:>7.2f}s {r['load_dcf']['peak_rss_bytes'] / gib:>6.2f}Gi "
               f"{r['threaded_speedup']:>7.2f}x " + (f"{st['seconds']:>7.2f}s {st['peak_rss_bytes'] / gib:>6.2f}Gi" if st else "       -        -"))
+    print(f"\nloads: medians of {max(1, args.repeat)} runs; samples (s):")
+    for r in rows:
+        spread = "; ".join(f"{phase} {', '.join(f'{x:.2f}' for x in r[phase]['samples_seconds'])}"
+                           for phase in ("load_dcf_1thread", "load_dcf", "load_safetensors") if phase in r)
+        c = r["compress"]
+        print(f"  {r['parameters']:,}: {spread}; compress = plan {c['plan_seconds']:.1f} + quantize/write {c['write_seconds']:.1f}")
     if "scaling_1B_over_100M" in report:
         s = report["scaling_1B_over_100M"]
         print(f"\n1B / 100M time: compress {s['compress']:.2f}x, load (1 thread) {s['load_dcf_1thread']:.2f}x, "
