@@ -52,6 +52,9 @@ class TensorSource(Mapping):
             raise KeyError(f"no tensor named {name!r} in {os.path.basename(self.path)}")
         return self._read(name)
 
+    def __contains__(self, name) -> bool:  # Mapping's default would read the tensor
+        return name in self._known
+
     def __iter__(self):
         return iter(self._names)
 

@@ -240,6 +240,7 @@ def test_sources_read_fresh_writable_arrays(sharded_input):
                 assert array.tobytes() == tensors[name].tobytes()
             with pytest.raises(KeyError, match="no tensor named 'zzz'"):
                 source["zzz"]
+            assert "zzz" not in source and sorted(tensors)[0] in source
 
 
 # -- the command line ------------------------------------------------------------------------

@@ -20,11 +20,14 @@ inherit each other's memory:
   would otherwise have), when the ``safetensors`` package is installed.
 
 Loads are repeated (``--repeat``, alternating 1 thread, all threads and safetensors) and
-the medians reported. Before any phase a throwaway process touches as much memory as the
-largest load will need (``--warm-memory``): on a virtual machine whose host backs guest
-memory lazily, the first touch of a page the guest has never used costs ~10 us (measured
-here), every later use of it ~0.3 us, so without this whichever phase first reaches new
-memory pays for the host, and the 1-thread/2-thread comparison measures the VM.
+the medians reported. Right before each compress and load phase a throwaway process
+touches as much memory as that phase will use (``--no-warm`` turns this off). This
+machine is a virtual machine whose host backs guest memory lazily and takes freed pages
+back a few seconds after they are freed (free page reporting): measured here, filling
+1 GiB of such memory costs ~1.2 s, of recently freed memory ~0.17 s. Without the warm-up
+each phase pays the host's cost for its output at a rate that depends on how long ago
+other phases freed memory, which swamps the comparisons between sizes and thread counts.
+Both the warm-up and the phase are reported; the warm-up is not counted in the phase.
 
 It prints the 1B/100M time ratios (target: at most 11x, i.e. linear) and the speed-up of the
 threaded load over one thread (target: at least 1.6x on 2 cores).
@@ -148,7 +151,17 @@ def run_phase(name: str, *args) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def bench_model(parameters: int, folder: str, *, seed: int, bits, threads: int, baseline: bool, repeat: int, progress) -> dict:
+def bench_model(parameters: int, folder: str, *, seed: int, bits, threads: int, baseline: bool, repeat: int, warm: bool,
+                progress) -> dict:
+    available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+    def measured(phase: str, *args) -> dict:
+        """The phase, right after a process touched about the memory it will use (see the docstring)."""
+        if warm:
+            need = 4 * parameters * 1.15 if phase.startswith("load") else 2 << 30
+            run_phase("warm", int(min(need + (256 << 20), 0.7 * available)))
+        return run_phase(phase, *args)
+
     dense = os.path.join(folder, f"dense-{parameters}")
     out = os.path.join(folder, f"dcf-{parameters}")
     index = os.path.join(out, "model.dcf.index.json")
@@ -156,14 +169,14 @@ def bench_model(parameters: int, folder: str, *, seed: int, bits, threads: int, 
     progress(f"{parameters:,} parameters: write the dense safetensors shards")
     row["write_safetensors"] = run_phase("write_safetensors", dense, parameters, seed)
     progress(f"{parameters:,} parameters: compress")
-    row["compress"] = run_phase("compress", os.path.join(dense, "model.safetensors.index.json"), out, bits)
+    row["compress"] = measured("compress", os.path.join(dense, "model.safetensors.index.json"), out, bits)
     samples: dict[str, list[dict]] = {"load_dcf_1thread": [], "load_dcf": [], "load_safetensors": []}
     for k in range(repeat):  # alternating, so drifting load on the machine hits every variant alike
         progress(f"{parameters:,} parameters: load with 1 thread, with {threads}" + (", with safetensors" if baseline else "") + f" ({k + 1}/{repeat})")
-        samples["load_dcf_1thread"].append(run_phase("load_dcf", index, 1))
-        samples["load_dcf"].append(run_phase("load_dcf", index, threads))
+        samples["load_dcf_1thread"].append(measured("load_dcf", index, 1))
+        samples["load_dcf"].append(measured("load_dcf", index, threads))
         if baseline:
-            samples["load_safetensors"].append(run_phase("load_safetensors", dense))
+            samples["load_safetensors"].append(measured("load_safetensors", dense))
     for phase, runs in samples.items():
         if runs:
             row[phase] = {"seconds": statistics.median(r["seconds"] for r in runs), "samples_seconds": [r["seconds"] for r in runs],
@@ -183,9 +196,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-baseline", action="store_true", help="skip the safetensors baseline")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each load, medians reported (default 3)")
-    parser.add_argument("--warm-memory", type=float, default=None, metavar="GIB",
-                        help="GiB of memory touched once before the phases (default: what the largest load needs, "
-                             "at most 75%% of the available memory; 0: none)")
+    parser.add_argument("--no-warm", action="store_true", help="no memory warm-up before the phases (see above)")
     parser.add_argument("--folder", default=None, help="where the temporary files go (default: a temporary folder)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
@@ -200,20 +211,12 @@ def main(argv=None) -> int:
         baseline = False
     progress = (lambda message: None) if args.json else (lambda message: print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True))
     sizes = [parse_size(size) for size in args.sizes]
-    if args.warm_memory is None:
-        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        warm = int(min(2.2 * 4 * max(sizes) + (1 << 30), 0.75 * available))
-    else:
-        warm = int(args.warm_memory * 2**30)
-    if warm > 0:
-        progress(f"touching {warm / 2**30:.1f} GiB of memory once")
-        run_phase("warm", warm)
     rows = []
     with tempfile.TemporaryDirectory(dir=args.folder) as folder:
         for size in sizes:
             rows.append(bench_model(size, folder, seed=args.seed, bits=args.bits, threads=threads, baseline=baseline,
-                                    repeat=max(1, args.repeat), progress=progress))
-    report = {"threads": threads, "bits": args.bits, "warm_memory_bytes": warm, "repeat": args.repeat, "models": rows}
+                                    repeat=max(1, args.repeat), warm=not args.no_warm, progress=progress))
+    report = {"threads": threads, "bits": args.bits, "warm_up": not args.no_warm, "repeat": args.repeat, "models": rows}
     by_size = {r["parameters"]: r for r in rows}
     if 10**8 in by_size and 10**9 in by_size:
         small, large = by_size[10**8], by_size[10**9]
