@@ -365,6 +365,22 @@ def parse_quantized(dtype: DType, encoding: Encoding, shape, payload, *, field: 
     return QuantPayload(tuple(shape), numel, out_dtype, codebook, values, header.gap_bits, count, codes, gap_ref)
 
 
+#: Codes gathered per np.take call when decoding quant_dense (see _gather).
+GATHER_CHUNK = 1 << 20
+
+
+def _gather(values: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """``values[codes]`` into a fresh array, a chunk at a time.
+
+    np.take converts its indices to intp first: in one call over a whole tensor that copy
+    would hold 8 bytes per element beside the 1-2 of the codes and the output itself.
+    """
+    out = np.empty(codes.size, dtype=values.dtype)
+    for lo in range(0, codes.size, GATHER_CHUNK):
+        np.take(values, codes[lo : lo + GATHER_CHUNK], out=out[lo : lo + GATHER_CHUNK])
+    return out
+
+
 def _decode_quantized(dtype, encoding, shape, payload, *, field, offset, quantized, threads):
     parsed = parse_quantized(dtype, encoding, shape, payload, field=field, offset=offset)
     codes = parsed.codes.decode(threads=threads)
@@ -376,7 +392,7 @@ def _decode_quantized(dtype, encoding, shape, payload, *, field, offset, quantiz
         positions = None if gap_symbols is None else np.cumsum(gap_symbols.astype(np.int64) + 1) - 1
         return QuantizedTensor(tuple(shape), parsed.dtype, parsed.codebook.copy(), codes, positions)
     if gap_symbols is None:
-        return np.take(parsed.values, codes).reshape(shape)
+        return _gather(parsed.values, codes).reshape(shape)
     out = np.zeros(parsed.numel, dtype=parsed.dtype)
     gaps.scatter(out, gap_symbols, codes, parsed.values, threads=threads)
     return out.reshape(shape)

@@ -198,3 +198,20 @@ def test_resaving_in_fewer_shards_removes_the_stale_ones(tmp_path):
                                                           "other-00001-of-00001.dcf"]
     out = dcformat.load_file(index)
     assert all(np.array_equal(out[k], v) for k, v in tensors.items())
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 1000, 1 << 20])
+def test_dense_codes_are_gathered_in_chunks_identically(monkeypatch, chunk):
+    from dcformat import encodings
+
+    monkeypatch.setattr(encodings, "GATHER_CHUNK", chunk)
+    rng = np.random.default_rng(6)
+    q = dcformat.quantize(rng.laplace(size=(37, 53)).astype(np.float32), bits=6)
+    data = dcformat.save({"q": q, "h": dcformat.quantize(rng.normal(size=(5, 300)).astype(np.float16), bits=4)},
+                         options=dcformat.EncodeOptions(layout="dense"))
+    out = dcformat.load(data)
+    assert out["q"].tobytes() == q.dequantize().tobytes()
+    with dcformat.open(data) as f:
+        h = f.get_quantized("h")
+        assert out["h"].dtype == np.float16 and out["h"].tobytes() == h.dequantize().tobytes()
+        assert f.info("q").encoding == "quant_dense"
