@@ -260,33 +260,66 @@ def _round_codebook(codebook: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return codebook.astype(np.float32).astype(np.float64)
 
 
+#: Elements per chunk of :func:`_quantize_step`'s passes (bounds its float64 temporaries).
+QUANTIZE_CHUNK = 1 << 20
+#: Grids spanning more cells than this (outliers far out) are numbered by their occupied cells instead.
+_MAX_GRID_CELLS = 4 * MAX_CODEBOOK_SIZE
+
+
 def _quantize_step(array: np.ndarray, step: float) -> tuple[QuantizedTensor, float]:
     """Cells of width ``step``, each represented by the mean of its weights; zeros stay zero.
 
     Returns the tensor and its squared error over the quantized (nonzero) entries,
-    computed per cell from counts, sums and sums of squares.
+    computed per cell from counts, sums and sums of squares. The passes go a chunk at a
+    time, so beyond the tensor itself this holds about 5 bytes per element (cell numbers
+    and codes), and no positions at all when no weight is zero.
     """
     flat = array.reshape(-1)
-    positions = np.flatnonzero(flat)
-    values = flat[positions].astype(np.float64)
+    dense = int(np.count_nonzero(flat)) == flat.size
+    positions = None if dense else np.flatnonzero(flat)
+    values = flat if dense else flat[positions]
     if values.size == 0:
         return QuantizedTensor.from_entries(array.shape, np.zeros(1), positions, np.zeros(0, np.uint8), dtype=array.dtype), 0.0
-    cells = np.rint(values / step).astype(np.int64)
-    cells -= cells.min()
-    if cells.max() > 4 * cells.size + 1024:  # outliers far out: number the occupied cells instead of the range
-        cells = np.unique(cells, return_inverse=True)[1].reshape(-1)
-    counts = np.bincount(cells)
-    sums = np.bincount(cells, weights=values, minlength=counts.size)
-    squares = np.bincount(cells, weights=values * values, minlength=counts.size)
+    low = int(np.rint(float(values.min()) / step))
+    span = int(np.rint(float(values.max()) / step)) - low + 1
+    if span > _MAX_GRID_CELLS:
+        cells, counts, sums, squares = _occupied_cells(values, step)
+    else:
+        cells = np.empty(values.size, dtype=np.int32)
+        counts = np.zeros(span, dtype=np.int64)
+        sums = np.zeros(span)
+        squares = np.zeros(span)
+        for lo in range(0, values.size, QUANTIZE_CHUNK):
+            chunk = values[lo : lo + QUANTIZE_CHUNK].astype(np.float64)
+            number = np.rint(chunk / step).astype(np.int64) - low
+            cells[lo : lo + QUANTIZE_CHUNK] = number
+            counts += np.bincount(number, minlength=span)
+            sums += np.bincount(number, weights=chunk, minlength=span)
+            squares += np.bincount(number, weights=chunk * chunk, minlength=span)
     used = counts > 0
     counts, sums, squares = counts[used], sums[used], squares[used]
     centroids = _round_codebook(sums / counts, array.dtype)
     error = float(np.maximum(squares - 2 * centroids * sums + counts * centroids * centroids, 0.0).sum())
     codebook, merged = np.unique(centroids, return_inverse=True)  # rounding may make two centroids equal
-    codes = merged.reshape(-1)[(np.cumsum(used) - 1)[cells]]
+    code_of_cell = merged.reshape(-1)[np.cumsum(used) - 1].astype(np.uint8 if codebook.size <= 256 else np.uint16)
+    codes = np.empty(values.size, dtype=code_of_cell.dtype)
+    for lo in range(0, values.size, QUANTIZE_CHUNK):
+        np.take(code_of_cell, cells[lo : lo + QUANTIZE_CHUNK], out=codes[lo : lo + QUANTIZE_CHUNK])
     cb_dtype = np.float16 if dtypes.dtype_id(array.dtype) == DType.FLOAT16 else np.float32
-    q = QuantizedTensor.from_entries(array.shape, codebook.astype(cb_dtype), positions, codes, dtype=array.dtype)
+    if dense:
+        q = QuantizedTensor.from_codes(codebook.astype(cb_dtype), codes.reshape(array.shape), dtype=array.dtype)
+    else:
+        q = QuantizedTensor.from_entries(array.shape, codebook.astype(cb_dtype), positions, codes, dtype=array.dtype)
     return q, error
+
+
+def _occupied_cells(values: np.ndarray, step: float):
+    """Cell numbers, counts, sums and sums of squares when outliers stretch the grid: the
+    occupied cells are numbered in order (whole-tensor temporaries; rare)."""
+    v = values.astype(np.float64)
+    cells = np.unique(np.rint(v / step).astype(np.int64), return_inverse=True)[1].reshape(-1)
+    counts = np.bincount(cells)
+    return cells, counts, np.bincount(cells, weights=v, minlength=counts.size), np.bincount(cells, weights=v * v, minlength=counts.size)
 
 
 def _prune(array: np.ndarray, fraction: float) -> np.ndarray:
@@ -483,7 +516,7 @@ def plan_compression(
         fraction = _first(prune_rules, name) or 0.0
         work = _prune(array, fraction) if fraction else array
         flat = work.reshape(-1)
-        values = flat[np.flatnonzero(flat)]
+        values = flat if int(np.count_nonzero(flat)) == flat.size else flat[np.flatnonzero(flat)]
         energy = float(np.square(array.reshape(-1), dtype=np.float64).sum())
         kept = float(np.square(values, dtype=np.float64).sum())
         row["pruned"] = 1.0 - values.size / flat.size

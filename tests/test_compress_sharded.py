@@ -277,3 +277,21 @@ def test_command_shard_errors(sharded_input, tmp_path, capsys):
 @pytest.mark.parametrize(("text", "size"), [("4GB", 4 * 10**9), ("500MB", 5 * 10**8), ("2GiB", 2 * 2**30), ("123", 123), ("1.5 kb", 1500)])
 def test_sizes(text, size):
     assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 1000])
+def test_quantizing_in_chunks_gives_the_same_cells(monkeypatch, chunk):
+    rng = np.random.default_rng(9)
+    tensors = {"dense": rng.laplace(scale=0.02, size=(64, 80)).astype(np.float32),
+               "half": rng.normal(size=(50, 90)).astype(np.float16)}
+    pruned = rng.laplace(scale=0.02, size=(70, 60)).astype(np.float32)
+    pruned[np.abs(pruned) < 0.01] = 0
+    tensors["pruned"] = pruned
+    whole, _ = compress_tensors(tensors, min_elements=16)
+    monkeypatch.setattr(compress_module, "QUANTIZE_CHUNK", chunk)
+    chunked, _ = compress_tensors(tensors, min_elements=16)
+    for name in tensors:
+        a, b = whole[name], chunked[name]
+        assert np.array_equal(a.codes, b.codes) and np.array_equal(a.positions, b.positions), name
+        np.testing.assert_allclose(a.codebook, b.codebook, rtol=1e-6)  # sums added in another order
+    assert whole["dense"].is_dense and chunked["dense"]._positions is None  # no positions kept for a dense tensor
