@@ -25,11 +25,13 @@ Loads are repeated (``--repeat``, alternating 1 thread, all threads and safetens
 the medians reported. Right before each compress and load phase a throwaway process
 touches as much memory as that phase will use (``--no-warm`` turns this off). This
 machine is a virtual machine whose host backs guest memory lazily and takes freed pages
-back a few seconds after they are freed (free page reporting): measured here, filling
-1 GiB of such memory costs ~1.2 s, of recently freed memory ~0.17 s. Without the warm-up
-each phase pays the host's cost for its output at a rate that depends on how long ago
-other phases freed memory, which swamps the comparisons between sizes and thread counts.
-Both the warm-up and the phase are reported; the warm-up is not counted in the phase.
+back a second or two after they are freed (free page reporting): measured here, filling
+1 GiB costs 0.15-0.23 s with memory freed just before, 1.0-3.7 s after 2-10 s idle.
+Without the warm-up each phase pays the host's cost for its output at a rate that depends
+on how long ago other phases freed memory. The warm-up is not counted in the phase's time,
+and it only partly helps a phase that runs for many seconds (the host takes back what the
+phase has not reached yet), which favours short phases: read the 1B/100M load ratios with
+that in mind, beside the decode-only ones.
 
 It prints the 1B/100M time ratios (target: at most 11x, i.e. linear) and the speed-up of the
 threaded load over one thread (target: at least 1.6x on 2 cores).
