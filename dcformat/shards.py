@@ -32,6 +32,12 @@ INDEX_SUFFIX = ".dcf.index.json"
 MAX_INDEX_BYTES = 256 * 1024 * 1024
 
 
+def check_shard_name(shard, *, field: str) -> None:
+    """An index's shard must be a plain file name beside the index: nothing may point elsewhere."""
+    if not isinstance(shard, str) or not shard or shard != os.path.basename(shard) or shard in (".", "..") or "\\" in shard:
+        raise FormatError(field, f"shard {shard!r} is not a plain file name in the index's folder", offset=0)
+
+
 def shard_name(prefix: str, number: int, total: int) -> str:
     return f"{prefix}-{number:05d}-of-{total:05d}.dcf"
 
@@ -164,9 +170,7 @@ class ShardedFile:
         if len(weight_map) > MAX_TENSORS:
             raise LimitError("index.weight_map", f"{len(weight_map)} tensors is over the limit of {MAX_TENSORS}", offset=0)
         for name, shard in weight_map.items():
-            # A shard is a plain file name beside the index: nothing may point elsewhere.
-            if not isinstance(shard, str) or not shard or shard != os.path.basename(shard) or shard in (".", "..") or "\\" in shard:
-                raise FormatError(f"index.weight_map[{name!r}]", f"shard {shard!r} is not a plain file name in the index's folder", offset=0)
+            check_shard_name(shard, field=f"index.weight_map[{name!r}]")
         self._metadata = metadata
         self._weight_map = dict(sorted(weight_map.items(), key=lambda kv: kv[0].encode("utf-8", "surrogatepass")))
 

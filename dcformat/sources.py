@@ -28,7 +28,7 @@ from .container import DCFile, open_file
 from .convert import SafetensorsLayout, _json_object, safetensors_layout
 from .errors import FormatError, LimitError
 from .quantize import QuantizedTensor
-from .shards import MAX_INDEX_BYTES, ShardedFile
+from .shards import MAX_INDEX_BYTES, ShardedFile, check_shard_name
 
 #: The suffix of a safetensors shard index (``model.safetensors.index.json``, as the Hugging Face libraries write it).
 SAFETENSORS_INDEX_SUFFIX = ".safetensors.index.json"
@@ -141,9 +141,7 @@ def _safetensors_index(path) -> TensorSource:
         raise LimitError(f"{where}: weight_map", f"{len(weight_map)} tensors is over the limit of {MAX_TENSORS}", offset=0)
     folder = os.path.dirname(os.path.abspath(path))
     for name, shard in weight_map.items():
-        # a shard is a plain file name beside the index: nothing may point elsewhere
-        if not isinstance(shard, str) or not shard or shard != os.path.basename(shard) or shard in (".", "..") or "\\" in shard:
-            raise FormatError(f"{where}: weight_map[{name!r}]", f"shard {shard!r} is not a plain file name in the index's folder", offset=0)
+        check_shard_name(shard, field=f"{where}: weight_map[{name!r}]")
     shards = sorted(set(weight_map.values()))
     for shard in shards:  # all present before any is read
         if not os.path.isfile(os.path.join(folder, shard)):
