@@ -15,6 +15,7 @@ import numpy as np
 
 from . import __version__
 from .container import open_file
+from .commands import print_table
 from .shards import ShardedFile
 from .errors import DCFormatError
 
@@ -80,13 +81,8 @@ def _print_inspect(report: dict, out) -> None:
         gap = "-" if t["gap_bits"] is None else f"{t['gap_bits']:.2f} (b={t['gap_width']})"
         rows.append((printable(t["name"]), "x".join(map(str, t["shape"])) or "scalar", t["dtype"], t["encoding"], f"{100 * t['density']:.2f}%",
                      _fmt_bits(t["code_bits"]), gap, f"{t['stored_bytes']:,}", f"{t['ratio_vs_fp32']:.1f}" if t["stored_bytes"] else "-"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     print(f"{printable(report['file'])}: dcformat {report['format_version']}, {report['file_bytes']:,} bytes", file=out)
-    for n, row in enumerate(rows):
-        cells = [c.ljust(w) if i < 4 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))]
-        print("  ".join(cells).rstrip(), file=out)
-        if n == 0:
-            print("  ".join("-" * w for w in widths), file=out)
+    print_table(rows, left=4, out=out)
     tot = report["totals"]
     ratio = f"{tot['ratio_vs_fp32']:.1f}x smaller than fp32" if tot["ratio_vs_fp32"] else "empty"
     print(f"total: {tot['tensors']} tensors, {tot['elements']:,} elements, {100 * tot['density']:.2f}% nonzero, "

@@ -67,6 +67,7 @@ from .encodings import EncodedTensor, EncodeOptions, encode_tensor
 from .errors import EncodeError
 from .layout import INDEX_CRC_SIZE, QUANT_HEADER_SIZE, STREAM_HEADER_SIZE, entry_size
 from .parallel import imap_bounded, resolve_threads
+from .progress import progress as _progress  # the functions here take a `progress` flag
 from .quantize import INITS, QuantizedTensor, quantize
 from .shards import ShardedFile, ShardedWriter
 from .sources import as_array, open_source
@@ -358,16 +359,6 @@ def _index_bytes(names, ranks, metadata_bytes: int) -> int:
     """The file's fixed cost: header, index, and on average half an alignment per payload."""
     directory = sum(entry_size(len(n.encode("utf-8")), r) for n, r in zip(names, ranks))
     return DATA_START + metadata_bytes + directory + INDEX_CRC_SIZE + (ALIGNMENT // 2) * len(names)
-
-
-def _progress(items, *, enabled: bool, desc: str, total: int | None = None):
-    if not enabled:
-        return items
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return items
-    return tqdm(items, desc=desc, total=total, unit="tensor", leave=False)
 
 
 class _Plan:

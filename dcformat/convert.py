@@ -43,6 +43,7 @@ from . import dtypes
 from .constants import FLOAT_DTYPES, MAX_EXPANSION, RESERVED_KEY_PREFIX, DType, Encoding
 from .encodings import EncodeOptions
 from .errors import DCFormatError, EncodeError, FormatError, LimitError, UnsupportedError
+from .progress import progress as _progress  # the functions here take a `progress` flag
 from .quantize import QuantizedTensor, quantize
 
 #: Formats by file extension (lower case).
@@ -155,16 +156,6 @@ def _metadata_list(metadata: Mapping, key: str) -> list | None:
     if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
         raise EncodeError(f"metadata {key!r} must be a list of names, got {str(value)[:80]}")
     return value
-
-
-def _progress(items, *, enabled: bool, desc: str, total: int):
-    if not enabled or total < 2:
-        return items
-    try:
-        from tqdm import tqdm
-    except ImportError:  # optional: no bar without it
-        return items
-    return tqdm(items, desc=desc, total=total, unit="tensor", leave=False)
 
 
 # ======================================================================================

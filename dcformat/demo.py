@@ -11,6 +11,7 @@ import os
 import numpy as np
 
 from .container import save_file
+from .progress import progress
 from .quantize import quantize
 
 #: (name, shape, code bits, fraction kept): LeNet-5-like layers with the paper's settings.
@@ -21,16 +22,6 @@ SAMPLE_LAYERS = [
     ("fc2.weight", (10, 500), 5, 0.19),
 ]
 
-
-def progress(iterable, *, enabled: bool, desc: str, total: int | None = None):
-    """tqdm when it is installed and wanted, else the iterable itself."""
-    if not enabled:
-        return iterable
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return iterable
-    return tqdm(iterable, desc=desc, total=total, unit="tensor", leave=False)
 
 
 def sample_tensors(seed: int = 0, *, progress_bar: bool = False) -> dict:

@@ -12,6 +12,8 @@ import argparse
 import json
 import sys
 
+from . import print_table
+
 EXIT_OK = 0
 EXIT_USAGE = 2
 
@@ -162,12 +164,7 @@ def print_report(report: dict, out, *, printable=str) -> None:
                      f"{t['relative_error']:.1e}" if t["action"] == "quantized" or t["pruned"] else "0",
                      "-" if t["importance"] is None else f"{t['importance']:g}",
                      f"{stored:,}", f"{4 * t['elements'] / stored:.1f}" if stored else "-"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    for n, row in enumerate(rows):
-        cells = [c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))]
-        print("  ".join(cells).rstrip(), file=out)
-        if n == 0:
-            print("  ".join("-" * w for w in widths), file=out)
+    print_table(rows, left=3, out=out)
     tot = report["totals"]
     size = tot.get("file_bytes", tot["estimated_bytes"])
     if report.get("shards"):

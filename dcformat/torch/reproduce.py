@@ -37,7 +37,6 @@ if "torch" not in sys.modules:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
-from torch import nn
 
 import dcformat
 from dcformat.mnist import MNISTNotFoundError, load_mnist
