@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .constants import CODEBOOK_DTYPES, FLOAT_DTYPES, MAX_CODEBOOK_SIZE, DType
-from .dtypes import BFLOAT16, dtype_id
+from .format.constants import CODEBOOK_DTYPES, FLOAT_DTYPES, MAX_CODEBOOK_SIZE, DType
+from .format.dtypes import BFLOAT16, dtype_id
 from .errors import EncodeError
 
 INITS = ("linear", "density", "forgy")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from construct import ConstructError
 
-from dcformat.layout import HEADER_CRC_COVERS, Header, QuantHeader, StreamHeader, TensorEntry
+from dcformat.format.structs import HEADER_CRC_COVERS, Header, QuantHeader, StreamHeader, TensorEntry
 
 MAGIC = b"\x89DCF\r\n\x1a\n"
 

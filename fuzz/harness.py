@@ -118,7 +118,7 @@ def _check_tensor(f, name: str) -> bool:
     assert info is not None, f"{name!r}: get() passed but info() failed"
     shape = tuple(entry.shape)
     assert array.shape == shape == tuple(info.shape), f"{name!r}: get() shape {array.shape} != directory {shape}"
-    assert dcformat.dtypes.name(dcformat.dtypes.dtype_id(array.dtype)) == info.dtype, f"{name!r}: dtype differs from info()"
+    assert dcformat.format.dtypes.name(dcformat.format.dtypes.dtype_id(array.dtype)) == info.dtype, f"{name!r}: dtype differs from info()"
     assert info.decoded_bytes == array.nbytes == decoded
     if info.encoding in QUANTIZED:
         q = f.get_quantized(name)  # get() passed, so this must too

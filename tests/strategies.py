@@ -27,7 +27,7 @@ import zstandard
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from dcformat.dtypes import BFLOAT16
+from dcformat.format.dtypes import BFLOAT16
 
 # ======================================================================================
 # Wire numbers, restated from the spec (not imported, so a wrong constant is caught)
@@ -496,7 +496,7 @@ class Parsed:
 def parse_file(blob: bytes) -> Parsed:
     """Split a (valid) file into header fields, metadata, directory entries and payloads,
     with the package's construct declarations of the fixed structures."""
-    from dcformat.layout import Header, TensorEntry, entry_size
+    from dcformat.format.structs import Header, TensorEntry, entry_size
 
     header = dict(Header.parse(blob[:HEADER_SIZE]))
     header.pop("_io", None)

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 import dcformat
-from dcformat import container
+from dcformat.io import atomic as container
 
 ROOT = pathlib.Path(__file__).parent.parent
 BUDGET_SECONDS = 12.0

@@ -10,7 +10,7 @@ import pytest
 
 import dcformat
 from dcformat import EncodeOptions, FormatError, QuantizedTensor
-from dcformat.caffe import network_layers, parse_prototxt, read_net, write_net
+from dcformat.interop.caffe import network_layers, parse_prototxt, read_net, write_net
 from dcformat.errors import DCFormatError, EncodeError, LimitError
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "squeezenet-deep-compression"
@@ -312,7 +312,7 @@ def test_random_corruption_never_escapes_as_another_error(small_files):
 
 def test_metadata_ties_a_dcf_to_its_network(small_files):
     prototxt, data, tmp_path = small_files
-    from dcformat.convert import convert
+    from dcformat.interop.convert import convert
 
     net = tmp_path / "small.net"
     net.write_bytes(data)

@@ -17,16 +17,16 @@ import pytest
 
 import dcformat
 from dcformat import DCFormatError, EncodeError, FormatError, QuantizedTensor
-from dcformat.commands import compress as command
+from dcformat.cli import compress as command
 from dcformat.compress import (
     DEFAULT_TARGET_BITS_PER_WEIGHT,
     TRANSFORMER_IMPORTANCE,
     compress_file,
     compress_tensors,
     importance_from_scores,
-    read_safetensors,
-    read_tensors,
 )
+from dcformat.interop.convert import read_safetensors
+from dcformat.interop.sources import read_tensors
 
 _CODES = {np.dtype("<f4"): "F32", np.dtype("<f2"): "F16", np.dtype("<f8"): "F64", np.dtype("<i8"): "I64", np.dtype("<i4"): "I32",
           np.dtype("u1"): "U8", np.dtype("?"): "BOOL"}
@@ -223,7 +223,7 @@ def test_outliers_keep_their_own_cells(outliers):
 
 
 def test_large_tensors_are_sized_on_a_sample(monkeypatch):
-    import dcformat.compress as module
+    import dcformat.compress.pipeline as module
 
     w = np.random.default_rng(5).normal(size=(200, 300)).astype(np.float32)
     _, exact = compress_tensors({"w": w}, target_bits_per_weight=4)

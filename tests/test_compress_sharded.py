@@ -10,13 +10,13 @@ import pytest
 
 import dcformat
 from dcformat import FormatError
-from dcformat import compress as compress_module
+from dcformat.compress import pipeline as compress_module
 from dcformat.cli import main
-from dcformat.commands.compress import parse_size
+from dcformat.cli.compress import parse_size
 from dcformat.compress import compress_file, compress_tensors
-from dcformat.convert import write_safetensors
+from dcformat.interop.convert import write_safetensors
 from dcformat.errors import EncodeError
-from dcformat.sources import open_source
+from dcformat.interop.sources import open_source
 
 
 def model(seed: int = 0) -> dict:

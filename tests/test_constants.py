@@ -5,8 +5,9 @@ import re
 
 import pytest
 
-from dcformat import constants, layout
-from dcformat.constants import Coder, DType, Encoding
+from dcformat.format import constants
+from dcformat.format import structs as layout
+from dcformat.format.constants import Coder, DType, Encoding
 
 SPEC = (pathlib.Path(__file__).parent.parent / "spec" / "dcformat.md").read_text(encoding="utf-8")
 

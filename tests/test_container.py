@@ -39,7 +39,7 @@ from strategies import (
 
 import dcformat
 from dcformat import EncodeError, EncodeOptions, LimitError, QuantizedTensor
-from dcformat.layout import Header, TensorEntry, entry_size
+from dcformat.format.structs import Header, TensorEntry, entry_size
 
 PRODUCER = f"dcformat {dcformat.__version__}"
 

@@ -18,7 +18,7 @@ import pytest
 
 import dcformat
 from dcformat import EncodeError, FormatError, QuantizedTensor
-from dcformat.convert import (
+from dcformat.interop.convert import (
     convert,
     read_npz,
     read_onnx,
@@ -236,7 +236,7 @@ def test_unsafe_or_bad_torch_files_are_refused(tmp_path):
 
 
 def test_import_does_not_pull_optional_packages():
-    code = ("import sys, dcformat.convert, dcformat.caffe, dcformat.commands.convert; "
+    code = ("import sys, dcformat.interop.convert, dcformat.interop.caffe, dcformat.cli.convert; "
             "bad = [m for m in ('torch', 'onnx', 'onnxruntime', 'safetensors', 'tqdm') if m in sys.modules]; "
             "assert not bad, bad")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -357,7 +357,7 @@ def test_onnx_rebuild_checks_the_graph(tmp_path):
 # -- the command -----------------------------------------------------------------------
 
 def run_cli(argv) -> int:
-    from dcformat.commands.convert import register
+    from dcformat.cli.convert import register
 
     parser = argparse.ArgumentParser(prog="dcformat")
     register(parser.add_subparsers(dest="command"))
@@ -412,7 +412,7 @@ def test_reserved_metadata_from_other_formats_is_dropped_with_a_note(tmp_path):
 
 
 def test_failed_conversions_leave_no_file(tmp_path):
-    from dcformat.convert import write_dcf
+    from dcformat.interop.convert import write_dcf
 
     np.savez(tmp_path / "in.npz", a=np.ones(3, np.float32), bad=np.ones(2, np.complex64))
     with pytest.raises(EncodeError, match="'bad'"):

@@ -10,7 +10,7 @@ from strategies import assert_bit_exact, parse_file, ref_fillers, tail_case
 
 import dcformat
 from dcformat import EncodeOptions, QuantizedTensor
-from dcformat.codecs import gaps
+from dcformat.format import sparse as gaps
 
 
 @st.composite

@@ -43,7 +43,7 @@ from dcformat import (
     QuantizedTensor,
     UnsupportedError,
 )
-from dcformat.layout import HEADER_CRC_COVERS, Header
+from dcformat.format.structs import HEADER_CRC_COVERS, Header
 
 # ======================================================================================
 # Helpers: patch a good file and recompute the checksums that cover the patch
@@ -594,7 +594,7 @@ def test_codebook_value_not_representable(value, dtype):
     with dcformat.open(blob) as f:
         with pytest.raises(FormatError) as info:
             f.get("q")
-    if dtype == "bfloat16" and dcformat.dtypes.BFLOAT16 is None:
+    if dtype == "bfloat16" and dcformat.format.dtypes.BFLOAT16 is None:
         assert type(info.value) is UnsupportedError
     else:
         assert type(info.value) is FormatError and "tensors['q'].codebook" in str(info.value)

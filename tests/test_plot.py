@@ -41,7 +41,7 @@ def _size(data: bytes) -> tuple[int, int]:
 
 def test_plot_writes_a_png(lenet, tmp_path):
     pytest.importorskip("matplotlib", reason="plotting needs matplotlib (pip install 'dcformat[plot]')")
-    from dcformat.plot import plot_file
+    from dcformat.cli.plot import plot_file
 
     out = tmp_path / "lenet.png"
     assert plot_file(lenet, out) == str(out)
@@ -51,7 +51,7 @@ def test_plot_writes_a_png(lenet, tmp_path):
 
 def test_many_layers_are_capped(tmp_path):
     pytest.importorskip("matplotlib", reason="plotting needs matplotlib (pip install 'dcformat[plot]')")
-    from dcformat.plot import plot_file
+    from dcformat.cli.plot import plot_file
 
     rng = np.random.default_rng(1)
     tensors = {f"layer.{i:02d}.weight": dcformat.quantize(rng.normal(size=(32, 16 + i)).astype(np.float32), bits=3) for i in range(40)}
@@ -67,7 +67,7 @@ def test_many_layers_are_capped(tmp_path):
 
 def test_file_without_quantized_tensors(tmp_path):
     pytest.importorskip("matplotlib", reason="plotting needs matplotlib (pip install 'dcformat[plot]')")
-    from dcformat.plot import plot_file
+    from dcformat.cli.plot import plot_file
 
     path = tmp_path / "raw.dcf"
     dcformat.save_file({"a": np.arange(10, dtype=np.float32), "b": np.zeros((0, 3), np.float32)}, path)
@@ -87,7 +87,7 @@ def test_inspect_plot_command(lenet, tmp_path, capsys):
 
 def test_bad_arguments_and_files(lenet, tmp_path):
     pytest.importorskip("matplotlib", reason="plotting needs matplotlib (pip install 'dcformat[plot]')")
-    from dcformat.plot import plot_file
+    from dcformat.cli.plot import plot_file
 
     with pytest.raises(DCFormatError, match="max_histograms"):
         plot_file(lenet, tmp_path / "x.png", max_histograms=-1)
@@ -101,7 +101,7 @@ def test_bad_arguments_and_files(lenet, tmp_path):
 
 
 def test_missing_matplotlib_is_one_clear_error(lenet, tmp_path, monkeypatch):
-    from dcformat.plot import plot_file
+    from dcformat.cli.plot import plot_file
 
     for module in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
         monkeypatch.delitem(sys.modules, module)

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from strategies import FLOAT_DTYPES, assert_bit_exact, quantized_cases
 
 from dcformat import EncodeError, QuantizedTensor, kmeans_1d, quantize
-from dcformat.dtypes import BFLOAT16
+from dcformat.format.dtypes import BFLOAT16
 
 
 def lloyd_fixed_point(values: np.ndarray, centroids: np.ndarray) -> bool:

@@ -96,7 +96,7 @@ def test_package_decodes_the_same_bytes(key):
     for name, array in loaded.items():
         t = ref[name]
         assert tuple(array.shape) == t.shape, name
-        assert dcformat.dtypes.name(dcformat.dtypes.dtype_id(array.dtype)) == t.dtype, name
+        assert dcformat.format.dtypes.name(dcformat.format.dtypes.dtype_id(array.dtype)) == t.dtype, name
         data = storage_bytes(array)
         assert data == t.data, name
         assert hashlib.sha256(data).hexdigest() == MANIFEST[key]["tensors"][name]["sha256"], name

@@ -176,7 +176,7 @@ def test_imap_bounded_raises_the_first_failure_in_order():
 
 
 def test_writer_takes_tensors_encoded_elsewhere(tmp_path):
-    from dcformat.encodings import EncodeOptions, encode_tensor
+    from dcformat.format.encode import EncodeOptions, encode_tensor
 
     rng = np.random.default_rng(4)
     tensors = {"a": layer(rng, (60, 70)), "b": rng.standard_normal(9)}
@@ -202,9 +202,9 @@ def test_resaving_in_fewer_shards_removes_the_stale_ones(tmp_path):
 
 @pytest.mark.parametrize("chunk", [1, 7, 1000, 1 << 20])
 def test_dense_codes_are_gathered_in_chunks_identically(monkeypatch, chunk):
-    from dcformat import encodings
+    from dcformat.format import decode as decode_kernels
 
-    monkeypatch.setattr(encodings, "GATHER_CHUNK", chunk)
+    monkeypatch.setattr(decode_kernels, "GATHER_CHUNK", chunk)
     rng = np.random.default_rng(6)
     q = dcformat.quantize(rng.laplace(size=(37, 53)).astype(np.float32), bits=6)
     data = dcformat.save({"q": q, "h": dcformat.quantize(rng.normal(size=(5, 300)).astype(np.float16), bits=4)},

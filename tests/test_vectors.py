@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import dcformat
-from dcformat.constants import DTYPE_STORAGE, DType
+from dcformat.format.constants import DTYPE_STORAGE, DType
 
 VECTORS = pathlib.Path(__file__).parent.parent / "spec" / "vectors"
 MANIFEST = json.loads((VECTORS / "vectors.json").read_text(encoding="utf-8"))
@@ -47,11 +47,11 @@ def test_vector_decodes(name):
         assert metadata == entry["metadata"]
         f.verify()
         for key, expected in entry["tensors"].items():
-            if expected["dtype"] == "bfloat16" and dcformat.dtypes.BFLOAT16 is None:
+            if expected["dtype"] == "bfloat16" and dcformat.format.dtypes.BFLOAT16 is None:
                 pytest.skip("ml_dtypes is not installed: bfloat16 cannot be returned as numpy")
             array = f.get(key)
             assert list(array.shape) == expected["shape"], key
-            assert dcformat.dtypes.name(dcformat.dtypes.dtype_id(array.dtype)) == expected["dtype"], key
+            assert dcformat.format.dtypes.name(dcformat.format.dtypes.dtype_id(array.dtype)) == expected["dtype"], key
             assert storage_sha256(array, expected["dtype"]) == expected["sha256"], key
     loaded = dcformat.load_file(path)
     assert sorted(loaded) == sorted(entry["tensors"])
@@ -65,5 +65,5 @@ def test_vectors_cover_every_encoding_and_coder():
                 info = f.info(key)
                 encodings.add(info.encoding)
                 coders.update(c for c in (info.codes_coder, info.gaps_coder) if c)
-    assert encodings == {e.name.lower() for e in dcformat.constants.Encoding}
-    assert coders == {c.name.lower() for c in dcformat.constants.Coder}
+    assert encodings == {e.name.lower() for e in dcformat.format.constants.Encoding}
+    assert coders == {c.name.lower() for c in dcformat.format.constants.Coder}

@@ -33,7 +33,8 @@ import zstandard
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import dcformat  # noqa: E402
-from dcformat.codecs import bitpack, gaps, huffman  # noqa: E402
+from dcformat.codecs import bitpack, huffman
+from dcformat.format import sparse as gaps  # noqa: E402
 
 
 def pin_one_core() -> str:

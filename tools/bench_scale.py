@@ -84,7 +84,7 @@ DCF_SHARD_BYTES = 256 << 20
 
 def phase_write_safetensors(folder: str, parameters: int, seed: int) -> dict:
     """Dense safetensors shards and their index, written one shard at a time."""
-    from dcformat.convert import write_safetensors
+    from dcformat.interop.convert import write_safetensors
 
     os.makedirs(folder, exist_ok=True)
     groups, current, size = [], [], 0

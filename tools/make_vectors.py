@@ -28,8 +28,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import dcformat  # noqa: E402
 from dcformat import EncodeOptions, QuantizedTensor  # noqa: E402
-from dcformat.constants import DTYPE_STORAGE  # noqa: E402
-from dcformat.dtypes import BFLOAT16, dtype_id  # noqa: E402
+from dcformat.format.constants import DTYPE_STORAGE  # noqa: E402
+from dcformat.format.dtypes import BFLOAT16, dtype_id  # noqa: E402
 
 VECTORS = os.path.join(os.path.dirname(__file__), "..", "spec", "vectors")
 
@@ -141,7 +141,7 @@ def main(argv=None) -> int:
         expected = {}
         for key, value in tensors.items():
             array = value.dequantize() if isinstance(value, QuantizedTensor) else np.asarray(value)
-            expected[key] = {"dtype": str(dcformat.dtypes.name(dtype_id(array.dtype))), "shape": list(array.shape), "sha256": content_sha256(array)}
+            expected[key] = {"dtype": str(dcformat.format.dtypes.name(dtype_id(array.dtype))), "shape": list(array.shape), "sha256": content_sha256(array)}
         manifest[name] = {"file": name + ".dcf", "file_sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
                           "metadata": metadata or {}, "tensors": expected}
         print(f"wrote  {name}.dcf ({len(data)} bytes)")

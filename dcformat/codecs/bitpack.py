@@ -60,13 +60,18 @@ def padding_is_zero(data, count: int, width: int) -> bool:
     return (data[-1] >> used) == 0
 
 
-def unpack_checked(data, count: int, width: int, *, field: str, offset: int, dtype=np.uint32) -> np.ndarray:
-    """:func:`unpack` with the decoder's checks on length and padding."""
+def check_packed(data, count: int, width: int, *, field: str, offset: int) -> None:
+    """The decoder's checks of a bit-packed body (spec 7.2): its exact length and zero padding."""
     expected = packed_size(count, width)
     if len(data) != expected:
         raise FormatError(field, f"bit-packed stream holds {len(data)} bytes, {count} symbols of {width} bits need {expected}", offset=offset)
     if not padding_is_zero(data, count, width):
         raise FormatError(field, "unused bits after the last symbol are not zero", offset=offset + expected - 1)
+
+
+def unpack_checked(data, count: int, width: int, *, field: str, offset: int, dtype=np.uint32) -> np.ndarray:
+    """:func:`unpack` after :func:`check_packed`."""
+    check_packed(data, count, width, field=field, offset=offset)
     return unpack(data, count, width, dtype=dtype)
 
 

@@ -43,10 +43,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..constants import HUFFMAN_LENGTH_BITS, MAX_CODEBOOK_SIZE, MAX_HUFFMAN_CODE_LENGTH, MAX_LANE_SYMBOLS
+from ..format.constants import HUFFMAN_LENGTH_BITS, MAX_CODEBOOK_SIZE, MAX_HUFFMAN_CODE_LENGTH, MAX_LANE_SYMBOLS
 from ..errors import EncodeError, FormatError, LimitError
 from ..parallel import map_threads
 from . import bitpack
+from .alphabet import symbol_dtype
 
 #: Default limit of :func:`code_lengths` (a 4096-entry decode table stays in L1 cache).
 DEFAULT_MAX_LENGTH = 12
@@ -290,7 +291,7 @@ def _check_symbols(symbols, alphabet_size: int) -> np.ndarray:
     if lo < 0 or hi >= alphabet_size:
         bad = lo if lo < 0 else hi
         raise EncodeError(f"symbol {bad} is outside the alphabet 0..{alphabet_size - 1}")
-    dtype = np.uint8 if alphabet_size <= 256 else np.uint16
+    dtype = symbol_dtype(alphabet_size)
     return sym.astype(dtype, copy=False)
 
 
@@ -511,7 +512,7 @@ def prepare(body, count: int, alphabet_size: int, *, field: str = "stream", offs
         raise rd.error("count", f"symbol count {n} is negative", 0)
     if not 1 <= alphabet_size <= MAX_CODEBOOK_SIZE:
         raise rd.error("alphabet_size", f"alphabet size {alphabet_size} is not in 1..{MAX_CODEBOOK_SIZE}", 0)
-    dtype = np.uint8 if alphabet_size <= 256 else np.uint16
+    dtype = symbol_dtype(alphabet_size)
 
     table_symbols = rd.uint(4, "table_symbols")
     if n == 0:

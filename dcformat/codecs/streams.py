@@ -3,21 +3,25 @@
 A stream carries ``count`` symbols of an alphabet ``0 .. alphabet_size - 1``; both are
 known from the enclosing payload, never stored in the stream itself. The encoder picks
 the smallest of the three coders unless told which to use.
+
+Decoding is in two steps, so that every decoder (this numpy one, the torch one, a
+compiled one) runs over the same checks: :func:`plan` checks everything that can be
+checked before decoding and returns a :class:`StreamPlan`; a kernel decodes the plan and
+then calls :func:`check_symbols` (or, for Huffman, ``huffman.check_lane_ends``) on what it
+produced. :func:`decode` is the numpy kernel.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from ..constants import Coder
 from ..errors import EncodeError, FormatError, UnsupportedError
-from ..layout import STREAM_HEADER_SIZE, StreamHeader
+from ..format.constants import Coder
+from ..format.structs import STREAM_HEADER_SIZE, StreamHeader
 from . import bitpack, huffman, zstd
-
-
-def symbol_dtype(alphabet_size: int) -> np.dtype:
-    """Decoded symbols come back as uint8 for alphabets of at most 256 symbols, else uint16."""
-    return np.dtype(np.uint8) if alphabet_size <= 256 else np.dtype(np.uint16)
+from .alphabet import symbol_dtype
 
 
 def estimate_size(histogram: np.ndarray, count: int, alphabet_size: int) -> int:
@@ -93,16 +97,70 @@ def read_header(buf, pos: int, end: int, *, field: str, base: int) -> tuple[Code
     return coder, start, start + header.body_length
 
 
-def decode_body(coder: Coder, body, count: int, alphabet_size: int, *, field: str, offset: int, threads: int = 1) -> np.ndarray:
-    """Decode ``count`` symbols; every symbol is checked to be ``< alphabet_size``."""
-    dtype = symbol_dtype(alphabet_size)
+@dataclass(frozen=True)
+class StreamPlan:
+    """A symbol stream located, framed and checked as far as it can be before decoding."""
+
+    coder: Coder
+    body: memoryview
+    count: int
+    alphabet_size: int
+    field: str
+    offset: int  # file offset of the body
+    lanes: "huffman.LanePlan | None" = None  # Huffman only: the checked lanes and decode tables
+
+    @property
+    def stored_bytes(self) -> int:
+        """Bytes of the stream, its 9-byte header included."""
+        return len(self.body) + STREAM_HEADER_SIZE
+
+    @property
+    def symbol_dtype(self) -> np.dtype:
+        return symbol_dtype(self.alphabet_size)
+
+    @property
+    def bit_width(self) -> int:
+        """Bits per symbol of a bit-packed stream."""
+        return bitpack.width_for(self.alphabet_size)
+
+
+def plan(coder: Coder, body, count: int, alphabet_size: int, *, field: str, offset: int) -> StreamPlan:
+    """Check a stream body before decoding: a bit-packed body's length and padding, every
+    field and lane of a Huffman body (and its decode tables built). A zstd body is checked
+    while it is decompressed, against the exact size ``count`` symbols take."""
+    lanes = None
     if coder == Coder.BITPACK:
-        symbols = bitpack.unpack_checked(body, count, bitpack.width_for(alphabet_size), field=field, offset=offset, dtype=dtype)
+        bitpack.check_packed(body, count, bitpack.width_for(alphabet_size), field=field, offset=offset)
     elif coder == Coder.HUFFMAN:
-        return huffman.decode(body, count, alphabet_size, field=field, offset=offset, threads=threads)  # its table bounds every symbol
+        lanes = huffman.prepare(body, count, alphabet_size, field=field, offset=offset)
+    return StreamPlan(coder, body, count, alphabet_size, field, offset, lanes)
+
+
+def check_symbols(stream: StreamPlan, largest: int) -> None:
+    """Spec 7.1: every symbol a kernel decoded must be below the alphabet size.
+
+    ``largest`` is the largest decoded symbol. Huffman kernels need not call this: their
+    tables hold only symbols of the alphabet.
+    """
+    if largest >= stream.alphabet_size:
+        raise FormatError(stream.field, f"symbol {largest} is outside the alphabet of {stream.alphabet_size}", offset=stream.offset)
+
+
+def decode(stream: StreamPlan, *, threads: int = 1) -> np.ndarray:
+    """The numpy kernel: the stream's symbols, checked, as :attr:`StreamPlan.symbol_dtype`."""
+    dtype = stream.symbol_dtype
+    if stream.coder == Coder.HUFFMAN:
+        return huffman.decode_plan(stream.lanes, threads=threads)
+    if stream.coder == Coder.BITPACK:
+        symbols = bitpack.unpack(stream.body, stream.count, stream.bit_width, dtype=dtype)
     else:
-        raw = zstd.decompress_exact(body, count * dtype.itemsize, field=field, offset=offset)
+        raw = zstd.decompress_exact(stream.body, stream.count * dtype.itemsize, field=stream.field, offset=stream.offset)
         symbols = np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype, copy=False)
-    if symbols.size and int(symbols.max()) >= alphabet_size:
-        raise FormatError(field, f"symbol {int(symbols.max())} is outside the alphabet of {alphabet_size}", offset=offset)
+    if symbols.size:
+        check_symbols(stream, int(symbols.max()))
     return symbols
+
+
+def decode_body(coder: Coder, body, count: int, alphabet_size: int, *, field: str, offset: int, threads: int = 1) -> np.ndarray:
+    """Plan and decode one stream body in one call (tools and tests)."""
+    return decode(plan(coder, body, count, alphabet_size, field=field, offset=offset), threads=threads)

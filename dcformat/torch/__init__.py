@@ -2,7 +2,7 @@
 export/import of ``.dcf`` files with the same verbs as ``safetensors.torch``.
 
 ``import dcformat`` never imports torch. This subpackage's names are loaded on first use
-(``dcformat.torch.save_file`` imports torch then), so ``dcformat.torch.reproduce`` can set
+(``dcformat.torch.save_file`` imports torch then), so ``dcformat.paper.reproduce`` can set
 up the process (OpenMP's wait policy) before torch is loaded.
 
 Modules, one idea each:
@@ -14,10 +14,9 @@ Modules, one idea each:
   decode        a decoder written in torch operations, to tensors on any device
                 (decode_file(path, device="cuda"), bit-identical to the numpy decoder)
   report        per-layer sizes measured from a written file
-  training      plain training / evaluation loops (DDP-aware batch sharding)
   distributed   keeping masks and codebooks identical across processes
-  models        LeNet-300-100 and LeNet-5
-  reproduce     the paper's MNIST experiments end to end
+
+The paper's MNIST experiments (models, training loops, recipes) are ``dcformat.paper``.
 """
 
 from __future__ import annotations

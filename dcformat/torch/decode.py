@@ -1,7 +1,9 @@
 """Decoding a .dcf straight to torch tensors on a chosen device (CPU now, GPU when present).
 
-The structure of every payload is checked by the core (``parse_quantized``, the Huffman
-``prepare`` step), in numpy, on the host: those are small. The bulk work, symbol
+Every check of a payload's structure is the core's: :meth:`DCFile.plan` makes the checked
+plan on the host (those are small), and what can only be checked after decoding (a lane's
+end, a symbol outside its alphabet, the last position) is checked by calling the core's
+checks on what the torch kernels produced. The bulk work, symbol
 unpacking, lockstep Huffman lanes, gaps to positions and the codebook gather, runs as
 torch operations on ``device``. The result is bit-identical to the numpy decoder, which
 ``tests/torch/test_decode.py`` checks on every frozen vector.
@@ -12,30 +14,16 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..codecs import bitpack, huffman
-from ..constants import Coder, DType, Encoding
-from ..container import DCFile, _safe
-from ..encodings import StreamRef, decode_payload, parse_quantized
-from ..errors import FormatError, UnsupportedError
+from ..codecs import huffman, streams
+from ..errors import UnsupportedError
+from ..format import decode as numpy_kernels
+from ..format.constants import Coder, DType
+from ..format.encodings import DensePlan, QuantPlan
+from ..format.reader import DCFile
+from ..interop.torch_arrays import TORCH_DTYPES
 
-#: torch dtypes of the wire's dtypes (torch has no uint16/32/64 arithmetic before 2.3;
-#: they are returned as such where torch has them).
-TORCH_DTYPES = {
-    DType.FLOAT32: torch.float32,
-    DType.FLOAT16: torch.float16,
-    DType.BFLOAT16: torch.bfloat16,
-    DType.FLOAT64: torch.float64,
-    DType.INT8: torch.int8,
-    DType.INT16: torch.int16,
-    DType.INT32: torch.int32,
-    DType.INT64: torch.int64,
-    DType.UINT8: torch.uint8,
-    DType.UINT16: torch.uint16,
-    DType.UINT32: torch.uint32,
-    DType.UINT64: torch.uint64,
-    DType.BOOL: torch.bool,
-}
-_BITS_VIEW = {DType.BFLOAT16: (DType.UINT16, torch.bfloat16)}
+#: Wire dtypes decoded through the bits of another (numpy has no bfloat16 without ml_dtypes).
+_BITS_VIEW = {DType.BFLOAT16: torch.int16}
 
 
 def _bytes_on(data, device) -> torch.Tensor:
@@ -89,57 +77,49 @@ def huffman_lanes(plan: "huffman.LanePlan", device) -> tuple[torch.Tensor, torch
     return out, pos
 
 
-def decode_stream(ref: StreamRef, device) -> torch.Tensor:
-    """Symbols of a stream as int64 on ``device``, with the numpy decoder's checks."""
-    if ref.coder == Coder.BITPACK:
-        width = bitpack.width_for(ref.alphabet_size)
-        expected = bitpack.packed_size(ref.count, width)
-        if len(ref.body) != expected:
-            raise FormatError(ref.field, f"bit-packed stream holds {len(ref.body)} bytes, {ref.count} symbols of {width} bits need {expected}", offset=ref.offset)
-        if not bitpack.padding_is_zero(ref.body, ref.count, width):
-            raise FormatError(ref.field, "unused bits after the last symbol are not zero", offset=ref.offset + expected - 1)
-        symbols = unpack_bits(ref.body, ref.count, width, device)
-    elif ref.coder == Coder.HUFFMAN:
-        plan = huffman.prepare(ref.body, ref.count, ref.alphabet_size, field=ref.field, offset=ref.offset)
-        if plan.single_symbol is not None or plan.count == 0:
-            return torch.from_numpy(huffman.decode_plan(plan).astype(np.int64)).to(device)
-        symbols, end = huffman_lanes(plan, device)
-        huffman.check_lane_ends(plan, end.cpu().numpy())
+def decode_stream(stream: streams.StreamPlan, device) -> torch.Tensor:
+    """Symbols of a planned stream as int64 on ``device``, checked by the core's checks."""
+    if stream.coder == Coder.HUFFMAN:
+        lanes = stream.lanes
+        if lanes.single_symbol is not None or lanes.count == 0:
+            return torch.from_numpy(huffman.decode_plan(lanes).astype(np.int64)).to(device)
+        symbols, end = huffman_lanes(lanes, device)
+        huffman.check_lane_ends(lanes, end.cpu().numpy())
         return symbols  # the table holds only symbols < alphabet size
-    else:
-        symbols = torch.from_numpy(ref.decode().astype(np.int64)).to(device)  # zstd runs on the host
-    if symbols.numel() and int(symbols.max()) >= ref.alphabet_size:
-        raise FormatError(ref.field, f"symbol {int(symbols.max())} is outside the alphabet of {ref.alphabet_size}", offset=ref.offset)
+    if stream.coder == Coder.BITPACK:
+        symbols = unpack_bits(stream.body, stream.count, stream.bit_width, device)
+    else:  # zstd runs on the host (and checks the symbols)
+        return torch.from_numpy(streams.decode(stream).astype(np.int64)).to(device)
+    if symbols.numel():
+        streams.check_symbols(stream, int(symbols.max()))
     return symbols
 
 
 def get(reader: DCFile, name: str, *, device="cpu") -> torch.Tensor:
     """Decode one tensor of an open file to ``device`` with torch operations."""
-    entry, data = reader.checked_payload(name)
-    field = f"tensors[{_safe(name)}]"
-    if not isinstance(entry.dtype, DType) or entry.dtype not in TORCH_DTYPES:
-        raise UnsupportedError(field + ".dtype", f"dtype id {entry.dtype} has no torch equivalent here", offset=entry.entry_offset)
-    target = TORCH_DTYPES[entry.dtype]
-    if entry.encoding in (Encoding.RAW, Encoding.ZSTD):
-        storage_dtype, view_as = _BITS_VIEW.get(entry.dtype, (entry.dtype, None))
-        array = decode_payload(storage_dtype, entry.encoding, entry.shape, data, field=field, offset=entry.offset)
-        tensor = torch.from_numpy(np.array(array, order="C"))  # a copy; keeps 0-D shapes
-        if view_as is not None:
-            tensor = tensor.view(view_as)
+    plan = reader.plan(name)
+    if plan.dtype not in TORCH_DTYPES:
+        raise UnsupportedError(plan.field + ".dtype", f"dtype {plan.dtype.name.lower()} has no torch equivalent here", offset=plan.offset)
+    target = TORCH_DTYPES[plan.dtype]
+    if isinstance(plan, DensePlan):
+        tensor = torch.from_numpy(np.array(numpy_kernels.storage_array(plan), order="C"))  # a copy; keeps 0-D shapes
+        if plan.dtype in _BITS_VIEW:
+            tensor = tensor.view(_BITS_VIEW[plan.dtype]).view(target)
+        elif plan.dtype == DType.BOOL:
+            tensor = tensor.to(torch.bool)
         return tensor.to(device)
-    parsed = parse_quantized(entry.dtype, entry.encoding, entry.shape, data, field=field, offset=entry.offset)
-    values = torch.from_numpy(parsed.codebook.astype(np.float64)).to(device=device).to(target)
-    codes = decode_stream(parsed.codes, device)
-    if parsed.gaps is None:
-        return values[codes].reshape(entry.shape)
-    gap_symbols = decode_stream(parsed.gaps, device)
+    assert isinstance(plan, QuantPlan)
+    values = torch.from_numpy(plan.codebook.astype(np.float64)).to(device=device).to(target)
+    codes = decode_stream(plan.codes, device)
+    if plan.gaps is None:
+        return values[codes].reshape(plan.shape)
+    gap_symbols = decode_stream(plan.gaps, device)
     positions = torch.cumsum(gap_symbols + 1, 0) - 1
-    if positions.numel() and int(positions[-1]) >= parsed.numel:
-        raise FormatError(parsed.gaps.field, f"entries run to position {int(positions[-1])}, past the end of the tensor "
-                          f"({parsed.numel} elements)", offset=parsed.gaps.offset)
-    out = torch.zeros(parsed.numel, dtype=target, device=device)
+    if positions.numel():
+        plan.check_last_position(int(positions[-1]))
+    out = torch.zeros(plan.numel, dtype=target, device=device)
     out[positions] = values[codes]
-    return out.reshape(entry.shape)
+    return out.reshape(plan.shape)
 
 
 def load_file(path, *, device="cpu") -> dict[str, torch.Tensor]:

@@ -25,6 +25,9 @@ import torch
 from torch import nn
 
 import dcformat
+from dcformat.errors import EncodeError
+from dcformat.interop import torch_arrays
+from dcformat.interop.torch_arrays import to_torch
 from dcformat.torch import reparam
 from dcformat.torch.errors import ConfigError, ModelMismatchError
 from dcformat.torch.prune import MaskedParameter
@@ -34,31 +37,10 @@ __all__ = ["load", "load_file", "load_model", "save", "save_file", "to_dcformat"
 
 
 def _to_numpy(tensor: torch.Tensor, *, name: str) -> np.ndarray:
-    tensor = tensor.detach().to("cpu").contiguous()
-    if tensor.dtype == torch.bfloat16:
-        from dcformat import dtypes
-
-        if dtypes.BFLOAT16 is None:
-            raise ConfigError("save", f"{name!r} is bfloat16, which needs the package ml_dtypes (pip install ml_dtypes)")
-        return tensor.view(torch.int16).numpy().view(dtypes.BFLOAT16)
-    if tensor.dtype not in _TORCH_TO_NUMPY_OK:
-        raise ConfigError("save", f"{name!r} has dtype {tensor.dtype}, which dcformat cannot store")
-    return tensor.numpy()
-
-
-_TORCH_TO_NUMPY_OK = {
-    torch.float32, torch.float16, torch.float64, torch.int8, torch.int16, torch.int32, torch.int64,
-    torch.uint8, torch.uint16, torch.uint32, torch.uint64, torch.bool,
-}
-
-
-def to_torch(array: np.ndarray, *, device: str | torch.device = "cpu") -> torch.Tensor:
-    """A numpy array from the core as a torch tensor (copied: the core may hand out read-only views)."""
-    from dcformat import dtypes
-
-    if dtypes.BFLOAT16 is not None and array.dtype == dtypes.BFLOAT16:
-        return torch.from_numpy(np.array(array.view(np.int16))).view(torch.bfloat16).to(device)
-    return torch.from_numpy(np.array(array)).to(device)
+    try:
+        return torch_arrays.to_numpy(tensor, name=name)
+    except EncodeError as exc:
+        raise ConfigError("save", f"{name!r}: {exc.reason}") from None
 
 
 def _quantized(codebook: torch.Tensor, codes: torch.Tensor, mask: torch.Tensor, *, storage: torch.dtype | None, name: str):

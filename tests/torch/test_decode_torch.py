@@ -10,6 +10,7 @@ torch = pytest.importorskip("torch")
 
 import dcformat  # noqa: E402
 import dcformat.torch  # noqa: E402
+from dcformat.codecs import streams  # noqa: E402
 from dcformat import EncodeOptions  # noqa: E402
 from dcformat.torch import decode as torch_decode  # noqa: E402
 
@@ -54,12 +55,12 @@ def test_corrupt_huffman_lane_is_rejected_like_numpy():
     w = rng.laplace(size=(64, 64)).astype(np.float32)
     data = dcformat.save({"w": dcformat.quantize(w, bits=5)}, options=EncodeOptions(layout="dense", coder="huffman"))
     with dcformat.open(data) as f:
-        parsed = dcformat.encodings.parse_quantized(f.entry("w").dtype, f.entry("w").encoding, (64, 64), f.payload("w"), field="w", offset=0)
+        parsed = f.plan("w")
         body = bytearray(parsed.codes.body)
     body[-3] ^= 0x5A  # flip payload bits: some lane no longer ends where declared
-    ref = dcformat.encodings.StreamRef(parsed.codes.coder, memoryview(bytes(body)), parsed.codes.count, parsed.codes.alphabet_size, "w.codes", 0)
+    ref = streams.plan(parsed.codes.coder, memoryview(bytes(body)), parsed.codes.count, parsed.codes.alphabet_size, field="w.codes", offset=0)
     with pytest.raises(dcformat.FormatError) as numpy_error:
-        ref.decode()
+        streams.decode(ref)
     with pytest.raises(dcformat.FormatError) as torch_error:
         torch_decode.decode_stream(ref, "cpu")
     assert str(numpy_error.value) == str(torch_error.value)

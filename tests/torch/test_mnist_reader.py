@@ -1,4 +1,4 @@
-"""dcformat.mnist: the numpy-only IDX reader (no torch needed, so no importorskip here)."""
+"""dcformat.paper.mnist: the numpy-only IDX reader (no torch needed, so no importorskip here)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from dcformat.errors import DCFormatError, FormatError
-from dcformat.mnist import (
+from dcformat.paper.mnist import (
     ENV_VAR,
     FILE_NAMES,
     MNISTNotFoundError,
@@ -141,7 +141,7 @@ def test_mnist_module_does_not_import_torch():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
-    code = "import sys, dcformat.mnist; sys.exit(1 if 'torch' in sys.modules else 0)"
+    code = "import sys, dcformat.paper.mnist; sys.exit(1 if 'torch' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code], cwd=root).returncode == 0
 
 

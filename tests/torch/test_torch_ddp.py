@@ -20,7 +20,7 @@ from torch import nn  # noqa: E402
 
 from dcformat.torch.prune import MagnitudePruner  # noqa: E402
 from dcformat.torch.quantize import TrainedQuantizer  # noqa: E402
-from dcformat.torch.training import train_epoch  # noqa: E402
+from dcformat.paper.training import train_epoch  # noqa: E402
 
 GLOBAL_BATCH = 16
 WORLD_SIZE = 2

@@ -224,7 +224,7 @@ def test_importing_dcformat_does_not_import_torch():
     import sys
     from pathlib import Path
 
-    code = "import sys, dcformat, dcformat.mnist; sys.exit(1 if 'torch' in sys.modules else 0)"
+    code = "import sys, dcformat, dcformat.paper.mnist; sys.exit(1 if 'torch' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2]).returncode == 0
 
 

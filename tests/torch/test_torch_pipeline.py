@@ -12,8 +12,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import dcformat  # noqa: E402
-from dcformat.mnist import MNISTNotFoundError, load_mnist, write_idx, FILE_NAMES  # noqa: E402
-from dcformat.torch import reproduce as repro  # noqa: E402
+from dcformat.paper.mnist import MNISTNotFoundError, load_mnist, write_idx, FILE_NAMES  # noqa: E402
+from dcformat.paper import reproduce as repro  # noqa: E402
 
 TRAIN, TEST = 2000, 1000
 

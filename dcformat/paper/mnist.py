@@ -9,9 +9,8 @@ The IDX format (LeCun's own description at yann.lecun.com/exdb/mnist): a 4-byte 
 big-endian, in C order. The files may be gzip-compressed (as distributed) or not; which
 one is decided by the gzip magic bytes, not by the file name.
 
-Where the files are looked for, in order: the ``data_dir`` argument; the environment
-variable ``DCFORMAT_MNIST``; ``../shared/data/mnist`` next to the repository;
-``/work/shared/data/mnist``.
+Where the files are looked for: the ``data_dir`` argument, else the directory named by the
+environment variable ``DCFORMAT_MNIST``. Nothing else is guessed.
 """
 
 from __future__ import annotations
@@ -69,14 +68,8 @@ class MNIST(NamedTuple):
 
 
 def default_search_dirs() -> list[Path]:
-    """The directories searched when no ``data_dir`` is given, in order."""
-    dirs = []
-    if os.environ.get(ENV_VAR):
-        dirs.append(Path(os.environ[ENV_VAR]))
-    repository = Path(__file__).resolve().parent.parent
-    dirs.append(repository.parent / "shared" / "data" / "mnist")
-    dirs.append(Path("/work/shared/data/mnist"))
-    return dirs
+    """The directories searched when no ``data_dir`` is given: ``$DCFORMAT_MNIST`` if set."""
+    return [Path(os.environ[ENV_VAR])] if os.environ.get(ENV_VAR) else []
 
 
 def _file_in(directory: Path, official_name: str) -> Path | None:
@@ -98,7 +91,7 @@ def find_mnist_dir(data_dir: str | os.PathLike | None = None) -> Path:
     for directory in candidates:
         if all(_file_in(directory, name) for name in FILE_NAMES.values()):
             return directory
-    where = ", ".join(str(d) for d in candidates)
+    where = ", ".join(str(d) for d in candidates) or f"no directory (neither --data / data_dir nor ${ENV_VAR} was given)"
     needed = ", ".join(FILE_NAMES.values())
     detail = ""
     if data_dir is not None:

@@ -23,15 +23,16 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .constants import MAGIC, MAX_TENSORS, RESERVED_KEY_PREFIX
-from .container import DCFile, open_file
-from .convert import SafetensorsLayout, _json_object, safetensors_layout
-from .errors import FormatError, LimitError
-from .quantize import QuantizedTensor
-from .shards import MAX_INDEX_BYTES, ShardedFile, check_shard_name
+from ..format.constants import MAGIC, RESERVED_KEY_PREFIX
+from ..format.reader import DCFile
+from ..io.loading import open_file
+from .convert import SafetensorsLayout, safetensors_layout
+from ..errors import FormatError
+from ..quantize import QuantizedTensor
+from ..io.index import SAFETENSORS_INDEX_SUFFIX, read_index
+from ..io.shards import ShardedFile
 
 #: The suffix of a safetensors shard index (``model.safetensors.index.json``, as the Hugging Face libraries write it).
-SAFETENSORS_INDEX_SUFFIX = ".safetensors.index.json"
 
 
 class TensorSource(Mapping):
@@ -128,24 +129,11 @@ class _DCFSource(TensorSource):
 
 def _safetensors_index(path) -> TensorSource:
     """The shards of a ``*.safetensors.index.json``: every name in the weight map must be in its shard, and nothing else."""
-    where = os.path.basename(path)
-    size = os.path.getsize(path)
-    if size > MAX_INDEX_BYTES:
-        raise LimitError(f"{where}: index", f"index of {size} bytes is over the limit of {MAX_INDEX_BYTES}", offset=0)
-    with open(path, "rb") as f:
-        index = _json_object(f.read(), field=f"{where}: index", offset=0)
-    weight_map = index.get("weight_map")
-    if not isinstance(weight_map, dict) or not weight_map:
+    index = read_index(path)
+    where, folder, weight_map = os.path.basename(path), index.folder, index.weight_map
+    if not weight_map:
         raise FormatError(f"{where}: weight_map", "the index must hold a non-empty weight_map object", offset=0)
-    if len(weight_map) > MAX_TENSORS:
-        raise LimitError(f"{where}: weight_map", f"{len(weight_map)} tensors is over the limit of {MAX_TENSORS}", offset=0)
-    folder = os.path.dirname(os.path.abspath(path))
-    for name, shard in weight_map.items():
-        check_shard_name(shard, field=f"{where}: weight_map[{name!r}]")
-    shards = sorted(set(weight_map.values()))
-    for shard in shards:  # all present before any is read
-        if not os.path.isfile(os.path.join(folder, shard)):
-            raise FormatError(f"{where}: weight_map", f"shard {shard!r} is missing from {folder}", offset=0)
+    shards = index.shards()
     layouts, owners = [], {}
     shard_metadata = []
     for shard in shards:
@@ -164,9 +152,8 @@ def _safetensors_index(path) -> TensorSource:
         metadata["safetensors.metadata"] = shard_metadata[0]
     elif shard_metadata:
         metadata["safetensors.metadata"] = {"shards": shard_metadata}
-    index_metadata = index.get("metadata")
-    if isinstance(index_metadata, dict) and index_metadata:
-        metadata["safetensors.index.metadata"] = index_metadata
+    if index.metadata:
+        metadata["safetensors.index.metadata"] = index.metadata
     return _SafetensorsSource(path, layouts, owners, metadata)
 
 
@@ -189,9 +176,18 @@ def open_source(path) -> TensorSource:
     return _SafetensorsSource(path, [layout], {name: layout for name in layout.specs}, metadata)
 
 
+def read_tensors(path) -> tuple[dict[str, np.ndarray], dict]:
+    """Every tensor (read into memory) and the user metadata of a model: see :func:`open_source`.
+
+    Quantized tensors of a ``.dcf`` come back dequantized: they are compressed afresh.
+    """
+    with open_source(path) as source:
+        return {name: source[name] for name in source}, dict(source.metadata)
+
+
 def as_array(tensor) -> np.ndarray:
     """A tensor as a plain array (a :class:`QuantizedTensor` dequantized)."""
     return tensor.dequantize() if isinstance(tensor, QuantizedTensor) else np.asarray(tensor)
 
 
-__all__ = ["SAFETENSORS_INDEX_SUFFIX", "TensorSource", "as_array", "open_source"]
+__all__ = ["TensorSource", "as_array", "open_source", "read_tensors"]

@@ -22,20 +22,14 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from .constants import MAX_EXPANSION, MAX_METADATA_BYTES, MAX_TENSORS
-from .container import DCFile, FileWriter, TensorInfo, _check_name, _sync_folder
-from .encodings import EncodeOptions
-from .errors import EncodeError, FormatError, LimitError
-
-INDEX_SUFFIX = ".dcf.index.json"
-#: An index is JSON of at most this many bytes (a weight map of a million names fits).
-MAX_INDEX_BYTES = 256 * 1024 * 1024
-
-
-def check_shard_name(shard, *, field: str) -> None:
-    """An index's shard must be a plain file name beside the index: nothing may point elsewhere."""
-    if not isinstance(shard, str) or not shard or shard != os.path.basename(shard) or shard in (".", "..") or "\\" in shard:
-        raise FormatError(field, f"shard {shard!r} is not a plain file name in the index's folder", offset=0)
+from ..errors import EncodeError, FormatError
+from ..format.constants import MAX_EXPANSION
+from ..format.encode import EncodeOptions
+from ..format.reader import DCFile, TensorInfo
+from ..format.rules import check_name
+from .atomic import sync_folder
+from .index import DCF_INDEX_SUFFIX, read_index, write_index
+from .writers import FileWriter
 
 
 def shard_name(prefix: str, number: int, total: int) -> str:
@@ -60,10 +54,10 @@ class ShardedWriter:
         self._shards: list[tuple[FileWriter, list[str]]] = []
         self._names: set[str] = set()
         self._current_bytes = 0
-        self.index_path = os.path.join(self.folder, prefix + INDEX_SUFFIX)
+        self.index_path = os.path.join(self.folder, prefix + DCF_INDEX_SUFFIX)
 
     def add(self, name: str, tensor, *, options: EncodeOptions | None = None) -> None:
-        _check_name(name)
+        check_name(name)
         if name in self._names:
             raise EncodeError("a tensor of this name was already added", field=repr(name))
         if not self._shards or self._current_bytes >= self.max_shard_bytes:
@@ -91,16 +85,9 @@ class ShardedWriter:
             weight_map.update({name: final for name in names})
         for temporary, final in finals:
             os.replace(temporary, final)
-        index = {"metadata": {**self.metadata, "format": "dcformat", "shards": total},
-                 "weight_map": dict(sorted(weight_map.items()))}
-        tmp = self.index_path + ".partial"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(index, f, indent=1, ensure_ascii=False, allow_nan=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.index_path)
+        write_index(self.index_path, metadata={**self.metadata, "format": "dcformat", "shards": total}, weight_map=weight_map)
         self._remove_stale_shards({final for _, final in finals})
-        _sync_folder(self.folder)
+        sync_folder(self.folder)
         return self.index_path
 
     def _remove_stale_shards(self, current: set[str]) -> None:
@@ -152,27 +139,9 @@ class ShardedFile:
         self.max_expansion = max_expansion
         self.folder = os.path.dirname(os.path.abspath(self.path))
         self._readers: dict[str, DCFile] = {}
-        size = os.path.getsize(self.path)
-        if size > MAX_INDEX_BYTES:
-            raise LimitError("index", f"index of {size} bytes is over the limit of {MAX_INDEX_BYTES}", offset=0)
-        with open(self.path, "rb") as f:
-            raw = f.read()
-        try:
-            index = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise FormatError("index", f"not UTF-8 JSON ({exc})", offset=0) from None
-        if not isinstance(index, dict) or not isinstance(index.get("weight_map"), dict):
-            raise FormatError("index.weight_map", "the index must be an object with a weight_map object", offset=0)
-        metadata = index.get("metadata", {})
-        if not isinstance(metadata, dict) or len(json.dumps(metadata)) > MAX_METADATA_BYTES:
-            raise FormatError("index.metadata", "must be an object of at most 16 MiB", offset=0)
-        weight_map = index["weight_map"]
-        if len(weight_map) > MAX_TENSORS:
-            raise LimitError("index.weight_map", f"{len(weight_map)} tensors is over the limit of {MAX_TENSORS}", offset=0)
-        for name, shard in weight_map.items():
-            check_shard_name(shard, field=f"index.weight_map[{name!r}]")
-        self._metadata = metadata
-        self._weight_map = dict(sorted(weight_map.items(), key=lambda kv: kv[0].encode("utf-8", "surrogatepass")))
+        index = read_index(self.path)
+        self._metadata = index.metadata
+        self._weight_map = index.weight_map
 
     def _reader(self, shard: str) -> DCFile:
         if shard not in self._readers:
@@ -213,6 +182,12 @@ class ShardedFile:
 
     def get_quantized(self, name: str, *, threads: int = 1):
         return self._for(name).get_quantized(name, threads=threads)
+
+    def get_stored(self, name: str, *, threads: int = 1):
+        return self._for(name).get_stored(name, threads=threads)
+
+    def plan(self, name: str):
+        return self._for(name).plan(name)
 
     def info(self, name: str) -> TensorInfo:
         return self._for(name).info(name)

@@ -24,9 +24,10 @@ import os
 
 import numpy as np
 
-from .constants import Encoding
-from .container import DCFile
-from .errors import DCFormatError
+from ..errors import DCFormatError
+from ..format.constants import Encoding
+from ..format.reader import DCFile
+from .common import printable
 
 #: At most this many histograms (the largest quantized tensors by stored bytes).
 DEFAULT_MAX_HISTOGRAMS = 12
@@ -48,8 +49,6 @@ def _matplotlib():
 
 def _short(name: str, width: int = 34) -> str:
     """A name from a file, escaped and shortened from the left (the end says the most)."""
-    from .cli import printable  # late: cli imports this module on demand
-
     text = printable(name)
     return text if len(text) <= width else "…" + text[-(width - 1):]
 

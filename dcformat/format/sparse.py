@@ -1,4 +1,5 @@
-"""Relative indices with filler entries: the paper's sparse-index scheme (spec section 6.4).
+"""The quant_sparse index: relative positions with filler entries, the paper's sparse-index
+scheme (spec sections 6.4 and 6.5).
 
 Entry ``i`` stores a gap ``g[i]`` in ``0 .. 2**b - 1``; its position is
 ``p[i] = p[i-1] + g[i] + 1`` with ``p[-1] = -1``, i.e. ``p = cumsum(g + 1) - 1``.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..codecs.alphabet import symbol_dtype
 from ..parallel import map_threads
 
 #: Entries turned into positions per block while decoding, bounding the int64 temporaries.
@@ -41,12 +43,12 @@ def with_fillers(gaps: np.ndarray, codes: np.ndarray, gap_bits: int, filler_code
     """The entry sequence on the wire: fillers inserted before the entries that need them."""
     fillers = filler_counts(gaps, gap_bits)
     max_gap = (1 << gap_bits) - 1
-    symbol_dtype = np.uint8 if gap_bits <= 8 else np.uint16
+    wire_dtype = symbol_dtype(1 << gap_bits)
     if not fillers.any():
-        return gaps.astype(symbol_dtype), codes
+        return gaps.astype(wire_dtype), codes
     total = gaps.size + int(fillers.sum())
     real_index = np.arange(gaps.size) + np.cumsum(fillers)  # fillers come first
-    wire_gaps = np.full(total, max_gap, dtype=symbol_dtype)
+    wire_gaps = np.full(total, max_gap, dtype=wire_dtype)
     wire_gaps[real_index] = gaps & max_gap
     wire_codes = np.full(total, filler_code, dtype=codes.dtype)
     wire_codes[real_index] = codes
@@ -86,3 +88,8 @@ def scatter(out: np.ndarray, gap_symbols: np.ndarray, codes: np.ndarray, table: 
 def last_position(gap_symbols: np.ndarray) -> int:
     """Position of the last entry: the sum of (gap + 1) minus one, without a big temporary."""
     return int(gap_symbols.sum(dtype=np.int64)) + gap_symbols.size - 1
+
+
+def positions(gap_symbols: np.ndarray) -> np.ndarray:
+    """Every entry's position (int64), fillers included: ``cumsum(g + 1) - 1``."""
+    return np.cumsum(gap_symbols.astype(np.int64) + 1) - 1

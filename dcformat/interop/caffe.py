@@ -32,10 +32,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .codecs import gaps as gaps_codec
-from .constants import Encoding
-from .errors import EncodeError, FormatError, LimitError, UnsupportedError
-from .quantize import QuantizedTensor
+from ..format import sparse as gaps_codec
+from ..format.reader import DCFile
+from ..errors import EncodeError, FormatError, LimitError, UnsupportedError
+from ..quantize import QuantizedTensor
 
 #: Gap width of the authors' relative indices (4-bit nibbles).
 GAP_BITS = 4
@@ -465,8 +465,6 @@ def _check_last_nibble(packed: np.ndarray, count: int, field: str, offset: int) 
 # ======================================================================================
 
 def _tensors_from_dcf(path, specs: list[LayerSpec]) -> dict:
-    from .container import DCFile
-
     wanted = [s.name + suffix for s in specs for suffix in (WEIGHT, BIAS)]
     out = {}
     with DCFile(path) as reader:
@@ -476,10 +474,7 @@ def _tensors_from_dcf(path, specs: list[LayerSpec]) -> dict:
         for name in wanted:
             if name not in reader:
                 continue  # reported below, with every other missing name
-            if reader.entry(name).encoding in (Encoding.QUANT_DENSE, Encoding.QUANT_SPARSE):
-                out[name] = reader.get_quantized(name)
-            else:
-                out[name] = np.array(reader.get(name))
+            out[name] = reader.get_stored(name)
     return out
 
 

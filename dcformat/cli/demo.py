@@ -1,4 +1,4 @@
-"""The demo job: compress a sample set of tensors the Deep Compression way, write, inspect.
+"""``dcformat demo``: compress a sample set of tensors the Deep Compression way, write, inspect.
 
 The tensors are synthetic (Laplacian weights, like trained layers) so the demo needs no
 data and no torch; ``dcformat reproduce`` runs the real pipeline on MNIST.
@@ -6,13 +6,17 @@ data and no torch; ``dcformat reproduce`` runs the real pipeline on MNIST.
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 
 import numpy as np
 
-from .container import save_file
-from .progress import progress
-from .quantize import quantize
+from ..io.writers import save_file
+from ..progress import progress
+from ..quantize import quantize
+from .common import EXIT_OK, printable
+from .inspect import inspect_report, print_inspect
 
 #: (name, shape, code bits, fraction kept): LeNet-5-like layers with the paper's settings.
 SAMPLE_LAYERS = [
@@ -21,7 +25,6 @@ SAMPLE_LAYERS = [
     ("fc1.weight", (500, 800), 5, 0.08),
     ("fc2.weight", (10, 500), 5, 0.19),
 ]
-
 
 
 def sample_tensors(seed: int = 0, *, progress_bar: bool = False) -> dict:
@@ -38,10 +41,27 @@ def sample_tensors(seed: int = 0, *, progress_bar: bool = False) -> dict:
 
 
 def run_demo(out_dir, *, seed: int = 0, progress: bool = True) -> dict:
-    from .cli import inspect_report
-
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, "demo.dcf")
     tensors = sample_tensors(seed, progress_bar=progress)
     save_file(tensors, path, metadata={"demo": "synthetic Laplacian layers, magnitude-pruned, 8-bit conv / 5-bit fc", "seed": seed})
     return {"path": path, "inspect": inspect_report(path)}
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("demo", help="compress a sample set of tensors, write a file and inspect it")
+    p.add_argument("--out", default="out", help="folder for demo.dcf (default: ./out)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    report = run_demo(args.out, seed=args.seed, progress=not args.json)
+    if args.json:
+        json.dump(report, sys.stdout, indent=2)
+        print()
+    else:
+        print_inspect(report["inspect"], sys.stdout)
+        print(f"written: {printable(report['path'])}")
+    return EXIT_OK

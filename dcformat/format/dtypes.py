@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .constants import DTYPE_STORAGE, DType
-from .errors import EncodeError, UnsupportedError
+from ..errors import EncodeError, UnsupportedError
 
 try:  # optional: gives numpy a bfloat16 dtype
     import ml_dtypes as _ml_dtypes

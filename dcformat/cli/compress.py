@@ -1,4 +1,4 @@
-"""``dcformat compress IN OUT``: a thin layer over :func:`dcformat.compress.compress_file`.
+"""``dcformat compress IN OUT``: a thin layer over :func:`dcformat.compress.pipeline.compress_file`.
 
 Post-training compression of a ``.safetensors`` or ``.dcf`` model (one file, or shards
 and their index) into a ``.dcf`` or dcformat shards: per-tensor k-means codebooks sized
@@ -12,10 +12,9 @@ import argparse
 import json
 import sys
 
-from . import print_table
-
-EXIT_OK = 0
-EXIT_USAGE = 2
+from ..compress.pipeline import DEFAULT_MIN_ELEMENTS, DEFAULT_TARGET_BITS_PER_WEIGHT, TRANSFORMER_IMPORTANCE, compress_file
+from ..format.encode import EncodeOptions
+from .common import EXIT_OK, EXIT_USAGE, print_table, printable
 
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 
@@ -64,7 +63,6 @@ def _collect(pairs, *, option: str):
 
 def register(subparsers) -> None:
     """Add the ``compress`` subcommand to an argparse ``add_subparsers()`` object; its ``func`` is :func:`run`."""
-    from ..compress import DEFAULT_MIN_ELEMENTS, DEFAULT_TARGET_BITS_PER_WEIGHT
 
     p = subparsers.add_parser(
         "compress", help="compress a trained model (.safetensors or .dcf) into a .dcf without retraining",
@@ -109,7 +107,6 @@ def register(subparsers) -> None:
 
 def settings_from_args(args) -> dict:
     """The keyword arguments of :func:`dcformat.compress.compress_tensors` that ``args`` ask for."""
-    from ..compress import TRANSFORMER_IMPORTANCE
 
     importance = TRANSFORMER_IMPORTANCE
     if args.equal_importance:
@@ -125,9 +122,6 @@ def settings_from_args(args) -> dict:
 
 def run(args) -> int:
     """Compress, then print the report; library errors propagate to ``main`` (one line, exit 1)."""
-    from ..cli import printable  # late: the cli module imports this one
-    from ..compress import compress_file
-    from ..encodings import EncodeOptions
 
     try:
         settings = settings_from_args(args)

@@ -50,9 +50,9 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from . import dtypes
-from .codecs import bitpack, huffman, streams
-from .constants import (
+from ..format import dtypes
+from ..codecs import bitpack, huffman, streams
+from ..format.constants import (
     ALIGNMENT,
     DATA_START,
     FLOAT_DTYPES,
@@ -61,16 +61,17 @@ from .constants import (
     MAX_HUFFMAN_CODE_LENGTH,
     DType,
 )
-from .container import DCFile, FileWriter, encode_metadata
-from .convert import read_safetensors  # noqa: F401  (the package's one safetensors reader, exported here for callers)
-from .encodings import EncodedTensor, EncodeOptions, encode_tensor
-from .errors import EncodeError
-from .layout import INDEX_CRC_SIZE, QUANT_HEADER_SIZE, STREAM_HEADER_SIZE, entry_size
-from .parallel import imap_bounded, resolve_threads
-from .progress import progress as _progress  # the functions here take a `progress` flag
-from .quantize import INITS, QuantizedTensor, quantize
-from .shards import ShardedFile, ShardedWriter
-from .sources import as_array, open_source
+from ..format.reader import DCFile
+from ..format.writer import encode_metadata
+from ..io.writers import FileWriter
+from ..format.encode import EncodedTensor, EncodeOptions, encode_tensor
+from ..errors import EncodeError
+from ..format.structs import INDEX_CRC_SIZE, QUANT_HEADER_SIZE, STREAM_HEADER_SIZE, entry_size
+from ..parallel import imap_bounded, resolve_threads
+from ..progress import progress as _progress  # the functions here take a `progress` flag
+from ..quantize import INITS, QuantizedTensor, quantize
+from ..io.shards import ShardedFile, ShardedWriter
+from ..interop.sources import as_array, open_source
 
 #: Average bits per weight of the whole file that ``compress_tensors`` aims for by default.
 DEFAULT_TARGET_BITS_PER_WEIGHT = 4.5
@@ -692,15 +693,6 @@ def _totals(rows: list[dict], *, fixed_bytes: int, target: float | None) -> dict
 # Files
 # ======================================================================================
 
-def read_tensors(path) -> tuple[dict[str, np.ndarray], dict]:
-    """Every tensor (read into memory) and the user metadata of a model: see :func:`~dcformat.sources.open_source`.
-
-    Quantized tensors of a ``.dcf`` come back dequantized: they are compressed afresh.
-    """
-    with open_source(path) as source:
-        return {name: source[name] for name in source}, dict(source.metadata)
-
-
 def _writer(out_path: str, metadata: dict, options: EncodeOptions, max_shard_bytes: int | None):
     """A one-file writer, or a sharded one when a shard size is given (``out_path`` is then a folder)."""
     if max_shard_bytes is None:
@@ -792,6 +784,4 @@ __all__ = [
     "compress_tensors",
     "importance_from_scores",
     "plan_compression",
-    "read_safetensors",
-    "read_tensors",
 ]

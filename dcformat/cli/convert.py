@@ -1,4 +1,4 @@
-"""``dcformat convert IN OUT``: a thin layer over :func:`dcformat.convert.convert`.
+"""``dcformat convert IN OUT``: a thin layer over :func:`dcformat.interop.convert.convert`.
 
 Formats come from the extensions: ``.dcf``, ``.safetensors``, ``.pt``/``.pth``/``.bin``
 (PyTorch, read weights-only), ``.npz``, ``.onnx`` (the model's initializers; writing one
@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import sys
 
-EXIT_OK = 0
+from ..format.encode import EncodeOptions
+from ..interop.convert import DEFAULT_MIN_ELEMENTS, convert
+from .common import EXIT_OK, printable
 
 
 def register(subparsers) -> None:
@@ -42,10 +44,6 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     """Convert, then print what was done; library errors propagate to ``main`` (one line, exit 1)."""
-    from ..cli import printable  # late: the cli module imports this one
-    from ..convert import DEFAULT_MIN_ELEMENTS, convert
-    from ..encodings import EncodeOptions
-
     options = EncodeOptions(layout=args.layout, gap_bits=args.gap_bits, coder=args.coder, dense=args.dense)
     report = convert(
         args.input, args.output, graph=args.graph, prototxt=args.prototxt, bits=args.bits,

@@ -8,15 +8,12 @@ model and measures the test error of what was loaded. Every size in the result c
 from the written file (see :mod:`dcformat.torch.report`); the fp32 baseline is 4 bytes per
 parameter, biases included.
 
-The CLI wiring (owned by ``dcformat/cli.py``): ``add_parser(subparsers)`` adds
-``reproduce {lenet-300-100,lenet-5} --data DIR --out DIR [--json] [--seed N]`` and
-``run(args)`` executes it, returning the exit status (0 when every target is met, 1 when a
-run completed but missed one, 2 when MNIST is missing).
+``run(network, ...)`` is what ``dcformat reproduce`` (``dcformat/cli/reproduce.py``) calls:
+it prints the table and returns the exit status.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -39,15 +36,15 @@ if "torch" not in sys.modules:
 import torch  # noqa: E402
 
 import dcformat
-from dcformat.mnist import MNISTNotFoundError, load_mnist
+from dcformat.paper.mnist import MNISTNotFoundError, load_mnist
 from dcformat.torch import selection
 from dcformat.torch.errors import ConfigError
 from dcformat.torch.export import load_model, save_file
-from dcformat.torch.models import LeNet5, LeNet300100
+from dcformat.paper.models import LeNet5, LeNet300100
 from dcformat.torch.prune import MagnitudePruner, iterative_prune
 from dcformat.torch.quantize import TrainedQuantizer
 from dcformat.torch.report import file_report, format_report
-from dcformat.torch.training import evaluate, train_epoch
+from dcformat.paper.training import evaluate, train_epoch
 
 #: MNIST pixel statistics (training set), for input normalisation.
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -351,36 +348,21 @@ def format_result(result: dict[str, Any]) -> str:
 
 #: Exit status of ``reproduce`` when the run finished but missed a target (1 means a bad file elsewhere in the CLI).
 EXIT_TARGETS_MISSED = 3
+#: Exit status when MNIST is not where it was said to be.
+EXIT_NO_DATA = 2
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Add the ``reproduce`` subcommand to an argparse ``subparsers`` object."""
-    parser = subparsers.add_parser(
-        "reproduce",
-        help="reproduce the paper's MNIST results (needs torch)",
-        description="Train, prune, quantize and write LeNet-300-100 or LeNet-5 on MNIST; reload the file and report "
-        "sizes measured from it beside the paper's numbers. Exit status: 0 when every target is met, "
-        f"{EXIT_TARGETS_MISSED} when one is missed (the file and the result are written either way), 2 when MNIST is missing.",
-    )
-    parser.add_argument("network", choices=sorted(RECIPES))
-    parser.add_argument("--data", default=None, help="directory of the four MNIST IDX files (default: $DCFORMAT_MNIST, then ../shared/data/mnist)")
-    parser.add_argument("--out", required=True, help="directory for the .dcf file and the JSON result")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars or stage lines")
-    parser.set_defaults(func=run)
-    return parser
-
-
-def run(args) -> int:
-    """Execute a parsed ``reproduce`` command; returns the exit status."""
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+def run(network: str, *, data_dir, out_dir, seed: int = 0, threads: int | None = None, as_json: bool = False,
+        progress: bool = True) -> int:
+    """Reproduce one network and print the table (or JSON); returns the exit status: 0 when
+    every target is met, :data:`EXIT_TARGETS_MISSED` when one is missed (the file and the
+    result are written either way), :data:`EXIT_NO_DATA` when MNIST is missing."""
+    if threads is not None:
+        torch.set_num_threads(threads)
     try:
-        result = reproduce(args.network, data_dir=args.data, out_dir=args.out, seed=args.seed, progress=args.progress)
+        result = reproduce(network, data_dir=data_dir, out_dir=out_dir, seed=seed, progress=progress)
     except MNISTNotFoundError as error:
         print(f"dcformat reproduce: {error}", file=sys.stderr)
-        return 2
-    print(json.dumps(result, indent=2) if args.json else format_result(result))
+        return EXIT_NO_DATA
+    print(json.dumps(result, indent=2) if as_json else format_result(result))
     return 0 if all(result["targets_met"].values()) else EXIT_TARGETS_MISSED

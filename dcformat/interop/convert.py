@@ -27,24 +27,26 @@ torch files are read with ``torch.load(..., weights_only=True)`` and npz files w
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
 import os
-import secrets
 import zipfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from . import dtypes
-from .constants import FLOAT_DTYPES, MAX_EXPANSION, RESERVED_KEY_PREFIX, DType, Encoding
-from .encodings import EncodeOptions
-from .errors import DCFormatError, EncodeError, FormatError, LimitError, UnsupportedError
-from .progress import progress as _progress  # the functions here take a `progress` flag
-from .quantize import QuantizedTensor, quantize
+from ..format import dtypes, strict_json
+from ..format.rules import name_order
+from ..io.atomic import AtomicFile, write_bytes
+from ..io.writers import FileWriter
+from ..format.constants import FLOAT_DTYPES, MAX_EXPANSION, RESERVED_KEY_PREFIX, DType
+from ..format.encode import EncodeOptions
+from ..format.reader import DCFile
+from ..errors import DCFormatError, EncodeError, FormatError, LimitError, UnsupportedError
+from ..progress import progress as _progress  # the functions here take a `progress` flag
+from ..quantize import QuantizedTensor, quantize
 
 #: Formats by file extension (lower case).
 EXTENSIONS = {
@@ -96,30 +98,6 @@ def format_of(path) -> str:
     except KeyError:
         raise EncodeError(f"cannot tell the format of {os.fspath(path)!r} from its extension "
                           f"(known: {', '.join(sorted(EXTENSIONS))})") from None
-
-
-@contextlib.contextmanager
-def _atomic_path(path):
-    """A temporary path beside ``path``, renamed onto it only if the block succeeds."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
-    # os.open with mode 0o666 (not mkstemp's 0o600), so the file gets the permissions the umask gives any new file.
-    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
-    try:
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def _write_bytes(data: bytes, path) -> None:
-    with _atomic_path(path) as tmp, open(tmp, "wb") as f:
-        f.write(data)
 
 
 def dense(tensors: Mapping) -> tuple[dict, list[str]]:
@@ -219,7 +197,7 @@ def safetensors_layout(path) -> SafetensorsLayout:
         if length > size - 8:
             raise FormatError(f"{source}: header_length", f"header of {length} bytes runs past the end of the {size}-byte file", offset=0)
         raw_header = f.read(length)
-    header = _json_object(raw_header, field=f"{source}: header", offset=8)
+    header = strict_json.load_object(raw_header, field=f"{source}: header", offset=8)
     metadata = header.pop("__metadata__", None) or {}
     if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
         raise FormatError(f"{source}: __metadata__", "must map strings to strings", offset=8)
@@ -267,22 +245,6 @@ def read_safetensors(path) -> tuple[dict, dict]:
     return tensors, dict(layout.metadata)
 
 
-def _json_object(raw: bytes, *, field: str, offset: int) -> dict:
-    def no_duplicates(pairs):
-        keys = [k for k, _ in pairs]
-        if len(set(keys)) != len(keys):
-            raise ValueError("duplicate key")
-        return dict(pairs)
-
-    try:
-        value = json.loads(raw.decode("utf-8"), object_pairs_hook=no_duplicates)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise FormatError(field, f"not valid UTF-8 JSON ({exc})", offset=offset) from None
-    if not isinstance(value, dict):
-        raise FormatError(field, f"must be a JSON object, got {type(value).__name__}", offset=offset)
-    return value
-
-
 def _metadata_strings(metadata: Mapping | None) -> dict:
     """safetensors metadata is str -> str: other values are written as canonical JSON."""
     out = {}
@@ -325,7 +287,8 @@ def write_safetensors(tensors: Mapping, path, *, metadata: Mapping | None = None
     raw += b" " * (-len(raw) % 8)
     if len(raw) > MAX_SAFETENSORS_HEADER:
         raise EncodeError(f"the safetensors header would take {len(raw)} bytes, over the limit of {MAX_SAFETENSORS_HEADER}")
-    with _atomic_path(path) as tmp, open(tmp, "wb") as f:
+    with AtomicFile(path) as out:
+        f = out.file
         f.write(len(raw).to_bytes(8, "little") + raw)
         for name in order:  # per tensor
             array = arrays[name]
@@ -337,30 +300,6 @@ def write_safetensors(tensors: Mapping, path, *, metadata: Mapping | None = None
 # PyTorch
 # ======================================================================================
 
-def _torch_to_numpy(tensor, *, name: str) -> np.ndarray:
-    import torch
-
-    if tensor.layout != torch.strided or tensor.is_quantized:
-        raise EncodeError(f"{tensor.layout} / quantized torch tensors cannot be stored; make it dense first", field=repr(name))
-    tensor = tensor.detach().to("cpu").contiguous()
-    if tensor.dtype == torch.bfloat16:
-        return tensor.view(torch.int16).numpy().view(dtypes.numpy_dtype(DType.BFLOAT16, field=repr(name)))
-    try:
-        array = tensor.numpy()
-    except (TypeError, RuntimeError) as exc:
-        raise EncodeError(f"torch dtype {tensor.dtype} cannot be stored ({exc})", field=repr(name)) from None
-    dtypes.dtype_id(array.dtype, field=repr(name))
-    return array
-
-
-def _numpy_to_torch(array: np.ndarray):
-    import torch
-
-    if dtypes.BFLOAT16 is not None and array.dtype == dtypes.BFLOAT16:
-        return torch.from_numpy(np.array(array.view(np.int16))).view(torch.bfloat16)
-    return torch.from_numpy(np.array(array, dtype=array.dtype.newbyteorder("=")))
-
-
 def state_dict_arrays(obj) -> dict:
     """A state dict (or an ``nn.Module``'s) as numpy arrays; bfloat16 through ml_dtypes."""
     torch = _require("torch", "reading PyTorch tensors")
@@ -371,7 +310,9 @@ def state_dict_arrays(obj) -> dict:
     bad = [k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if bad:
         raise EncodeError(f"a state dict maps names to tensors; these entries do not: {[str(k) for k in bad[:5]]}")
-    return {name: _torch_to_numpy(tensor, name=name) for name, tensor in obj.items()}
+    from .torch_arrays import to_numpy
+
+    return {name: to_numpy(tensor, name=name) for name, tensor in obj.items()}
 
 
 def read_torch(source) -> tuple[dict, dict]:
@@ -407,9 +348,11 @@ def write_torch(tensors: Mapping, path, *, metadata: Mapping | None = None) -> l
     torch = _require("torch", "writing PyTorch files")
     _check_names(tensors)
     arrays, dequantized = dense(tensors)
-    state = {name: _numpy_to_torch(array) for name, array in arrays.items()}
-    with _atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    from .torch_arrays import to_torch
+
+    state = {name: to_torch(array) for name, array in arrays.items()}
+    with AtomicFile(path) as out:
+        torch.save(state, out.file)
     return dequantized
 
 
@@ -470,7 +413,7 @@ def write_npz(tensors: Mapping, path, *, metadata: Mapping | None = None) -> lis
     """
     _check_names(tensors)
     arrays, dequantized = dense(tensors)
-    with _atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+    with AtomicFile(path) as out, zipfile.ZipFile(out.file, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
         for name in sorted(arrays):  # through zipfile, not np.savez(**arrays): a tensor may be called "file"
             array = arrays[name]
             if dtypes.BFLOAT16 is not None and array.dtype == dtypes.BFLOAT16:
@@ -599,8 +542,8 @@ def write_onnx(tensors: Mapping, path, *, graph, metadata: Mapping | None = None
             init.ClearField(data_field)
         init.data_location = onnx.TensorProto.DEFAULT
         init.raw_data = dtypes.to_storage(array, dtypes.dtype_id(array.dtype)).tobytes()  # little-endian, as ONNX raw_data
-    with _atomic_path(path) as tmp:
-        onnx.save(model, tmp, format="protobuf")
+    with AtomicFile(path) as out:
+        out.file.write(model.SerializeToString())  # what onnx.save writes, without needing a path
     return dequantized
 
 
@@ -615,8 +558,8 @@ def strip_onnx(graph, path, *, names=None) -> int:
     if names is None:
         names = [i.name for i in model.graph.initializer if i.data_type in table and i.data_location != onnx.TensorProto.EXTERNAL]
     _strip(model, set(names))
-    with _atomic_path(path) as tmp:
-        onnx.save(model, tmp, format="protobuf")
+    with AtomicFile(path) as out:
+        out.file.write(model.SerializeToString())  # what onnx.save writes, without needing a path
     return os.path.getsize(path)
 
 
@@ -625,17 +568,11 @@ def strip_onnx(graph, path, *, names=None) -> int:
 # ======================================================================================
 
 def read_dcf(path) -> tuple[dict, dict]:
-    """Every tensor of a ``.dcf``: quantized ones as QuantizedTensor, others as arrays; and the user metadata."""
-    from .container import DCFile
-
-    out = {}
+    """Every tensor of a ``.dcf`` as stored (quantized ones as QuantizedTensor, others as
+    arrays), and the user metadata."""
     with DCFile(path) as reader:
         reader.check_padding()
-        for name in reader.keys():
-            if reader.entry(name).encoding in (Encoding.QUANT_DENSE, Encoding.QUANT_SPARSE):
-                out[name] = reader.get_quantized(name)
-            else:
-                out[name] = np.array(reader.get(name))
+        out = {name: reader.get_stored(name) for name in reader.keys()}
         metadata = _user_metadata(reader.metadata())
     return out, metadata
 
@@ -661,18 +598,15 @@ def quantize_tensors(tensors: Mapping, *, bits: int, min_elements: int = DEFAULT
 def write_dcf(tensors: Mapping, path, *, metadata: Mapping | None = None, options: EncodeOptions | None = None,
               overrides: Mapping | None = None, progress: bool = False) -> int:
     """Write a ``.dcf`` atomically, one tensor at a time (bytes equal to :func:`dcformat.save_file`'s); returns its size."""
-    from .container import Writer
 
     _check_names(tensors)
     overrides = dict(overrides or {})
     # Sorted by UTF-8 bytes as save_file does, so both give the same bytes; the writer rejects bad names.
-    names = sorted(tensors, key=lambda n: n.encode("utf-8", "surrogatepass"))
-    with _atomic_path(path) as tmp, open(tmp, "w+b") as sink:
-        writer = Writer(sink, options=options)
+    names = name_order(tensors)
+    with FileWriter(path, metadata=_user_metadata(metadata), options=options) as out:
         for name in _progress(names, enabled=progress, desc="encode", total=len(names)):
-            writer.add(name, tensors[name], options=overrides.get(name))
-        size = writer.finish(_user_metadata(metadata))
-    return size
+            out.add(name, tensors[name], options=overrides.get(name))
+    return out.size
 
 
 def _caffe():
@@ -758,7 +692,7 @@ def convert(src, dst, *, graph=None, prototxt=None, bits: int | None = None, min
         specs = caffe.network_layers(prototxt)
         if layers is not None and layers != [s.name for s in specs]:
             raise EncodeError(f"the weights come from a network with layers {layers[:3]}..., not the one in {os.fspath(prototxt)!r}")
-        _write_bytes(caffe.write_net(tensors, prototxt), dst)
+        write_bytes(caffe.write_net(tensors, prototxt), dst)
         wanted = {s.name + suffix for s in specs for suffix in (caffe.WEIGHT, caffe.BIAS)}
         dequantized = []
         left_out = sorted(set(tensors) - wanted)

@@ -1,0 +1,49 @@
+"""The ``dcformat`` command line: a thin layer of argparse subcommands over the library.
+
+One module per subcommand, each with ``register(subparsers)`` and ``run(args) -> int``.
+Every subcommand that reports has ``--json``. Errors in files become one clear line on
+stderr and a non-zero exit status, never a traceback. Nothing in the library imports
+this package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .._version import __version__
+from ..errors import DCFormatError
+from . import compress, convert, demo, inspect, reproduce, verify
+from .common import EXIT_BAD_FILE, EXIT_INTERRUPTED, printable
+
+SUBCOMMANDS = (inspect, verify, convert, compress, demo, reproduce)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dcformat", description="Deep-Compressed neural-network weight files: inspect, verify, "
+                                     "convert, compress, reproduce the paper.")
+    parser.add_argument("--version", action="version", version=f"dcformat {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for command in SUBCOMMANDS:
+        command.register(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except DCFormatError as exc:
+        print(f"dcformat {args.command}: {printable(str(exc))}", file=sys.stderr)
+        return EXIT_BAD_FILE
+    except OSError as exc:
+        print(f"dcformat {args.command}: {exc.strerror or exc}: {printable(str(exc.filename or ''))}", file=sys.stderr)
+        return EXIT_BAD_FILE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

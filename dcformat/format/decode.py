@@ -1,0 +1,80 @@
+"""The numpy decoding kernels: plans (``format/encodings.py``) into arrays.
+
+The reference implementation every other kernel (torch, compiled) must match bit for bit.
+Nothing here checks a payload's structure; that was done when the plan was made. What can
+only be known after decoding is checked by calling the plans' and the codecs' checks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..codecs import streams
+from ..errors import FormatError
+from ..quantize import QuantizedTensor
+from ..codecs import zstd as zstd_frames
+from . import dtypes, sparse
+from .constants import DTYPE_STORAGE, DType, Encoding
+from .encodings import DensePlan, QuantPlan
+
+#: Codes gathered per np.take call when decoding quant_dense (see _gather).
+GATHER_CHUNK = 1 << 20
+
+
+def storage_array(plan: DensePlan) -> np.ndarray:
+    """A raw or zstd tensor's elements in their storage type (bfloat16 as its uint16 bits),
+    shaped; raw tensors are read-only views of the payload. Bool bytes are checked to be 0/1."""
+    if plan.encoding == Encoding.RAW:
+        raw = plan.payload
+    else:
+        raw = zstd_frames.decompress_exact(plan.payload, plan.nbytes, field=plan.field + ".payload", offset=plan.offset)
+    array = np.frombuffer(raw, dtype=DTYPE_STORAGE[plan.dtype])
+    if plan.dtype == DType.BOOL and array.size and int(array.max()) > 1:
+        raise FormatError(plan.field + ".payload", "a bool tensor holds a byte other than 0 or 1", offset=plan.offset)
+    return array.reshape(plan.shape)
+
+
+def decode(plan: DensePlan | QuantPlan, *, threads: int = 1) -> np.ndarray:
+    """The tensor a plan describes, as a numpy array of its dtype."""
+    if isinstance(plan, DensePlan):
+        array = storage_array(plan)
+        if plan.dtype in (DType.BOOL, DType.BFLOAT16):
+            array = array.view(dtypes.numpy_dtype(plan.dtype, field=plan.field, offset=plan.offset))
+        return array
+    codes, gap_symbols = decode_streams(plan, threads=threads)
+    values = plan.values()
+    if gap_symbols is None:
+        return _gather(values, codes).reshape(plan.shape)
+    out = np.zeros(plan.numel, dtype=values.dtype)
+    sparse.scatter(out, gap_symbols, codes, values, threads=threads)
+    return out.reshape(plan.shape)
+
+
+def decode_quantized(plan: QuantPlan, *, threads: int = 1) -> QuantizedTensor:
+    """A quantized tensor's codebook and entries (fillers included), without dequantizing."""
+    codes, gap_symbols = decode_streams(plan, threads=threads)
+    positions = None if gap_symbols is None else sparse.positions(gap_symbols)
+    return QuantizedTensor(plan.shape, plan.out_dtype, plan.codebook.copy(), codes, positions)
+
+
+def decode_streams(plan: QuantPlan, *, threads: int = 1) -> tuple[np.ndarray, np.ndarray | None]:
+    """The code symbols and (quant_sparse) gap symbols, with the last position checked."""
+    codes = streams.decode(plan.codes, threads=threads)
+    if plan.gaps is None:
+        return codes, None
+    gap_symbols = streams.decode(plan.gaps, threads=threads)
+    if gap_symbols.size:
+        plan.check_last_position(sparse.last_position(gap_symbols))
+    return codes, gap_symbols
+
+
+def _gather(values: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """``values[codes]`` into a fresh array, a chunk at a time.
+
+    np.take converts its indices to intp first: in one call over a whole tensor that copy
+    would hold 8 bytes per element beside the 1-2 of the codes and the output itself.
+    """
+    out = np.empty(codes.size, dtype=values.dtype)
+    for lo in range(0, codes.size, GATHER_CHUNK):
+        np.take(values, codes[lo : lo + GATHER_CHUNK], out=out[lo : lo + GATHER_CHUNK])
+    return out

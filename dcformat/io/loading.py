@@ -1,0 +1,68 @@
+"""Reading: the lazy ``open_file`` (safetensors' ``safe_open``) for one ``.dcf`` file or a
+sharded model's index, and ``load``/``load_file``, which decode every tensor on a thread pool.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..format.constants import MAX_EXPANSION
+from ..format.reader import DCFile
+from ..parallel import map_threads, resolve_threads
+from .shards import ShardedFile
+
+
+def open_file(source, *, max_expansion: int = MAX_EXPANSION):
+    """Open a file (path or bytes), or a sharded model's index (``*.index.json``), lazily.
+
+    Use as ``with dcformat.open(path) as f:``.
+    """
+    if not isinstance(source, (bytes, bytearray, memoryview)) and os.fspath(source).endswith(".json"):
+        return ShardedFile(source, max_expansion=max_expansion)
+    return DCFile(source, max_expansion=max_expansion)
+
+
+def decode_all(reader, *, threads: int | None = None, writable: bool = True) -> dict[str, np.ndarray]:
+    """Every tensor of an open reader, decoded on a pool of ``threads`` threads.
+
+    Tensors larger than one thread's share of the work are decoded one at a time with
+    all threads (across their Huffman lanes and entry spans); the rest in parallel.
+    """
+    threads = resolve_threads(threads)
+    names = reader.keys()
+    sizes = {name: reader.decoded_bytes(name) for name in names}
+    total = sum(sizes.values())
+    big = [name for name in names if threads > 1 and sizes[name] * threads > total]
+    small = [name for name in names if name not in set(big)]
+
+    def decode(name: str, inner: int = 1) -> np.ndarray:
+        array = reader.get(name, threads=inner)
+        return array.copy() if writable and not array.flags.writeable else array
+
+    out = {name: decode(name, threads) for name in big}
+    out.update(zip(small, map_threads(decode, small, threads)))
+    return {name: out[name] for name in names}
+
+
+def load(data, *, max_expansion: int = MAX_EXPANSION, threads: int | None = None) -> dict[str, np.ndarray]:
+    """Decode every tensor of a file held in memory."""
+    with DCFile(data, max_expansion=max_expansion) as reader:
+        reader.check_padding()
+        return decode_all(reader, threads=threads)
+
+
+def load_file(path, *, max_expansion: int = MAX_EXPANSION, threads: int | None = None) -> dict[str, np.ndarray]:
+    """Decode every tensor of a file (or of a sharded model's index) into writable arrays.
+
+    ``threads`` defaults to ``$DCFORMAT_THREADS``, else the usable CPU count.
+    """
+    with open_file(path, max_expansion=max_expansion) as reader:
+        reader.check_padding()
+        return decode_all(reader, threads=threads)
+
+
+def safe_open(source, *, max_expansion: int = MAX_EXPANSION):
+    """safetensors' name for :func:`open_file`: ``with dcformat.safe_open(path) as f:``."""
+    return open_file(source, max_expansion=max_expansion)
