@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 
 def progress(items: Iterable, *, enabled: bool, desc: str, total: int | None = None) -> Iterable:

@@ -12,15 +12,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .codecs.alphabet import symbol_dtype
+from .errors import EncodeError
 from .format.constants import CODEBOOK_DTYPES, FLOAT_DTYPES, MAX_CODEBOOK_SIZE, DType
 from .format.dtypes import BFLOAT16, dtype_id
-from .errors import EncodeError
 
 INITS = ("linear", "density", "forgy")
-
-
-def _code_dtype(codebook_size: int) -> np.dtype:
-    return np.dtype(np.uint8) if codebook_size <= 256 else np.dtype(np.uint16)
 
 
 def codebook_dtype_for(dtype: DType) -> np.dtype:
@@ -44,7 +41,7 @@ class QuantizedTensor:
 
     # -- construction ---------------------------------------------------------------
     @classmethod
-    def from_codes(cls, codebook, codes, *, mask=None, dtype=np.float32) -> "QuantizedTensor":
+    def from_codes(cls, codebook, codes, *, mask=None, dtype=np.float32) -> QuantizedTensor:
         """One code per element (``codes`` has the tensor's shape); ``mask`` False means pruned."""
         codes = np.asarray(codes)
         shape = tuple(int(d) for d in codes.shape)
@@ -58,7 +55,7 @@ class QuantizedTensor:
         return cls._checked(shape, codebook, positions, flat_codes[positions], dtype)
 
     @classmethod
-    def from_entries(cls, shape, codebook, positions, codes, *, dtype=np.float32) -> "QuantizedTensor":
+    def from_entries(cls, shape, codebook, positions, codes, *, dtype=np.float32) -> QuantizedTensor:
         """Entries at flat C-order ``positions`` (strictly increasing) with one code each."""
         shape = tuple(int(d) for d in shape)
         positions = np.asarray(positions)
@@ -74,7 +71,7 @@ class QuantizedTensor:
         return cls._checked(shape, codebook, positions, np.asarray(codes).reshape(-1), dtype)
 
     @classmethod
-    def _checked(cls, shape, codebook, positions, codes, dtype) -> "QuantizedTensor":
+    def _checked(cls, shape, codebook, positions, codes, dtype) -> QuantizedTensor:
         dtype = np.dtype(dtype)
         wire = dtype_id(dtype)
         if wire not in FLOAT_DTYPES:
@@ -101,7 +98,7 @@ class QuantizedTensor:
             raise EncodeError(f"codes must be integers, got {codes.dtype}")
         if codes.size and (codes.min() < 0 or codes.max() >= codebook.size):
             raise EncodeError(f"codes must lie in [0, {codebook.size}) (the codebook size)")
-        codes = codes.astype(_code_dtype(codebook.size), copy=False)
+        codes = codes.astype(symbol_dtype(codebook.size), copy=False)
         return cls(shape, dtype, codebook, codes, positions)
 
     # -- views ------------------------------------------------------------------------

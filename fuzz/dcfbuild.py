@@ -1,80 +1,69 @@
 """Hand-build dcformat files byte by byte, valid CRCs included, and re-fix CRCs of mutants.
 
-Used by the fuzz harness (its custom mutator), by the replay tests and by the limit tests
-to make hostile files: the builder writes exactly the fields it is given, checking
-nothing, so a test can declare any shape, count or length it likes.
+The one home of the hand-built-file code: the fuzz harness (its custom mutator) and
+``make_seeds.py`` use it, and so do the tests (the container, malformed-file, limit,
+replay and reference-decoder tests, and ``tests/support/strategies.py``, whose parser
+rebuilds files with it). The writer writes exactly the fields it is given, checking
+nothing, so a test can declare any shape, count, length or checksum it likes.
+
+It is a second, deliberately simple implementation of the container written from
+spec/dcformat.md with ``struct``: the wire numbers are restated here, not imported from
+the package, so a wrong constant or layout in the package is caught by the tests that
+compare its files with these. Only the CRC fixers below, which must cope with mutants,
+parse with the package's construct declarations.
 """
 
 from __future__ import annotations
 
+import json
 import struct
 import zlib
 from dataclasses import dataclass
 
 from construct import ConstructError
 
-from dcformat.format.structs import HEADER_CRC_COVERS, Header, QuantHeader, StreamHeader, TensorEntry
+from dcformat.format.structs import Header, TensorEntry
+
+# ======================================================================================
+# Wire numbers, restated from the spec (not imported, so a wrong constant is caught)
+# ======================================================================================
 
 MAGIC = b"\x89DCF\r\n\x1a\n"
+HEADER_SIZE = 40
+HEADER_CRC_COVERS = 36  # every header byte before the CRC field
+DATA_START = 64
+ALIGN = 64
+#: The metadata the package writes when it is given none (``build_file``'s default).
+PRODUCER_META = b'{"dcformat.producer":"dcformat 0.1.0"}'
+
+DT = dict(float32=1, float16=2, bfloat16=3, float64=4, int8=5, int16=6, int32=7, int64=8,
+          uint8=9, uint16=10, uint32=11, uint64=12, bool=13)
+ENC = dict(raw=1, zstd=2, quant_dense=3, quant_sparse=4)
+CODER = dict(bitpack=1, huffman=2, zstd=3)
 
 
-def crc(data) -> int:
-    return zlib.crc32(data) & 0xFFFFFFFF
+def crc32(data) -> int:
+    return zlib.crc32(bytes(data)) & 0xFFFFFFFF
+
 
 
 def align(x: int) -> int:
-    return -(-x // 64) * 64
+    return -(-x // ALIGN) * ALIGN
 
 
-@dataclass
-class T:
-    """One directory entry and its payload; ``offset``/``length``/``crc32`` override the computed ones."""
+# ======================================================================================
+# Payloads: streams, quantized payloads, Huffman bodies
+# ======================================================================================
 
-    name: bytes
-    dtype: int
-    encoding: int
-    shape: tuple
-    payload: bytes = b""
-    flags: int = 0
-    offset: int | None = None
-    length: int | None = None
-    crc32: int | None = None
-
-
-def build(tensors=(), *, metadata: bytes = b"{}", version=(1, 0), flags: int = 0, tensor_count: int | None = None) -> bytes:
-    """A file holding ``tensors`` (payloads in the given order), entries sorted by name."""
-    body = bytearray(b"\0" * 64)
-    placed = []
-    for t in tensors:
-        offset = align(len(body))
-        body += b"\0" * (offset - len(body)) + t.payload
-        placed.append((t, offset))
-    index_offset = len(body)
-    directory = b""
-    for t, offset in sorted(placed, key=lambda p: p[0].name):
-        directory += TensorEntry.build(dict(
-            name_length=len(t.name), name=t.name, dtype=t.dtype, encoding=t.encoding, rank=len(t.shape), flags=t.flags,
-            shape=list(t.shape), payload_offset=offset if t.offset is None else t.offset,
-            payload_length=len(t.payload) if t.length is None else t.length,
-            payload_crc32=crc(t.payload) if t.crc32 is None else t.crc32))
-    header = dict(magic=MAGIC, version_major=version[0], version_minor=version[1], flags=flags,
-                  tensor_count=len(placed) if tensor_count is None else tensor_count, metadata_length=len(metadata),
-                  index_offset=index_offset, directory_length=len(directory), header_crc32=0)
-    raw = Header.build(header)
-    body[: len(raw)] = raw
-    body += metadata + directory + crc(metadata + directory).to_bytes(4, "little")
-    return fix_header_crc(bytes(body))
+def stream(coder: int, body: bytes, *, body_length: int | None = None) -> bytes:
+    """Spec 7.1: u8 coder, u64 body_length, body."""
+    return struct.pack("<BQ", coder, len(body) if body_length is None else body_length) + body
 
 
 def quant(codebook: bytes, codebook_size: int, entry_count: int, streams: bytes, *, codebook_dtype: int = 1,
           gap_bits: int = 0, reserved: int = 0) -> bytes:
-    """A quantized payload (spec 6.3): header, codebook bytes as given, streams as given."""
-    return QuantHeader.build(dict(codebook_dtype=codebook_dtype, gap_bits=gap_bits, reserved=reserved,
-                                  codebook_size=codebook_size, entry_count=entry_count)) + codebook + streams
-
-
-def stream(coder: int, body: bytes, *, body_length: int | None = None) -> bytes:
-    return StreamHeader.build(dict(coder=coder, body_length=len(body) if body_length is None else body_length)) + body
+    """A quantized payload (spec 6.3): the 16-byte header, codebook bytes as given, streams as given."""
+    return struct.pack("<BBHIQ", codebook_dtype, gap_bits, reserved, codebook_size, entry_count) + codebook + streams
 
 
 def pack(values, width: int) -> bytes:
@@ -96,12 +85,115 @@ def f32(*values) -> bytes:
     return struct.pack(f"<{len(values)}f", *values)
 
 
+# ======================================================================================
+# The container: header, directory entries, the whole file
+# ======================================================================================
+
+@dataclass
+class Ent:
+    """One tensor for :func:`build_file`: its directory fields and its payload bytes.
+
+    ``offset``, ``length`` and ``crc`` default to the honest values; set them to lie.
+    ``offset`` also places the payload there; ``rank`` overrides the declared rank only.
+    """
+
+    name: bytes | str
+    dtype: int
+    encoding: int
+    shape: tuple
+    payload: bytes = b""
+    flags: int = 0
+    rank: int | None = None
+    offset: int | None = None
+    length: int | None = None
+    crc: int | None = None
+
+    @property
+    def name_bytes(self) -> bytes:
+        return self.name.encode("utf-8") if isinstance(self.name, str) else self.name
+
+
+#: The short name the fuzz seeds and the limit tests use.
+T = Ent
+
+
+def entry_bytes(e: Ent, offset: int, length: int, crc: int) -> bytes:
+    """Spec 5: one directory entry."""
+    name = e.name_bytes
+    rank = len(e.shape) if e.rank is None else e.rank
+    return (struct.pack("<H", len(name)) + name + struct.pack("<BBBB", e.dtype, e.encoding, rank, e.flags)
+            + struct.pack(f"<{len(e.shape)}Q", *e.shape) + struct.pack("<QQI", offset, length, crc))
+
+
+def header_bytes(*, magic=MAGIC, version=(1, 0), flags=0, tensor_count=0, metadata_length=0, index_offset=DATA_START,
+                 directory_length=0, header_crc=None) -> bytes:
+    """Spec 3: the 40-byte header, its CRC computed unless given."""
+    head = struct.pack("<8sHHIIIQI", magic, version[0], version[1], flags, tensor_count, metadata_length, index_offset, directory_length)
+    return head + struct.pack("<I", crc32(head) if header_crc is None else header_crc)
+
+
+def build_file(entries=(), metadata: bytes | dict | None = None, *, version=(1, 0), flags=0, magic=MAGIC, sort=True,
+               padding: bytes = bytes(24), tensor_count=None, metadata_length=None, directory_length=None, index_offset=None,
+               header_crc=None, directory_suffix: bytes = b"", index_crc=None, trailing: bytes = b"",
+               gap_filler: int = 0) -> bytes:
+    """A dcformat file laid out as spec section 2 says, every field overridable.
+
+    Payloads are placed in the order given (each at ``align`` of the previous end unless
+    an entry says otherwise); the directory is sorted by name bytes unless ``sort=False``.
+    ``metadata`` defaults to :data:`PRODUCER_META`; a dict is written as canonical JSON.
+    """
+    if metadata is None:
+        metadata = PRODUCER_META
+    elif isinstance(metadata, dict):
+        metadata = json.dumps(metadata, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    assert len(padding) == DATA_START - HEADER_SIZE
+    body = bytearray(DATA_START)
+    end = DATA_START
+    placed = {}
+    for i, e in enumerate(entries):
+        offset = align(end) if e.offset is None else e.offset
+        if offset > len(body):
+            body.extend(bytes([gap_filler]) * (offset - len(body)))
+        body[offset : offset + len(e.payload)] = e.payload
+        end = offset + len(e.payload)
+        placed[i] = offset
+    data_end = len(body)
+    rows = []
+    for i, e in enumerate(entries):
+        offset = placed[i]
+        length = len(e.payload) if e.length is None else e.length
+        crc = crc32(body[offset : offset + length]) if e.crc is None else e.crc
+        rows.append((e.name_bytes, entry_bytes(e, offset, length, crc)))
+    if sort:
+        rows.sort(key=lambda r: r[0])
+    directory = b"".join(r[1] for r in rows) + directory_suffix
+    index_crc = crc32(metadata + directory) if index_crc is None else index_crc
+    header = header_bytes(
+        magic=magic, version=version, flags=flags,
+        tensor_count=len(entries) if tensor_count is None else tensor_count,
+        metadata_length=len(metadata) if metadata_length is None else metadata_length,
+        index_offset=data_end if index_offset is None else index_offset,
+        directory_length=len(directory) if directory_length is None else directory_length,
+        header_crc=header_crc,
+    )
+    body[:DATA_START] = header + padding
+    return bytes(body) + metadata + directory + struct.pack("<I", index_crc) + trailing
+
+
+def build(tensors=(), *, metadata: bytes = b"{}", version=(1, 0), flags: int = 0, tensor_count: int | None = None) -> bytes:
+    """A file holding ``tensors`` (payloads in the given order), entries sorted by name, metadata ``{}``.
+
+    :func:`build_file` with the fuzz seeds' defaults.
+    """
+    return build_file(tensors, metadata, version=version, flags=flags, tensor_count=tensor_count)
+
+
 # ------------------------------------------------------------------------- CRC fixing
 
 def fix_header_crc(data: bytes) -> bytes:
     if len(data) < 40:
         return data
-    return data[:36] + crc(data[:HEADER_CRC_COVERS]).to_bytes(4, "little") + data[40:]
+    return data[:36] + crc32(data[:HEADER_CRC_COVERS]).to_bytes(4, "little") + data[40:]
 
 
 def fix_crcs(data: bytes) -> bytes:
@@ -131,10 +223,10 @@ def fix_crcs(data: bytes) -> bytes:
                 break
             start, end = entry.payload_offset, entry.payload_offset + entry.payload_length
             if end <= len(buf):
-                buf[pos + size - 4: pos + size] = crc(buf[start:end]).to_bytes(4, "little")
+                buf[pos + size - 4: pos + size] = crc32(buf[start:end]).to_bytes(4, "little")
             pos += size
             count += 1
-        buf[dir_end: dir_end + 4] = crc(buf[header.index_offset: dir_end]).to_bytes(4, "little")
+        buf[dir_end: dir_end + 4] = crc32(buf[header.index_offset: dir_end]).to_bytes(4, "little")
     return fix_header_crc(bytes(buf))
 
 

@@ -47,7 +47,7 @@ else:
     import dcformat
     from fuzz import dcfbuild
 
-import numpy as np
+import numpy as np  # noqa: E402 - after the instrumented imports above, on purpose
 
 QUANTIZED = ("quant_dense", "quant_sparse")
 #: Tensors that may legitimately decode to more than this (the spec's expansion limit lets a
@@ -56,7 +56,7 @@ QUANTIZED = ("quant_dense", "quant_sparse")
 MAX_DECODED_BYTES = 64 << 20
 
 
-class _TooBig(Exception):
+class _TooBigError(Exception):
     """A tensor within the expansion limit but over MAX_DECODED_BYTES."""
 
 
@@ -80,7 +80,7 @@ def check_input(data: bytes) -> None:
         for name in names:
             try:
                 decoded_all &= _check_tensor(f, name)
-            except _TooBig:
+            except _TooBigError:
                 too_big = True  # legal but too big to decode here
         if too_big:
             return  # verify() would decode it too
@@ -103,7 +103,7 @@ def _check_tensor(f, name: str) -> bool:
             except dcformat.DCFormatError:
                 return False
             raise AssertionError(f"{name!r}: get() decoded past the expansion limit")
-        raise _TooBig(name)
+        raise _TooBigError(name)
     try:
         info = f.info(name)
     except dcformat.DCFormatError:

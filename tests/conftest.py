@@ -1,4 +1,4 @@
-"""Shared pytest configuration: hypothesis profiles and import paths.
+"""Shared pytest configuration: hypothesis profiles and the import path of the checkout.
 
 Pick a hypothesis profile with the environment variable ``DCFORMAT_HYPOTHESIS_PROFILE``:
 
@@ -15,13 +15,13 @@ import sys
 
 from hypothesis import HealthCheck, settings
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-_ROOT = os.path.dirname(_HERE)
-# The package is imported from the checkout (no install needed), and the helper module
-# ``strategies`` from this folder, however pytest was started.
-for _path in (_ROOT, _HERE):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
+# The package (``dcformat``), the shared helpers (``tests.support``) and the fuzz harness
+# (``fuzz``) are imported from the checkout, however pytest was started (no install needed).
+# Only the checkout goes on sys.path, never ``tests/`` itself: ``tests/torch`` and ``tests/io``
+# would then shadow ``torch`` and ``io``.
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
 
 _COMMON = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 

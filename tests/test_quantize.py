@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
-from strategies import FLOAT_DTYPES, assert_bit_exact, quantized_cases
 
 from dcformat import EncodeError, QuantizedTensor, kmeans_1d, quantize
 from dcformat.format.dtypes import BFLOAT16
+from tests.support.strategies import FLOAT_DTYPES, assert_bit_exact, quantized_cases
 
 
 def lloyd_fixed_point(values: np.ndarray, centroids: np.ndarray) -> bool:

@@ -32,9 +32,9 @@ import zstandard
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-import dcformat  # noqa: E402
+import dcformat
 from dcformat.codecs import bitpack, huffman
-from dcformat.format import sparse as gaps  # noqa: E402
+from dcformat.format import sparse as gaps
 
 
 def pin_one_core() -> str:
@@ -86,10 +86,10 @@ def bench_speed(rng, count: int, repeats: int) -> list[dict]:
         body = huffman.encode(symbols, alphabet)
         decoded = huffman.decode(body, symbols.size, alphabet)
         assert np.array_equal(decoded, symbols), label
-        enc = median_time(lambda: huffman.encode(symbols, alphabet), repeats)
-        dec = median_time(lambda: huffman.decode(body, symbols.size, alphabet), repeats)
+        enc = median_time(lambda s=symbols, a=alphabet: huffman.encode(s, a), repeats)
+        dec = median_time(lambda b=body, s=symbols, a=alphabet: huffman.decode(b, s.size, a), repeats)
         packed = bitpack.pack(symbols, bitpack.width_for(alphabet))
-        unpack = median_time(lambda: bitpack.unpack(packed, symbols.size, bitpack.width_for(alphabet)), repeats)
+        unpack = median_time(lambda p=packed, s=symbols, a=alphabet: bitpack.unpack(p, s.size, bitpack.width_for(a)), repeats)
         rows.append({"stream": label, "symbols": int(symbols.size), "huffman_decode_msym_s": symbols.size / dec / 1e6,
                      "huffman_encode_msym_s": symbols.size / enc / 1e6, "bitpack_unpack_msym_s": symbols.size / unpack / 1e6})
     return rows

@@ -26,10 +26,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-import dcformat  # noqa: E402
-from dcformat import EncodeOptions, QuantizedTensor  # noqa: E402
-from dcformat.format.constants import DTYPE_STORAGE  # noqa: E402
-from dcformat.format.dtypes import BFLOAT16, dtype_id  # noqa: E402
+import dcformat
+from dcformat import EncodeOptions, QuantizedTensor
+from dcformat.format.constants import DTYPE_STORAGE
+from dcformat.format.dtypes import BFLOAT16, dtype_id
 
 VECTORS = os.path.join(os.path.dirname(__file__), "..", "spec", "vectors")
 

@@ -43,8 +43,8 @@ from dcformat.compress import (
     compress_file,
     compress_tensors,
     importance_from_scores,
-    read_safetensors,
 )
+from dcformat.interop.convert import read_safetensors
 
 #: Evaluated sentences: topics, lengths, registers, code, numbers, other languages, emoji.
 SENTENCES = [

@@ -527,7 +527,7 @@ def check_vectors(directory: str, out=None) -> int:
     with open(os.path.join(directory, "vectors.json"), encoding="utf-8") as f:
         expected = json.load(f)
     failures = 0
-    for key, vec in sorted(expected.items()):
+    for _key, vec in sorted(expected.items()):
         path = os.path.join(directory, vec["file"])
         problems = []
         try:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-#: Exit codes of every subcommand (``reproduce`` adds its own for missed targets).
+#: Exit codes of every subcommand.
 EXIT_OK = 0
 EXIT_BAD_FILE = 1  # a file (or an input) is invalid, or a library error occurred
-EXIT_USAGE = 2  # wrong arguments, or an optional dependency is missing
+EXIT_USAGE = 2  # wrong arguments, missing data, or an optional dependency is missing
+EXIT_TARGETS_MISSED = 3  # ``reproduce`` ran to the end but missed one of the paper's targets
 EXIT_INTERRUPTED = 130
 
 

@@ -1,4 +1,4 @@
-"""``dcformat compress IN OUT``: a thin layer over :func:`dcformat.compress.pipeline.compress_file`.
+"""``dcformat compress IN OUT``: a thin layer over :func:`dcformat.compress.compress_file`.
 
 Post-training compression of a ``.safetensors`` or ``.dcf`` model (one file, or shards
 and their index) into a ``.dcf`` or dcformat shards: per-tensor k-means codebooks sized
@@ -12,7 +12,7 @@ import argparse
 import json
 import sys
 
-from ..compress.pipeline import DEFAULT_MIN_ELEMENTS, DEFAULT_TARGET_BITS_PER_WEIGHT, TRANSFORMER_IMPORTANCE, compress_file
+from ..compress import DEFAULT_MIN_ELEMENTS, DEFAULT_TARGET_BITS_PER_WEIGHT, TRANSFORMER_IMPORTANCE, compress_file
 from ..format.encode import EncodeOptions
 from .common import EXIT_OK, EXIT_USAGE, print_table, printable
 

@@ -77,7 +77,7 @@ def plot_file(dcf_path, out_png, *, max_histograms: int = DEFAULT_MAX_HISTOGRAMS
         raise DCFormatError(f"plot error: max_histograms must be an integer >= 0, got {max_histograms!r}")
     if isinstance(max_bars, bool) or not isinstance(max_bars, int) or max_bars < 1:
         raise DCFormatError(f"plot error: max_bars must be an integer >= 1, got {max_bars!r}")
-    Figure, FigureCanvasAgg, Patch, FuncFormatter, LogLocator, NullLocator = _matplotlib()
+    Figure, FigureCanvasAgg, Patch, FuncFormatter, LogLocator, NullLocator = _matplotlib()  # noqa: N806 - matplotlib's classes, imported lazily
     dcf_path, out_png = os.fspath(dcf_path), os.fspath(out_png)
     file_bytes = os.path.getsize(dcf_path)
     with DCFile(dcf_path) as reader:
@@ -143,7 +143,7 @@ def _cells(centres: np.ndarray) -> np.ndarray:
     return np.concatenate([[2 * centres[0] - mid[0]], mid, [2 * centres[-1] - mid[-1]]])
 
 
-def _histogram(ax, stats: dict, LogLocator, NullLocator) -> None:
+def _histogram(ax, stats: dict, LogLocator, NullLocator) -> None:  # noqa: N803 - matplotlib's classes
     """The weights' histogram at the quantizer's resolution: one bar per cell, height = entries / width."""
     codebook, counts = stats["codebook"], stats["counts"]
     order = np.argsort(codebook)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
-from .common import EXIT_USAGE
+from .common import EXIT_OK, EXIT_TARGETS_MISSED, EXIT_USAGE
 
 #: The networks ``dcformat.paper.reproduce.RECIPES`` holds, listed here so that ``--help``
 #: works without PyTorch; a test pins the two lists together.
@@ -16,8 +17,8 @@ def register(subparsers) -> None:
         "reproduce", help="reproduce the paper's LeNet results on MNIST (needs PyTorch)",
         description="Train, prune, quantize, fine-tune and write a LeNet, reload the written file, evaluate it, and print the "
                     "paper's table beside the measured one. Sizes are measured from the file. Exit status: 0 when every "
-                    "target is met, 3 when one is missed (the file and the result are written either way), 2 when MNIST "
-                    "or PyTorch is missing.")
+                    f"target is met, {EXIT_TARGETS_MISSED} when one is missed (the file and the result are written either way), "
+                    f"{EXIT_USAGE} when MNIST or PyTorch is missing.")
     p.add_argument("network", choices=NETWORKS)
     p.add_argument("--data", default=None,
                    help="folder with the four MNIST IDX files, gzipped or not (default: $DCFORMAT_MNIST)")
@@ -31,9 +32,16 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     try:
-        from ..paper.reproduce import run as reproduce
+        from ..paper import reproduce
+        from ..paper.mnist import MNISTNotFoundError
     except ImportError as exc:
         print(f"dcformat reproduce needs PyTorch: pip install 'dcformat[torch]' ({exc})", file=sys.stderr)
         return EXIT_USAGE
-    return reproduce(args.network, data_dir=args.data, out_dir=args.out, seed=args.seed, threads=args.threads,
-                     as_json=args.json, progress=args.progress)
+    try:
+        result = reproduce.run(args.network, data_dir=args.data, out_dir=args.out, seed=args.seed, threads=args.threads,
+                               progress=args.progress)
+    except MNISTNotFoundError as error:
+        print(f"dcformat reproduce: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    print(json.dumps(result, indent=2) if args.json else reproduce.format_result(result))
+    return EXIT_OK if all(result["targets_met"].values()) else EXIT_TARGETS_MISSED

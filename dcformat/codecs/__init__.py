@@ -1,1 +1,2 @@
-"""Symbol-stream coders and the tensor encodings built on them (spec sections 6 and 7)."""
+"""Symbol streams (spec section 7): bit packing, canonical Huffman in interleaved lanes,
+zstd, and the stream framing that picks among them. Nothing here knows a tensor."""

@@ -43,8 +43,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..format.constants import HUFFMAN_LENGTH_BITS, MAX_CODEBOOK_SIZE, MAX_HUFFMAN_CODE_LENGTH, MAX_LANE_SYMBOLS
 from ..errors import EncodeError, FormatError, LimitError
+from ..format.constants import HUFFMAN_LENGTH_BITS, MAX_CODEBOOK_SIZE, MAX_HUFFMAN_CODE_LENGTH, MAX_LANE_SYMBOLS
 from ..parallel import map_threads
 from . import bitpack
 from .alphabet import symbol_dtype
@@ -454,7 +454,7 @@ class LanePlan:
     len_table: np.ndarray | None
     max_len: int
     single_symbol: int | None  # the only present symbol, when there is just one
-    reader: "_Reader"
+    reader: _Reader
     payload_at: int
 
 

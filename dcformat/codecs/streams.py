@@ -107,7 +107,7 @@ class StreamPlan:
     alphabet_size: int
     field: str
     offset: int  # file offset of the body
-    lanes: "huffman.LanePlan | None" = None  # Huffman only: the checked lanes and decode tables
+    lanes: huffman.LanePlan | None = None  # Huffman only: the checked lanes and decode tables
 
     @property
     def stored_bytes(self) -> int:

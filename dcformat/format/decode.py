@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..codecs import streams
+from ..codecs import zstd as zstd_frames
 from ..errors import FormatError
 from ..quantize import QuantizedTensor
-from ..codecs import zstd as zstd_frames
 from . import dtypes, sparse
 from .constants import DTYPE_STORAGE, DType, Encoding
 from .encodings import DensePlan, QuantPlan

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .constants import DTYPE_STORAGE, DType
 from ..errors import EncodeError, UnsupportedError
+from .constants import DTYPE_STORAGE, DType
 
 try:  # optional: gives numpy a bfloat16 dtype
     import ml_dtypes as _ml_dtypes

@@ -130,7 +130,7 @@ def _encode_quantized(q: QuantizedTensor, options: EncodeOptions, field: str) ->
     return best
 
 
-def _encode_plan(q: QuantizedTensor, plan: "_Plan", options: EncodeOptions, wire: DType) -> EncodedTensor | None:
+def _encode_plan(q: QuantizedTensor, plan: _Plan, options: EncodeOptions, wire: DType) -> EncodedTensor | None:
     """The payload of one layout choice, each stream with its smallest (or forced) coder."""
     codebook, codes = q.codebook, q.codes.astype(np.uint32 if q.codebook.size >= 1 << 16 else np.uint16)
     if plan.prepend_zero:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import mmap
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 from construct import ConstructError
@@ -21,6 +21,7 @@ from ..errors import ChecksumError, DCFormatError, EncodeError, FormatError, Lim
 from ..quantize import QuantizedTensor
 from . import decode, dtypes, strict_json
 from .constants import (
+    ALIGNMENT,
     DATA_START,
     HEADER_SIZE,
     MAGIC,
@@ -33,7 +34,6 @@ from .constants import (
     MAX_TENSORS,
     VERSION_MAJOR,
     VERSION_MINOR,
-    ALIGNMENT,
     DType,
     Encoding,
 )
@@ -121,7 +121,7 @@ class DCFile:
             raise
 
     # -- context manager --------------------------------------------------------------
-    def __enter__(self) -> "DCFile":
+    def __enter__(self) -> DCFile:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import IO, Mapping
+from typing import IO
 
 from .._version import __version__
 from ..errors import EncodeError

@@ -20,6 +20,14 @@ so :func:`read_net` imports a file entry for entry, fillers included, without lo
 The ``.prototxt`` parser here reads just enough of protobuf's text format to find each
 compressed layer's weight shape: layer names and types, ``num_output``, kernel sizes,
 strides, pads and groups, and channel counts through the graph (Concat sums channels).
+
+As the format ``net`` of :func:`dcformat.interop.convert.convert` (both ways it needs the
+``.prototxt``): reading records the compressed layers' names under the metadata key
+:data:`METADATA_KEY`; writing checks them against the ``.prototxt`` when they are there,
+writes the network's ``<layer>.weight`` and ``<layer>.bias`` tensors, and leaves out (and
+notes in the report) any other tensor. Quantized weights stay quantized both ways; dense
+weights must already fit the layer's codebook (quantize them first). Metadata is lost: a
+``.net`` holds none.
 """
 
 from __future__ import annotations
@@ -32,10 +40,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import EncodeError, FormatError, LimitError, UnsupportedError
 from ..format import sparse as gaps_codec
 from ..format.reader import DCFile
-from ..errors import EncodeError, FormatError, LimitError, UnsupportedError
+from ..io.atomic import write_bytes
 from ..quantize import QuantizedTensor
+from .common import Format, Read, Written, metadata_list
 
 #: Gap width of the authors' relative indices (4-bit nibbles).
 GAP_BITS = 4
@@ -553,4 +563,35 @@ def write_net(tensors_or_dcf, prototxt_path) -> bytes:
     return np.asarray(counts, dtype="<u4").tobytes() + b"".join(chunks)
 
 
-__all__ = ["LayerSpec", "METADATA_KEY", "network_layers", "parse_prototxt", "read_net", "write_net"]
+# ======================================================================================
+# The format, for the registry
+# ======================================================================================
+
+def _check(role: str, context) -> None:
+    if context.prototxt is None:
+        raise EncodeError("reading or writing a .net file needs the network's .prototxt (prototxt=..., --prototxt)")
+
+
+def _read(path, context) -> Read:
+    tensors = read_net(path, context.prototxt)
+    return Read(tensors, {METADATA_KEY: [s.name for s in network_layers(context.prototxt)]})
+
+
+def _write(tensors: Mapping, path, metadata: dict, context) -> Written:
+    prototxt = context.prototxt
+    layers = metadata_list(metadata, METADATA_KEY)
+    specs = network_layers(prototxt)
+    if layers is not None and layers != [s.name for s in specs]:
+        raise EncodeError(f"the weights come from a network with layers {layers[:3]}..., not the one in {os.fspath(prototxt)!r}")
+    write_bytes(write_net(tensors, prototxt), path)
+    wanted = {s.name + suffix for s in specs for suffix in (WEIGHT, BIAS)}
+    left_out = sorted(set(tensors) - wanted)
+    notes = ()
+    if left_out:
+        notes = (f"not in the network, left out: {left_out[:10]}{' ...' if len(left_out) > 10 else ''}",)
+    return Written([], notes)  # quantized weights stay quantized: nothing is dequantized
+
+
+FORMAT = Format("net", (".net",), read=_read, write=_write, check=_check)
+
+__all__ = ["FORMAT", "LayerSpec", "METADATA_KEY", "network_layers", "parse_prototxt", "read_net", "write_net"]

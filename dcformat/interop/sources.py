@@ -23,14 +23,14 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from ..errors import FormatError
 from ..format.constants import MAGIC, RESERVED_KEY_PREFIX
 from ..format.reader import DCFile
-from ..io.loading import open_file
-from .convert import SafetensorsLayout, safetensors_layout
-from ..errors import FormatError
-from ..quantize import QuantizedTensor
 from ..io.index import SAFETENSORS_INDEX_SUFFIX, read_index
+from ..io.loading import open_file
 from ..io.shards import ShardedFile
+from ..quantize import QuantizedTensor
+from .safetensors import SafetensorsLayout, safetensors_layout
 
 #: The suffix of a safetensors shard index (``model.safetensors.index.json``, as the Hugging Face libraries write it).
 
@@ -82,7 +82,7 @@ class _SafetensorsSource(TensorSource):
         super().__init__(path, sorted(owners, key=lambda n: n.encode("utf-8", "surrogatepass")), metadata)
         self._owners = owners
         self._lock = threading.Lock()
-        self._files = {layout.path: open(layout.path, "rb") for layout in layouts}  # noqa: SIM115 (closed by close())
+        self._files = {layout.path: open(layout.path, "rb") for layout in layouts}
 
     def _read(self, name: str) -> np.ndarray:
         layout = self._owners[name]

@@ -67,7 +67,7 @@ class AtomicFile:
     def _prefix(self) -> str:
         return "." + os.path.basename(self.path) + "."
 
-    def __enter__(self) -> "AtomicFile":
+    def __enter__(self) -> AtomicFile:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

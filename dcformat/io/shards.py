@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
@@ -110,7 +110,7 @@ class ShardedWriter:
             except FileNotFoundError:
                 pass
 
-    def __enter__(self) -> "ShardedWriter":
+    def __enter__(self) -> ShardedWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -220,7 +220,7 @@ class ShardedFile:
             reader.close()
         self._readers.clear()
 
-    def __enter__(self) -> "ShardedFile":
+    def __enter__(self) -> ShardedFile:
         return self
 
     def __exit__(self, *exc) -> None:

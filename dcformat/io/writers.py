@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import io
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 from ..errors import EncodeError
 from ..format.encode import EncodeOptions
@@ -82,7 +82,7 @@ class FileWriter:
         """Drop the temporary file; ``path`` keeps its previous content."""
         self._out.abort()
 
-    def __enter__(self) -> "FileWriter":
+    def __enter__(self) -> FileWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

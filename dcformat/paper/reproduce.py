@@ -8,8 +8,8 @@ model and measures the test error of what was loaded. Every size in the result c
 from the written file (see :mod:`dcformat.torch.report`); the fp32 baseline is 4 bytes per
 parameter, biases included.
 
-``run(network, ...)`` is what ``dcformat reproduce`` (``dcformat/cli/reproduce.py``) calls:
-it prints the table and returns the exit status.
+``dcformat reproduce`` (``dcformat/cli/reproduce.py``) calls :func:`run` and prints
+:func:`format_result`.
 """
 
 from __future__ import annotations
@@ -33,18 +33,18 @@ from typing import Any
 if "torch" not in sys.modules:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import torch  # noqa: E402
+import torch
 
 import dcformat
-from dcformat.paper.mnist import MNISTNotFoundError, load_mnist
+from dcformat.paper.mnist import load_mnist
+from dcformat.paper.models import LeNet5, LeNet300100
+from dcformat.paper.training import evaluate, train_epoch
 from dcformat.torch import selection
 from dcformat.torch.errors import ConfigError
 from dcformat.torch.export import load_model, save_file
-from dcformat.paper.models import LeNet5, LeNet300100
 from dcformat.torch.prune import MagnitudePruner, iterative_prune
 from dcformat.torch.quantize import TrainedQuantizer
 from dcformat.torch.report import file_report, format_report
-from dcformat.paper.training import evaluate, train_epoch
 
 #: MNIST pixel statistics (training set), for input normalisation.
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -346,23 +346,8 @@ def format_result(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-#: Exit status of ``reproduce`` when the run finished but missed a target (1 means a bad file elsewhere in the CLI).
-EXIT_TARGETS_MISSED = 3
-#: Exit status when MNIST is not where it was said to be.
-EXIT_NO_DATA = 2
-
-
-def run(network: str, *, data_dir, out_dir, seed: int = 0, threads: int | None = None, as_json: bool = False,
-        progress: bool = True) -> int:
-    """Reproduce one network and print the table (or JSON); returns the exit status: 0 when
-    every target is met, :data:`EXIT_TARGETS_MISSED` when one is missed (the file and the
-    result are written either way), :data:`EXIT_NO_DATA` when MNIST is missing."""
+def run(network: str, *, data_dir, out_dir, seed: int = 0, threads: int | None = None, progress: bool = True) -> dict[str, Any]:
+    """:func:`reproduce` with torch's CPU thread count set first (``dcformat reproduce``)."""
     if threads is not None:
         torch.set_num_threads(threads)
-    try:
-        result = reproduce(network, data_dir=data_dir, out_dir=out_dir, seed=seed, progress=progress)
-    except MNISTNotFoundError as error:
-        print(f"dcformat reproduce: {error}", file=sys.stderr)
-        return EXIT_NO_DATA
-    print(json.dumps(result, indent=2) if as_json else format_result(result))
-    return 0 if all(result["targets_met"].values()) else EXIT_TARGETS_MISSED
+    return reproduce(network, data_dir=data_dir, out_dir=out_dir, seed=seed, progress=progress)

@@ -38,7 +38,7 @@ _EXPORTS = {
     "iterative_prune": "prune",
     "magnitude_mask": "prune",
     "TrainedQuantizer": "quantize",
-    "kmeans_1d": "quantize",
+    "cluster": "quantize",
     "share_weights": "quantize",
     "make_permanent": "reparam",
     "state_of": "reparam",

@@ -53,7 +53,7 @@ def unpack_bits(body, count: int, width: int, device) -> torch.Tensor:
     return bits & ((1 << width) - 1)
 
 
-def huffman_lanes(plan: "huffman.LanePlan", device) -> tuple[torch.Tensor, torch.Tensor]:
+def huffman_lanes(plan: huffman.LanePlan, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Lockstep decoding of every lane at once: returns (symbols, end bit of each lane)."""
     n, lanes = plan.count, plan.lanes
     windows = _windows(_bytes_on(plan.payload, device))

@@ -26,12 +26,15 @@ unpruned weights with code k, so fine-tuning works with any optimizer over
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 
+import numpy as np
 import torch
 from torch import nn
 
+from dcformat.errors import EncodeError
+from dcformat.quantize import INITS as CORE_INITS
+from dcformat.quantize import assign, kmeans_1d
 from dcformat.torch import distributed, reparam, selection
 from dcformat.torch.errors import ConfigError
 from dcformat.torch.prune import MaskedParameter
@@ -42,35 +45,20 @@ __all__ = [
     "TrainedQuantizer",
     "get_codebook",
     "is_shared",
-    "kmeans_1d",
+    "cluster",
     "make_permanent",
     "share_weights",
 ]
 
 #: Centroid initialisations, as the paper names them.
-INITS = ("linear", "density", "forgy")
+INITS = CORE_INITS
 #: The format stores at most 2^16 centroids per tensor.
 MAX_BITS = 16
 DEFAULT_CONV_BITS = 8
 DEFAULT_FC_BITS = 5
 
 
-def _initial_centroids(sorted_values: torch.Tensor, k: int, init: str, generator: torch.Generator | None) -> torch.Tensor:
-    n = sorted_values.numel()
-    if init == "linear":
-        return torch.linspace(sorted_values[0].item(), sorted_values[-1].item(), k, dtype=torch.float64)
-    if init == "density":
-        # Evenly spaced on the CDF: the value below which a fraction j/(k-1) of the weights lie.
-        ranks = torch.linspace(0, n - 1, k, dtype=torch.float64).round().long()
-        return sorted_values[ranks]
-    # forgy: k distinct weights at random (all of them, repeated, when there are fewer).
-    picks = torch.randperm(n, generator=generator)[:k]
-    if picks.numel() < k:
-        picks = picks.repeat(math.ceil(k / n))[:k]
-    return sorted_values[picks.sort().values]
-
-
-def kmeans_1d(
+def cluster(
     values: torch.Tensor,
     k: int,
     *,
@@ -78,42 +66,29 @@ def kmeans_1d(
     max_iter: int = 300,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cluster ``values`` (any shape) into ``k`` centroids; returns ``(codebook, codes)``.
+    """Cluster ``values`` (any shape) into ``k`` centroids with the core's one k-means
+    (:func:`dcformat.kmeans_1d`); returns ``(codebook, codes)``.
 
     ``codebook`` is float64, ascending, length ``k`` (centroids of empty clusters keep their
     initial value; an empty input gives zeros); ``codes`` is int64 with ``values``' shape,
-    each the index of the nearest centroid (the lower one on an exact tie).
+    each the index of the nearest centroid (the lower one on an exact tie). ``generator``
+    seeds forgy's random picks.
     """
     operation = "kmeans"
-    if init not in INITS:
-        raise ConfigError(operation, f"init must be one of {INITS}, got {init!r}")
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 1 << MAX_BITS:
         raise ConfigError(operation, f"k must be an integer in [1, {1 << MAX_BITS}], got {k!r}")
     if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 0:
         raise ConfigError(operation, f"max_iter must be an integer >= 0, got {max_iter!r}")
-    x = values.detach().to(device="cpu", dtype=torch.float64).flatten()
-    if not torch.isfinite(x).all():
-        raise ConfigError(operation, "values must be finite")
-    if x.numel() == 0:
+    x = values.detach().to(device="cpu", dtype=torch.float64).flatten().numpy()
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator)) if init == "forgy" else 0
+    try:
+        centroids = kmeans_1d(x, k, init=init, seed=seed, max_iter=max_iter)
+    except EncodeError as exc:
+        raise ConfigError(operation, exc.reason) from None
+    if x.size == 0:
         return torch.zeros(k, dtype=torch.float64), torch.zeros(values.shape, dtype=torch.long)
-    sorted_x = x.sort().values
-    prefix = torch.cat([torch.zeros(1, dtype=torch.float64), sorted_x.cumsum(0)])
-    centroids = _initial_centroids(sorted_x, k, init, generator)
-    previous_ends = None
-    for _ in range(max_iter):
-        midpoints = (centroids[1:] + centroids[:-1]) / 2
-        # Cluster j is the run sorted_x[starts[j]:ends[j]]: values <= midpoint j (ties go low).
-        ends = torch.cat([torch.searchsorted(sorted_x, midpoints, right=True), torch.tensor([x.numel()])])
-        if previous_ends is not None and torch.equal(ends, previous_ends):
-            break
-        starts = torch.cat([torch.zeros(1, dtype=torch.long), ends[:-1]])
-        counts = ends - starts
-        sums = prefix[ends] - prefix[starts]
-        centroids = torch.where(counts > 0, sums / counts.clamp(min=1), centroids)
-        previous_ends = ends
-    midpoints = (centroids[1:] + centroids[:-1]) / 2
-    codes = torch.searchsorted(midpoints, x, right=False).view(values.shape)
-    return centroids, codes
+    codes = assign(x, centroids)
+    return torch.from_numpy(centroids), torch.from_numpy(codes.astype(np.int64)).view(values.shape)
 
 
 #: Codebook storage types the format offers (spec 6.3).
@@ -234,7 +209,7 @@ def share_weights(
     if not weight.is_floating_point():
         raise ConfigError(operation, f"can only share floating-point weights, {name!r} is {weight.dtype}")
     mask = hook.state(module, "mask") if hook is not None else torch.ones_like(weight, dtype=torch.bool)
-    codebook, survivor_codes = kmeans_1d(weight[mask], 1 << bits, init=init, max_iter=max_iter, generator=generator)
+    codebook, survivor_codes = cluster(weight[mask], 1 << bits, init=init, max_iter=max_iter, generator=generator)
     # Round the centroids to the precision they will be used in before assigning codes, so
     # each weight gets the nearest of the values it will actually take.
     codebook = codebook.to(weight.dtype)

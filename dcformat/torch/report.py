@@ -88,11 +88,11 @@ class FileReport:
         """Fraction of nonzero elements over the named tensors (default: the quantized
         tensors of rank >= 2, i.e. the weights of fully connected and convolution layers)."""
         chosen = [
-            l for l in self.layers
-            if (l.name in names if names is not None else l.codebook_size is not None and len(l.shape) >= 2)
+            layer for layer in self.layers
+            if (layer.name in names if names is not None else layer.codebook_size is not None and len(layer.shape) >= 2)
         ]
-        total = sum(l.parameters for l in chosen)
-        return sum(l.kept * l.parameters for l in chosen) / total if total else 0.0
+        total = sum(layer.parameters for layer in chosen)
+        return sum(layer.kept * layer.parameters for layer in chosen) / total if total else 0.0
 
     def as_dict(self) -> dict:
         return {

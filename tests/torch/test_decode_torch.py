@@ -1,20 +1,20 @@
 """The torch decoder gives results bit-identical to the numpy decoder (on the CPU here)."""
 
 import json
-import pathlib
 
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+torch = pytest.importorskip("torch", reason="the torch adapter needs PyTorch (pip install 'dcformat[torch]')")
 
 import dcformat  # noqa: E402
 import dcformat.torch  # noqa: E402
-from dcformat.codecs import streams  # noqa: E402
 from dcformat import EncodeOptions  # noqa: E402
+from dcformat.codecs import streams  # noqa: E402
 from dcformat.torch import decode as torch_decode  # noqa: E402
+from tests.support.paths import REPO_ROOT  # noqa: E402
 
-VECTORS = pathlib.Path(__file__).parent.parent.parent / "spec" / "vectors"
+VECTORS = REPO_ROOT / "spec" / "vectors"
 
 
 def same_bits(tensor: "torch.Tensor", array: np.ndarray) -> bool:

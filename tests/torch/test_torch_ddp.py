@@ -13,14 +13,14 @@ import sys
 
 import pytest
 
-torch = pytest.importorskip("torch")
+torch = pytest.importorskip("torch", reason="the torch adapter needs PyTorch (pip install 'dcformat[torch]')")
 import torch.distributed as dist  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402
 from torch import nn  # noqa: E402
 
+from dcformat.paper.training import train_epoch  # noqa: E402
 from dcformat.torch.prune import MagnitudePruner  # noqa: E402
 from dcformat.torch.quantize import TrainedQuantizer  # noqa: E402
-from dcformat.paper.training import train_epoch  # noqa: E402
 
 GLOBAL_BATCH = 16
 WORLD_SIZE = 2
@@ -39,12 +39,12 @@ def _data():
 
 def _pipeline(distributed: bool) -> dict[str, torch.Tensor]:
     """Prune (two rounds with retraining), quantize, fine-tune; the same code for 1 or N processes."""
-    from torch.nn.parallel import DistributedDataParallel as DDP
+    from torch.nn.parallel import DistributedDataParallel
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 3)).double()
     x, y = _data()
-    wrap = (lambda m: DDP(m)) if distributed else (lambda m: m)
+    wrap = (lambda m: DistributedDataParallel(m)) if distributed else (lambda m: m)
     generator = torch.Generator().manual_seed(7)
 
     pruner = MagnitudePruner(model, sparsity={"0.weight": 0.6, "2.weight": 0.5})

@@ -1,11 +1,11 @@
-"""dcformat.torch.quantize: 1-D k-means, weight sharing and the centroid gradient."""
+"""dcformat.torch.quantize: clustering (the core k-means), weight sharing and the centroid gradient."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+torch = pytest.importorskip("torch", reason="the torch adapter needs PyTorch (pip install 'dcformat[torch]')")
 from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
@@ -14,10 +14,10 @@ from dcformat.torch.prune import MagnitudePruner, get_mask, prune  # noqa: E402
 from dcformat.torch.quantize import (  # noqa: E402
     INITS,
     TrainedQuantizer,
+    cluster,
     get_codebook,
     install_shared,
     is_shared,
-    kmeans_1d,
     make_permanent,
     share_weights,
 )
@@ -26,7 +26,7 @@ from dcformat.torch.quantize import (  # noqa: E402
 @pytest.mark.parametrize("init", INITS)
 def test_kmeans_codes_point_to_the_nearest_sorted_centroid(init):
     values = torch.randn(5000, generator=torch.Generator().manual_seed(0))
-    codebook, codes = kmeans_1d(values, 16, init=init, generator=torch.Generator().manual_seed(1))
+    codebook, codes = cluster(values, 16, init=init, generator=torch.Generator().manual_seed(1))
     assert codebook.shape == (16,) and codes.shape == values.shape and codes.dtype == torch.long
     assert (codebook[1:] >= codebook[:-1]).all()
     distance = (values.double()[:, None] - codebook[None, :]).abs()
@@ -38,13 +38,13 @@ def test_kmeans_codes_point_to_the_nearest_sorted_centroid(init):
 
 def test_kmeans_initialisations_differ_as_the_paper_describes():
     values = torch.cat([torch.randn(10000) * 0.1, torch.tensor([5.0, -5.0])])
-    linear, _ = kmeans_1d(values, 8, init="linear", max_iter=0)
-    density, _ = kmeans_1d(values, 8, init="density", max_iter=0)
+    linear, _ = cluster(values, 8, init="linear", max_iter=0)
+    density, _ = cluster(values, 8, init="density", max_iter=0)
     assert linear.min() == -5 and linear.max() == 5
     assert torch.allclose(linear, torch.linspace(-5, 5, 8, dtype=torch.float64))
     assert (density[1:-1].abs() < 0.5).all()  # evenly spaced on the CDF: crowded near 0
     # Linear keeps a centroid for the rare large weights after clustering too.
-    fitted, codes = kmeans_1d(values, 8, init="linear")
+    fitted, codes = cluster(values, 8, init="linear")
     assert fitted.max() == pytest.approx(5.0)
 
 
@@ -52,24 +52,24 @@ def test_kmeans_matches_the_numpy_core():
     import dcformat
 
     values = np.random.default_rng(0).standard_normal(3000)
-    ours, _ = kmeans_1d(torch.from_numpy(values), 32, init="linear", max_iter=300)
+    ours, _ = cluster(torch.from_numpy(values), 32, init="linear", max_iter=300)
     theirs = dcformat.kmeans_1d(values, 32, init="linear", max_iter=300)
     np.testing.assert_allclose(ours.numpy(), np.sort(theirs), atol=1e-6)
 
 
 def test_kmeans_edge_cases():
-    codebook, codes = kmeans_1d(torch.tensor([]), 4)
+    codebook, codes = cluster(torch.tensor([]), 4)
     assert codebook.tolist() == [0, 0, 0, 0] and codes.numel() == 0
-    codebook, codes = kmeans_1d(torch.tensor([1.0, 2.0]), 8)  # fewer values than centroids
+    codebook, codes = cluster(torch.tensor([1.0, 2.0]), 8)  # fewer values than centroids
     assert codebook[codes].tolist() == [1.0, 2.0]
-    codebook, codes = kmeans_1d(torch.full((10,), 3.0), 4, init="forgy")
+    codebook, codes = cluster(torch.full((10,), 3.0), 4, init="forgy")
     assert (codebook[codes] == 3.0).all()
     with pytest.raises(ConfigError, match="init"):
-        kmeans_1d(torch.ones(3), 2, init="kmeans++")
+        cluster(torch.ones(3), 2, init="kmeans++")
     with pytest.raises(ConfigError, match="k must be"):
-        kmeans_1d(torch.ones(3), 0)
+        cluster(torch.ones(3), 0)
     with pytest.raises(ConfigError, match="finite"):
-        kmeans_1d(torch.tensor([1.0, float("inf")]), 2)
+        cluster(torch.tensor([1.0, float("inf")]), 2)
 
 
 def test_centroid_gradient_is_the_sum_over_each_cluster():

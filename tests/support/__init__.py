@@ -1,0 +1,1 @@
+"""Shared test helpers: hypothesis strategies, hand-built files, synthetic models, data folders."""
