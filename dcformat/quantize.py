@@ -82,8 +82,10 @@ class QuantizedTensor:
         if dtype_id(codebook.dtype) not in CODEBOOK_DTYPES:
             stored = codebook.astype(codebook_dtype_for(wire))
             if not np.array_equal(stored.astype(np.float64), codebook.astype(np.float64), equal_nan=True):
-                raise EncodeError(f"codebook of {codebook.dtype} is not exactly representable in {stored.dtype}, "
-                                  "the codebook storage (spec 6.3): round it first if that is intended")
+                raise EncodeError(
+                    f"codebook of {codebook.dtype} is not exactly representable in {stored.dtype}, "
+                    "the codebook storage (spec 6.3): round it first if that is intended"
+                )
             codebook = stored
         codebook = np.ascontiguousarray(codebook, dtype=codebook.dtype.newbyteorder("<"))
         if not np.isfinite(codebook).all():
@@ -140,8 +142,10 @@ class QuantizedTensor:
         return out.reshape(self.shape)
 
     def __repr__(self) -> str:
-        return (f"QuantizedTensor(shape={self.shape}, dtype={self.dtype}, codebook_size={self.codebook.size}, "
-                f"entries={self.entry_count}, density={self.density:.4f})")
+        return (
+            f"QuantizedTensor(shape={self.shape}, dtype={self.dtype}, codebook_size={self.codebook.size}, "
+            f"entries={self.entry_count}, density={self.density:.4f})"
+        )
 
 
 def _representable(codebook: np.ndarray, dtype: np.dtype) -> bool:
@@ -155,8 +159,8 @@ def _representable(codebook: np.ndarray, dtype: np.dtype) -> bool:
 
 # -- k-means --------------------------------------------------------------------------
 
-def kmeans_1d(values: np.ndarray, k: int, *, init: str = "linear", seed: int = 0, max_iter: int = 100,
-              presorted: bool = False) -> np.ndarray:
+
+def kmeans_1d(values: np.ndarray, k: int, *, init: str = "linear", seed: int = 0, max_iter: int = 100, presorted: bool = False) -> np.ndarray:
     """Lloyd's k-means in one dimension; returns ``k`` sorted centroids (float64).
 
     On sorted data every cluster is an interval, so an iteration needs only a

@@ -36,15 +36,13 @@ ALIGN = 64
 #: The metadata the package writes when it is given none (``build_file``'s default).
 PRODUCER_META = b'{"dcformat.producer":"dcformat 0.1.0"}'
 
-DT = dict(float32=1, float16=2, bfloat16=3, float64=4, int8=5, int16=6, int32=7, int64=8,
-          uint8=9, uint16=10, uint32=11, uint64=12, bool=13)
+DT = dict(float32=1, float16=2, bfloat16=3, float64=4, int8=5, int16=6, int32=7, int64=8, uint8=9, uint16=10, uint32=11, uint64=12, bool=13)
 ENC = dict(raw=1, zstd=2, quant_dense=3, quant_sparse=4)
 CODER = dict(bitpack=1, huffman=2, zstd=3)
 
 
 def crc32(data) -> int:
     return zlib.crc32(bytes(data)) & 0xFFFFFFFF
-
 
 
 def align(x: int) -> int:
@@ -55,13 +53,15 @@ def align(x: int) -> int:
 # Payloads: streams, quantized payloads, Huffman bodies
 # ======================================================================================
 
+
 def stream(coder: int, body: bytes, *, body_length: int | None = None) -> bytes:
     """Spec 7.1: u8 coder, u64 body_length, body."""
     return struct.pack("<BQ", coder, len(body) if body_length is None else body_length) + body
 
 
-def quant(codebook: bytes, codebook_size: int, entry_count: int, streams: bytes, *, codebook_dtype: int = 1,
-          gap_bits: int = 0, reserved: int = 0) -> bytes:
+def quant(
+    codebook: bytes, codebook_size: int, entry_count: int, streams: bytes, *, codebook_dtype: int = 1, gap_bits: int = 0, reserved: int = 0
+) -> bytes:
     """A quantized payload (spec 6.3): the 16-byte header, codebook bytes as given, streams as given."""
     return struct.pack("<BBHIQ", codebook_dtype, gap_bits, reserved, codebook_size, entry_count) + codebook + streams
 
@@ -74,11 +74,16 @@ def pack(values, width: int) -> bytes:
     return acc.to_bytes(-(-len(values) * width // 8), "little")
 
 
-def huffman(table_symbols: int, lengths, lane_count: int, base: int, width: int, deltas, payload_bits: int,
-            payload: bytes) -> bytes:
+def huffman(table_symbols: int, lengths, lane_count: int, base: int, width: int, deltas, payload_bits: int, payload: bytes) -> bytes:
     """A Huffman body (spec 7.3.1) from its fields, unchecked."""
-    return (struct.pack("<I", table_symbols) + pack(lengths, 5) + struct.pack("<IQB", lane_count, base, width)
-            + pack(deltas, width) + struct.pack("<Q", payload_bits) + payload)
+    return (
+        struct.pack("<I", table_symbols)
+        + pack(lengths, 5)
+        + struct.pack("<IQB", lane_count, base, width)
+        + pack(deltas, width)
+        + struct.pack("<Q", payload_bits)
+        + payload
+    )
 
 
 def f32(*values) -> bytes:
@@ -88,6 +93,7 @@ def f32(*values) -> bytes:
 # ======================================================================================
 # The container: header, directory entries, the whole file
 # ======================================================================================
+
 
 @dataclass
 class Ent:
@@ -121,21 +127,42 @@ def entry_bytes(e: Ent, offset: int, length: int, crc: int) -> bytes:
     """Spec 5: one directory entry."""
     name = e.name_bytes
     rank = len(e.shape) if e.rank is None else e.rank
-    return (struct.pack("<H", len(name)) + name + struct.pack("<BBBB", e.dtype, e.encoding, rank, e.flags)
-            + struct.pack(f"<{len(e.shape)}Q", *e.shape) + struct.pack("<QQI", offset, length, crc))
+    return (
+        struct.pack("<H", len(name))
+        + name
+        + struct.pack("<BBBB", e.dtype, e.encoding, rank, e.flags)
+        + struct.pack(f"<{len(e.shape)}Q", *e.shape)
+        + struct.pack("<QQI", offset, length, crc)
+    )
 
 
-def header_bytes(*, magic=MAGIC, version=(1, 0), flags=0, tensor_count=0, metadata_length=0, index_offset=DATA_START,
-                 directory_length=0, header_crc=None) -> bytes:
+def header_bytes(
+    *, magic=MAGIC, version=(1, 0), flags=0, tensor_count=0, metadata_length=0, index_offset=DATA_START, directory_length=0, header_crc=None
+) -> bytes:
     """Spec 3: the 40-byte header, its CRC computed unless given."""
     head = struct.pack("<8sHHIIIQI", magic, version[0], version[1], flags, tensor_count, metadata_length, index_offset, directory_length)
     return head + struct.pack("<I", crc32(head) if header_crc is None else header_crc)
 
 
-def build_file(entries=(), metadata: bytes | dict | None = None, *, version=(1, 0), flags=0, magic=MAGIC, sort=True,
-               padding: bytes = bytes(24), tensor_count=None, metadata_length=None, directory_length=None, index_offset=None,
-               header_crc=None, directory_suffix: bytes = b"", index_crc=None, trailing: bytes = b"",
-               gap_filler: int = 0) -> bytes:
+def build_file(
+    entries=(),
+    metadata: bytes | dict | None = None,
+    *,
+    version=(1, 0),
+    flags=0,
+    magic=MAGIC,
+    sort=True,
+    padding: bytes = bytes(24),
+    tensor_count=None,
+    metadata_length=None,
+    directory_length=None,
+    index_offset=None,
+    header_crc=None,
+    directory_suffix: bytes = b"",
+    index_crc=None,
+    trailing: bytes = b"",
+    gap_filler: int = 0,
+) -> bytes:
     """A dcformat file laid out as spec section 2 says, every field overridable.
 
     Payloads are placed in the order given (each at ``align`` of the previous end unless
@@ -169,7 +196,9 @@ def build_file(entries=(), metadata: bytes | dict | None = None, *, version=(1, 
     directory = b"".join(r[1] for r in rows) + directory_suffix
     index_crc = crc32(metadata + directory) if index_crc is None else index_crc
     header = header_bytes(
-        magic=magic, version=version, flags=flags,
+        magic=magic,
+        version=version,
+        flags=flags,
         tensor_count=len(entries) if tensor_count is None else tensor_count,
         metadata_length=len(metadata) if metadata_length is None else metadata_length,
         index_offset=data_end if index_offset is None else index_offset,
@@ -189,6 +218,7 @@ def build(tensors=(), *, metadata: bytes = b"{}", version=(1, 0), flags: int = 0
 
 
 # ------------------------------------------------------------------------- CRC fixing
+
 
 def fix_header_crc(data: bytes) -> bytes:
     if len(data) < 40:
@@ -223,10 +253,10 @@ def fix_crcs(data: bytes) -> bytes:
                 break
             start, end = entry.payload_offset, entry.payload_offset + entry.payload_length
             if end <= len(buf):
-                buf[pos + size - 4: pos + size] = crc32(buf[start:end]).to_bytes(4, "little")
+                buf[pos + size - 4 : pos + size] = crc32(buf[start:end]).to_bytes(4, "little")
             pos += size
             count += 1
-        buf[dir_end: dir_end + 4] = crc32(buf[header.index_offset: dir_end]).to_bytes(4, "little")
+        buf[dir_end : dir_end + 4] = crc32(buf[header.index_offset : dir_end]).to_bytes(4, "little")
     return fix_header_crc(bytes(buf))
 
 
@@ -238,8 +268,9 @@ def patch_header(data: bytes, **fields) -> bytes:
     return fix_header_crc(Header.build(header) + data[40:])
 
 
-def zstd_frame(content_size: int | None, blocks: bytes = b"\x01\x00\x00", *, single_segment: bool = True,
-               window_byte: int = 0, checksum: bool = False) -> bytes:
+def zstd_frame(
+    content_size: int | None, blocks: bytes = b"\x01\x00\x00", *, single_segment: bool = True, window_byte: int = 0, checksum: bool = False
+) -> bytes:
     """A zstd frame (RFC 8878) with a hand-written header: an 8-byte content size (or none) and raw block bytes.
 
     The default block is an empty last raw block, so the frame decodes to nothing.

@@ -124,8 +124,7 @@ def _check_tensor(f, name: str) -> bool:
         q = f.get_quantized(name)  # get() passed, so this must too
         dense = q.dequantize()
         assert dense.shape == array.shape and dense.dtype == array.dtype
-        assert np.array_equal(dense.reshape(-1).view(np.uint8), array.reshape(-1).view(np.uint8)), \
-            f"{name!r}: dequantize() != get()"
+        assert np.array_equal(dense.reshape(-1).view(np.uint8), array.reshape(-1).view(np.uint8)), f"{name!r}: dequantize() != get()"
     return True
 
 

@@ -43,11 +43,19 @@ def seeds() -> dict[str, bytes]:
     half = dcformat.quantize(rng.normal(size=(9, 9)).astype(np.float16), bits=2)
     bf = dcformat.quantize(rng.normal(size=(4, 8)).astype(ml_dtypes.bfloat16), bits=2)
     out["seed_mixed_dtypes.dcf"] = dcformat.save(
-        {"bf": bf, "bool": rng.random((3, 3)) > 0.5, "half": half, "i64": np.arange(5, dtype=np.int64),
-         "scalar": np.float64(2.5), "z": np.zeros((0, 2), np.float32)},
-        metadata={"note": "seed", "nested": {"a": [1, 2.5, None, True]}})
-    out["seed_zstd_dense.dcf"] = dcformat.save({"b": np.ones(40, dtype=np.bool_), "r": np.arange(100, dtype=np.uint16)},
-                                               options=dcformat.EncodeOptions(dense="zstd"))
+        {
+            "bf": bf,
+            "bool": rng.random((3, 3)) > 0.5,
+            "half": half,
+            "i64": np.arange(5, dtype=np.int64),
+            "scalar": np.float64(2.5),
+            "z": np.zeros((0, 2), np.float32),
+        },
+        metadata={"note": "seed", "nested": {"a": [1, 2.5, None, True]}},
+    )
+    out["seed_zstd_dense.dcf"] = dcformat.save(
+        {"b": np.ones(40, dtype=np.bool_), "r": np.arange(100, dtype=np.uint16)}, options=dcformat.EncodeOptions(dense="zstd")
+    )
 
     # Huffman with several lanes and non-zero lane_delta_width, and u16 zstd symbols.
     symbols = np.minimum(rng.geometric(0.3, size=3000) - 1, 299).astype(np.uint16)
@@ -62,11 +70,14 @@ def seeds() -> dict[str, bytes]:
     # Single-symbol Huffman stream, sparse with fillers at gap width 1.
     single = huffman.encode(np.zeros(50, np.uint8), 1)
     gaps = huffman.encode(np.array([1] * 49 + [0], np.uint8), 2)
-    out["seed_single_symbol.dcf"] = B.build([B.T(b"s", 1, 4, (200,), B.quant(B.f32(0.0), 1, 50, B.stream(2, single) + B.stream(2, gaps), gap_bits=1))])
+    out["seed_single_symbol.dcf"] = B.build(
+        [B.T(b"s", 1, 4, (200,), B.quant(B.f32(0.0), 1, 50, B.stream(2, single) + B.stream(2, gaps), gap_bits=1))]
+    )
 
     # A file of a newer minor version: unknown dtype and encoding ids are deferred to get().
     out["seed_newer_minor.dcf"] = B.build(
-        [B.T(b"a", 200, 1, (2,), b"\1\2"), B.T(b"b", 1, 99, (1,), b"xyz!"), B.T(b"c", 5, 1, (3,), b"\1\2\3")], version=(1, 7))
+        [B.T(b"a", 200, 1, (2,), b"\1\2"), B.T(b"b", 1, 99, (1,), b"xyz!"), B.T(b"c", 5, 1, (3,), b"\1\2\3")], version=(1, 7)
+    )
 
     # Mutants of the above with their CRCs re-fixed: start the fuzzer past the checksums.
     rnd = random.Random(7)

@@ -10,9 +10,31 @@ import numpy as np
 import dcformat
 
 PUBLIC = {
-    "ChecksumError", "DCFile", "DCFormatError", "EncodeError", "EncodeOptions", "FileWriter", "FormatError", "LimitError",
-    "QuantizedTensor", "ShardedFile", "ShardedWriter", "TensorInfo", "UnsupportedError", "Writer", "__version__", "kmeans_1d",
-    "load", "load_file", "open_file", "quantize", "safe_open", "save", "save_file", "save_sharded", "writer",
+    "ChecksumError",
+    "DCFile",
+    "DCFormatError",
+    "EncodeError",
+    "EncodeOptions",
+    "FileWriter",
+    "FormatError",
+    "LimitError",
+    "QuantizedTensor",
+    "ShardedFile",
+    "ShardedWriter",
+    "TensorInfo",
+    "UnsupportedError",
+    "Writer",
+    "__version__",
+    "kmeans_1d",
+    "load",
+    "load_file",
+    "open_file",
+    "quantize",
+    "safe_open",
+    "save",
+    "save_file",
+    "save_sharded",
+    "writer",
 }
 
 
@@ -42,5 +64,17 @@ def test_safe_open_and_open_are_the_same_reader(tmp_path):
 def test_dcfile_surface_is_small():
     """DCFile's public methods: the user's verbs, and the documented ones for decoders and loaders."""
     public = {name for name in vars(dcformat.DCFile) if not name.startswith("_")}
-    assert public == {"keys", "metadata", "get", "get_quantized", "get_stored", "info", "verify", "close",
-                      "plan", "entry", "decoded_bytes", "check_padding"}
+    assert public == {
+        "keys",
+        "metadata",
+        "get",
+        "get_quantized",
+        "get_stored",
+        "info",
+        "verify",
+        "close",
+        "plan",
+        "entry",
+        "decoded_bytes",
+        "check_padding",
+    }

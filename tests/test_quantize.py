@@ -26,6 +26,7 @@ def lloyd_fixed_point(values: np.ndarray, centroids: np.ndarray) -> bool:
 
 # -- kmeans_1d --------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("init", ["linear", "density", "forgy"])
 def test_kmeans_separated_clusters(init):
     rng = np.random.default_rng(1)
@@ -90,6 +91,7 @@ def test_kmeans_k1_is_the_mean():
 
 
 # -- quantize ---------------------------------------------------------------------------
+
 
 def test_quantize_exact_when_few_unique_values():
     a = np.array([[0.0, 0.5, -0.25, 0.5], [0.0, 0.0, 3.0, -0.25]], dtype=np.float32)
@@ -234,6 +236,7 @@ def test_quantize_bits_16_and_numpy_int():
 
 
 # -- QuantizedTensor constructors -----------------------------------------------------------
+
 
 def test_from_codes_dense():
     cb = np.array([0.0, 1.5, -2.0], np.float32)

@@ -90,8 +90,15 @@ def bench_speed(rng, count: int, repeats: int) -> list[dict]:
         dec = median_time(lambda b=body, s=symbols, a=alphabet: huffman.decode(b, s.size, a), repeats)
         packed = bitpack.pack(symbols, bitpack.width_for(alphabet))
         unpack = median_time(lambda p=packed, s=symbols, a=alphabet: bitpack.unpack(p, s.size, bitpack.width_for(a)), repeats)
-        rows.append({"stream": label, "symbols": int(symbols.size), "huffman_decode_msym_s": symbols.size / dec / 1e6,
-                     "huffman_encode_msym_s": symbols.size / enc / 1e6, "bitpack_unpack_msym_s": symbols.size / unpack / 1e6})
+        rows.append(
+            {
+                "stream": label,
+                "symbols": int(symbols.size),
+                "huffman_decode_msym_s": symbols.size / dec / 1e6,
+                "huffman_encode_msym_s": symbols.size / enc / 1e6,
+                "bitpack_unpack_msym_s": symbols.size / unpack / 1e6,
+            }
+        )
     return rows
 
 
@@ -108,14 +115,17 @@ def bench_entropy(rng, count: int) -> list[dict]:
         body = huffman.encode(symbols, alphabet)
         raw = symbols.astype(np.uint8 if alphabet <= 256 else np.uint16).tobytes()
         zstd19 = zstandard.ZstdCompressor(level=19).compress(raw)
-        rows.append({
-            "stream": label, "symbols": int(symbols.size),
-            "entropy_bits_per_symbol": entropy / symbols.size,
-            "huffman_bits_per_symbol": 8 * len(body) / symbols.size,
-            "huffman_over_entropy_pct": 100 * (8 * len(body) / entropy - 1),
-            "zstd19_bits_per_symbol": 8 * len(zstd19) / symbols.size,
-            "bitpack_bits_per_symbol": 8 * bitpack.packed_size(symbols.size, bitpack.width_for(alphabet)) / symbols.size,
-        })
+        rows.append(
+            {
+                "stream": label,
+                "symbols": int(symbols.size),
+                "entropy_bits_per_symbol": entropy / symbols.size,
+                "huffman_bits_per_symbol": 8 * len(body) / symbols.size,
+                "huffman_over_entropy_pct": 100 * (8 * len(body) / entropy - 1),
+                "zstd19_bits_per_symbol": 8 * len(zstd19) / symbols.size,
+                "bitpack_bits_per_symbol": 8 * bitpack.packed_size(symbols.size, bitpack.width_for(alphabet)) / symbols.size,
+            }
+        )
     return rows
 
 
@@ -146,11 +156,20 @@ def bench_load(rng, side: int, repeats: int) -> dict:
         file_bytes = os.path.getsize(path)
     decoded = expected.nbytes
     return {
-        "shape": [side, side], "density": info.density, "file_bytes": file_bytes, "raw_fp32_bytes": decoded,
-        "zstd3_frame_bytes": len(frame), "encoding": info.encoding, "gap_width": info.gap_width,
-        "codes_coder": info.codes_coder, "gaps_coder": info.gaps_coder,
-        "load_file_s": load_s, "zstd_decompress_raw_s": zstd_s, "load_over_zstd": load_s / zstd_s,
-        "peak_bytes": peak, "peak_over_decoded_plus_file": peak / (decoded + file_bytes),
+        "shape": [side, side],
+        "density": info.density,
+        "file_bytes": file_bytes,
+        "raw_fp32_bytes": decoded,
+        "zstd3_frame_bytes": len(frame),
+        "encoding": info.encoding,
+        "gap_width": info.gap_width,
+        "codes_coder": info.codes_coder,
+        "gaps_coder": info.gaps_coder,
+        "load_file_s": load_s,
+        "zstd_decompress_raw_s": zstd_s,
+        "load_over_zstd": load_s / zstd_s,
+        "peak_bytes": peak,
+        "peak_over_decoded_plus_file": peak / (decoded + file_bytes),
     }
 
 
@@ -175,18 +194,26 @@ def main(argv=None) -> int:
     print(f"dcformat codec benchmark ({pinned}; medians of {repeats} runs)\n")
     print("Huffman speed (million symbols/s; targets: decode >= 100, encode >= 30)")
     for r in report["speed"]:
-        print(f"  {r['stream']:<22} {r['symbols']:>10,} symbols  decode {r['huffman_decode_msym_s']:7.1f}  "
-              f"encode {r['huffman_encode_msym_s']:6.1f}  (bitpack unpack {r['bitpack_unpack_msym_s']:6.1f})")
+        print(
+            f"  {r['stream']:<22} {r['symbols']:>10,} symbols  decode {r['huffman_decode_msym_s']:7.1f}  "
+            f"encode {r['huffman_encode_msym_s']:6.1f}  (bitpack unpack {r['bitpack_unpack_msym_s']:6.1f})"
+        )
     print("\nCoded bits per symbol (target: Huffman within 2% of entropy, tables included)")
     for r in report["entropy"]:
-        print(f"  {r['stream']:<22} {r['symbols']:>9,} symbols  entropy {r['entropy_bits_per_symbol']:.3f}  "
-              f"huffman {r['huffman_bits_per_symbol']:.3f} ({r['huffman_over_entropy_pct']:+.2f}%)  "
-              f"zstd-19 {r['zstd19_bits_per_symbol']:.3f}  bitpack {r['bitpack_bits_per_symbol']:.0f}")
+        print(
+            f"  {r['stream']:<22} {r['symbols']:>9,} symbols  entropy {r['entropy_bits_per_symbol']:.3f}  "
+            f"huffman {r['huffman_bits_per_symbol']:.3f} ({r['huffman_over_entropy_pct']:+.2f}%)  "
+            f"zstd-19 {r['zstd19_bits_per_symbol']:.3f}  bitpack {r['bitpack_bits_per_symbol']:.0f}"
+        )
     load = report["load"]
-    print(f"\nload_file of a {load['shape'][0]}x{load['shape'][1]} float32 layer, {100 * load['density']:.1f}% dense, 5-bit codes "
-          f"({load['file_bytes']:,} bytes: {load['encoding']}, b={load['gap_width']}, codes {load['codes_coder']}, gaps {load['gaps_coder']})")
-    print(f"  load_file {1e3 * load['load_file_s']:.1f} ms vs zstd decompress of raw fp32 ({load['zstd3_frame_bytes']:,} bytes) "
-          f"{1e3 * load['zstd_decompress_raw_s']:.1f} ms: ratio {load['load_over_zstd']:.2f} (target <= 1)")
+    print(
+        f"\nload_file of a {load['shape'][0]}x{load['shape'][1]} float32 layer, {100 * load['density']:.1f}% dense, 5-bit codes "
+        f"({load['file_bytes']:,} bytes: {load['encoding']}, b={load['gap_width']}, codes {load['codes_coder']}, gaps {load['gaps_coder']})"
+    )
+    print(
+        f"  load_file {1e3 * load['load_file_s']:.1f} ms vs zstd decompress of raw fp32 ({load['zstd3_frame_bytes']:,} bytes) "
+        f"{1e3 * load['zstd_decompress_raw_s']:.1f} ms: ratio {load['load_over_zstd']:.2f} (target <= 1)"
+    )
     print(f"  peak memory {load['peak_bytes'] / 2**20:.1f} MiB = {load['peak_over_decoded_plus_file']:.3f} x (decoded + file) (target <= 1.2)")
     return 0
 

@@ -110,9 +110,14 @@ def phase_compress(source_index: str, out_folder: str, bits) -> dict:
 
     settings = {} if bits is None else {"bits": bits}
     report = compress_file(source_index, out_folder, max_shard_bytes=DCF_SHARD_BYTES, **settings)
-    return {"file_bytes": report["totals"]["file_bytes"], "shards": len(report["shards"]),
-            "quantized": report["totals"]["quantized"], "bits_per_weight": report["totals"]["bits_per_weight"],
-            "plan_seconds": report["seconds"]["plan"], "write_seconds": report["seconds"]["quantize_and_write"]}
+    return {
+        "file_bytes": report["totals"]["file_bytes"],
+        "shards": len(report["shards"]),
+        "quantized": report["totals"]["quantized"],
+        "bits_per_weight": report["totals"]["bits_per_weight"],
+        "plan_seconds": report["seconds"]["plan"],
+        "write_seconds": report["seconds"]["quantize_and_write"],
+    }
 
 
 def phase_load_dcf(index: str, threads: int) -> dict:
@@ -148,25 +153,37 @@ def phase_warm(nbytes: int) -> dict:
     return {"touched_bytes": int(block.nbytes)}
 
 
-PHASES = {"warm": phase_warm, "compress": phase_compress, "load_dcf": phase_load_dcf, "decode_dcf": phase_decode_dcf, "write_safetensors": phase_write_safetensors,
-          "load_safetensors": phase_load_safetensors}
+PHASES = {
+    "warm": phase_warm,
+    "compress": phase_compress,
+    "load_dcf": phase_load_dcf,
+    "decode_dcf": phase_decode_dcf,
+    "write_safetensors": phase_write_safetensors,
+    "load_safetensors": phase_load_safetensors,
+}
 
 
 def run_phase(name: str, *args) -> dict:
     """Run one phase in a fresh interpreter; returns its result, wall time and peak RSS."""
-    code = ("import json, resource, sys, time; sys.path.insert(0, sys.argv[1]); import bench_scale as b; "
-            "t = time.perf_counter(); r = b.PHASES[sys.argv[2]](*json.loads(sys.argv[3])); "
-            "r['seconds'] = time.perf_counter() - t; "
-            "r['peak_rss_bytes'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024; print(json.dumps(r))")
-    done = subprocess.run([sys.executable, "-c", code, os.path.dirname(os.path.abspath(__file__)), name, json.dumps(list(args))],
-                          capture_output=True, text=True, check=False, env={**os.environ, "PYTHONPATH": ROOT})
+    code = (
+        "import json, resource, sys, time; sys.path.insert(0, sys.argv[1]); import bench_scale as b; "
+        "t = time.perf_counter(); r = b.PHASES[sys.argv[2]](*json.loads(sys.argv[3])); "
+        "r['seconds'] = time.perf_counter() - t; "
+        "r['peak_rss_bytes'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024; print(json.dumps(r))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, os.path.dirname(os.path.abspath(__file__)), name, json.dumps(list(args))],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PYTHONPATH": ROOT},
+    )
     if done.returncode != 0:
         raise RuntimeError(f"phase {name} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def bench_model(parameters: int, folder: str, *, seed: int, bits, threads: int, baseline: bool, repeat: int, warm: bool,
-                progress) -> dict:
+def bench_model(parameters: int, folder: str, *, seed: int, bits, threads: int, baseline: bool, repeat: int, warm: bool, progress) -> dict:
     available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
     def measured(phase: str, *args) -> dict:
@@ -186,7 +203,9 @@ def bench_model(parameters: int, folder: str, *, seed: int, bits, threads: int, 
     row["compress"] = measured("compress", os.path.join(dense, "model.safetensors.index.json"), out, bits)
     samples: dict[str, list[dict]] = {"load_dcf_1thread": [], "load_dcf": [], "load_safetensors": [], "decode_dcf_1thread": [], "decode_dcf": []}
     for k in range(repeat):  # alternating, so drifting load on the machine hits every variant alike
-        progress(f"{parameters:,} parameters: load with 1 thread, with {threads}" + (", with safetensors" if baseline else "") + f" ({k + 1}/{repeat})")
+        progress(
+            f"{parameters:,} parameters: load with 1 thread, with {threads}" + (", with safetensors" if baseline else "") + f" ({k + 1}/{repeat})"
+        )
         samples["load_dcf_1thread"].append(measured("load_dcf", index, 1))
         samples["load_dcf"].append(measured("load_dcf", index, threads))
         if baseline:
@@ -195,8 +214,11 @@ def bench_model(parameters: int, folder: str, *, seed: int, bits, threads: int, 
         samples["decode_dcf"].append(run_phase("decode_dcf", index, threads))
     for phase, runs in samples.items():
         if runs:
-            row[phase] = {"seconds": statistics.median(r["seconds"] for r in runs), "samples_seconds": [r["seconds"] for r in runs],
-                          "peak_rss_bytes": max(r["peak_rss_bytes"] for r in runs)}
+            row[phase] = {
+                "seconds": statistics.median(r["seconds"] for r in runs),
+                "samples_seconds": [r["seconds"] for r in runs],
+                "peak_rss_bytes": max(r["peak_rss_bytes"] for r in runs),
+            }
     shutil.rmtree(dense)
     shutil.rmtree(out)
     row["ratio_vs_fp32"] = row["fp32_bytes"] / row["compress"]["file_bytes"]
@@ -207,7 +229,9 @@ def bench_model(parameters: int, folder: str, *, seed: int, bits, threads: int, 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", default=["100M", "1B"], help="model sizes, e.g. 100M 1B 2B")
-    parser.add_argument("--bits", type=int, default=None, help="fixed k-means bits for every matrix (default: the pipeline's 4.5 bits per weight target)")
+    parser.add_argument(
+        "--bits", type=int, default=None, help="fixed k-means bits for every matrix (default: the pipeline's 4.5 bits per weight target)"
+    )
     parser.add_argument("--threads", type=int, default=None, help="threads of the parallel load (default: all usable CPUs)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-baseline", action="store_true", help="skip the safetensors baseline")
@@ -230,37 +254,59 @@ def main(argv=None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(dir=args.folder) as folder:
         for size in sizes:
-            rows.append(bench_model(size, folder, seed=args.seed, bits=args.bits, threads=threads, baseline=baseline,
-                                    repeat=max(1, args.repeat), warm=not args.no_warm, progress=progress))
+            rows.append(
+                bench_model(
+                    size,
+                    folder,
+                    seed=args.seed,
+                    bits=args.bits,
+                    threads=threads,
+                    baseline=baseline,
+                    repeat=max(1, args.repeat),
+                    warm=not args.no_warm,
+                    progress=progress,
+                )
+            )
     report = {"threads": threads, "bits": args.bits, "warm_up": not args.no_warm, "repeat": args.repeat, "models": rows}
     by_size = {r["parameters"]: r for r in rows}
     if 10**8 in by_size and 10**9 in by_size:
         small, large = by_size[10**8], by_size[10**9]
-        report["scaling_1B_over_100M"] = {phase: large[phase]["seconds"] / small[phase]["seconds"]
-                                          for phase in ("compress", "load_dcf_1thread", "load_dcf", "decode_dcf_1thread", "decode_dcf")}
+        report["scaling_1B_over_100M"] = {
+            phase: large[phase]["seconds"] / small[phase]["seconds"]
+            for phase in ("compress", "load_dcf_1thread", "load_dcf", "decode_dcf_1thread", "decode_dcf")
+        }
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
     gib = 2**30
-    print(f"\n{'parameters':>14} {'file':>10} {'x fp32':>7} {'compress':>10} {'peak':>8} {'load 1t':>9} {'load':>8} {'peak':>8} "
-          f"{'speedup':>8} {'st load':>8} {'st peak':>8}")
+    print(
+        f"\n{'parameters':>14} {'file':>10} {'x fp32':>7} {'compress':>10} {'peak':>8} {'load 1t':>9} {'load':>8} {'peak':>8} "
+        f"{'speedup':>8} {'st load':>8} {'st peak':>8}"
+    )
     for r in rows:
         st = r.get("load_safetensors")
-        print(f"{r['parameters']:>14,} {r['compress']['file_bytes'] / 2**20:>8.1f}Mi {r['ratio_vs_fp32']:>7.2f} "
-              f"{r['compress']['seconds']:>9.1f}s {r['compress']['peak_rss_bytes'] / gib:>6.2f}Gi "
-              f"{r['load_dcf_1thread']['seconds']:>8.2f}s {r['load_dcf']['seconds']:>7.2f}s {r['load_dcf']['peak_rss_bytes'] / gib:>6.2f}Gi "
-              f"{r['threaded_speedup']:>7.2f}x " + (f"{st['seconds']:>7.2f}s {st['peak_rss_bytes'] / gib:>6.2f}Gi" if st else "       -        -"))
+        print(
+            f"{r['parameters']:>14,} {r['compress']['file_bytes'] / 2**20:>8.1f}Mi {r['ratio_vs_fp32']:>7.2f} "
+            f"{r['compress']['seconds']:>9.1f}s {r['compress']['peak_rss_bytes'] / gib:>6.2f}Gi "
+            f"{r['load_dcf_1thread']['seconds']:>8.2f}s {r['load_dcf']['seconds']:>7.2f}s {r['load_dcf']['peak_rss_bytes'] / gib:>6.2f}Gi "
+            f"{r['threaded_speedup']:>7.2f}x " + (f"{st['seconds']:>7.2f}s {st['peak_rss_bytes'] / gib:>6.2f}Gi" if st else "       -        -")
+        )
     print(f"\nloads: medians of {max(1, args.repeat)} runs; samples (s):")
     for r in rows:
-        spread = "; ".join(f"{phase} {', '.join(f'{x:.2f}' for x in r[phase]['samples_seconds'])}"
-                           for phase in ("load_dcf_1thread", "load_dcf", "load_safetensors", "decode_dcf_1thread", "decode_dcf") if phase in r)
+        spread = "; ".join(
+            f"{phase} {', '.join(f'{x:.2f}' for x in r[phase]['samples_seconds'])}"
+            for phase in ("load_dcf_1thread", "load_dcf", "load_safetensors", "decode_dcf_1thread", "decode_dcf")
+            if phase in r
+        )
         c = r["compress"]
         print(f"  {r['parameters']:,}: {spread}; compress = plan {c['plan_seconds']:.1f} + quantize/write {c['write_seconds']:.1f}")
     if "scaling_1B_over_100M" in report:
         s = report["scaling_1B_over_100M"]
-        print(f"\n1B / 100M time: compress {s['compress']:.2f}x, load (1 thread) {s['load_dcf_1thread']:.2f}x, "
-              f"load ({threads} threads) {s['load_dcf']:.2f}x, decode only (1 thread) {s['decode_dcf_1thread']:.2f}x, "
-              f"decode only ({threads} threads) {s['decode_dcf']:.2f}x  (target <= 11x)")
+        print(
+            f"\n1B / 100M time: compress {s['compress']:.2f}x, load (1 thread) {s['load_dcf_1thread']:.2f}x, "
+            f"load ({threads} threads) {s['load_dcf']:.2f}x, decode only (1 thread) {s['decode_dcf_1thread']:.2f}x, "
+            f"decode only ({threads} threads) {s['decode_dcf']:.2f}x  (target <= 11x)"
+        )
     return 0
 
 

@@ -38,7 +38,11 @@ def content_sha256(array: np.ndarray) -> str:
     """SHA-256 of a tensor's storage bytes (C order, little-endian; bool as bytes, bf16 as bits)."""
     wire = dtype_id(array.dtype)
     storage = DTYPE_STORAGE[wire]
-    data = np.ascontiguousarray(array).view(storage) if array.dtype.kind in "bV" or array.dtype == BFLOAT16 else np.ascontiguousarray(array, dtype=storage)
+    data = (
+        np.ascontiguousarray(array).view(storage)
+        if array.dtype.kind in "bV" or array.dtype == BFLOAT16
+        else np.ascontiguousarray(array, dtype=storage)
+    )
     return hashlib.sha256(data.tobytes()).hexdigest()
 
 
@@ -55,8 +59,12 @@ def build_vectors() -> dict[str, tuple[dict, dict, EncodeOptions | None, dict | 
     vectors = {}
 
     example_w = QuantizedTensor.from_entries((2, 4), np.array([0.5, -1.0], np.float32), [1, 7], [0, 1])
-    vectors["example"] = ({"b": np.array([1, -2, 3], np.int8), "w": example_w}, None,
-                          EncodeOptions(layout="sparse", gap_bits=2, coder="bitpack"), None)
+    vectors["example"] = (
+        {"b": np.array([1, -2, 3], np.int8), "w": example_w},
+        None,
+        EncodeOptions(layout="sparse", gap_bits=2, coder="bitpack"),
+        None,
+    )
 
     raw = {
         "f32": rng.standard_normal((3, 5)).astype(np.float32),
@@ -79,8 +87,12 @@ def build_vectors() -> dict[str, tuple[dict, dict, EncodeOptions | None, dict | 
         raw["bf16"] = np.array([1.0, -2.5, 0.0, 3.0e38], dtype=BFLOAT16)
     vectors["raw_dtypes"] = (raw, {"purpose": "every dtype raw", "\u00fcnicode": ["\u2713", 1, {"nested": None}]}, None, None)
 
-    vectors["zstd"] = ({"zeros": np.zeros((64, 64), np.float32), "ramp": np.arange(1000, dtype=np.int32),
-                        "noise": rng.standard_normal(500).astype(np.float16)}, None, EncodeOptions(dense="zstd"), None)
+    vectors["zstd"] = (
+        {"zeros": np.zeros((64, 64), np.float32), "ramp": np.arange(1000, dtype=np.int32), "noise": rng.standard_normal(500).astype(np.float16)},
+        None,
+        EncodeOptions(dense="zstd"),
+        None,
+    )
 
     for coder in ("bitpack", "huffman", "zstd"):
         tensors = {
@@ -100,21 +112,27 @@ def build_vectors() -> dict[str, tuple[dict, dict, EncodeOptions | None, dict | 
             "last_only": QuantizedTensor.from_entries((64, 64), np.array([0.75], np.float32), [4095], [0]),
             "no_entries": QuantizedTensor.from_entries((10, 10), np.array([0.75], np.float32), [], []),
         }
-        overrides = {"last_only": EncodeOptions(layout="sparse", gap_bits=1, coder=coder),
-                     "no_entries": EncodeOptions(layout="sparse", gap_bits=3, coder=coder)}
+        overrides = {
+            "last_only": EncodeOptions(layout="sparse", gap_bits=1, coder=coder),
+            "no_entries": EncodeOptions(layout="sparse", gap_bits=3, coder=coder),
+        }
         if BFLOAT16 is not None:
             tensors["bf16.weight"] = _laplace_quantized(rng, (12, 12), 4, 0.5, BFLOAT16)
         vectors[f"quant_sparse_{coder}"] = (tensors, None, EncodeOptions(layout="sparse", coder=coder), overrides)
 
     big = rng.integers(0, 65536, size=70000)
     big[:65536] = np.arange(65536)  # every code of a full 16-bit codebook occurs
-    vectors["huffman_edge_cases"] = ({
-        "codebook_65536": QuantizedTensor.from_codes(np.linspace(-1, 1, 65536).astype(np.float32), big),
-        "single_symbol": QuantizedTensor.from_codes(np.array([0.5, 1.5], np.float32), np.ones(300, np.int64)),
-        "many_lanes": _laplace_quantized(rng, (300, 200), 5, 1.0),
-        "gap_width_16": QuantizedTensor.from_entries((3, 70000), np.array([1.0, 2.0], np.float32),
-                                                     [5, 70000, 209999], [0, 1, 0]),
-    }, None, EncodeOptions(coder="huffman"), {"gap_width_16": EncodeOptions(layout="sparse", gap_bits=16, coder="huffman")})
+    vectors["huffman_edge_cases"] = (
+        {
+            "codebook_65536": QuantizedTensor.from_codes(np.linspace(-1, 1, 65536).astype(np.float32), big),
+            "single_symbol": QuantizedTensor.from_codes(np.array([0.5, 1.5], np.float32), np.ones(300, np.int64)),
+            "many_lanes": _laplace_quantized(rng, (300, 200), 5, 1.0),
+            "gap_width_16": QuantizedTensor.from_entries((3, 70000), np.array([1.0, 2.0], np.float32), [5, 70000, 209999], [0, 1, 0]),
+        },
+        None,
+        EncodeOptions(coder="huffman"),
+        {"gap_width_16": EncodeOptions(layout="sparse", gap_bits=16, coder="huffman")},
+    )
 
     vectors["no_tensors"] = ({}, {"note": "a file with metadata only"}, None, None)
     return vectors
@@ -141,9 +159,18 @@ def main(argv=None) -> int:
         expected = {}
         for key, value in tensors.items():
             array = value.dequantize() if isinstance(value, QuantizedTensor) else np.asarray(value)
-            expected[key] = {"dtype": str(dcformat.format.dtypes.name(dtype_id(array.dtype))), "shape": list(array.shape), "sha256": content_sha256(array)}
-        manifest[name] = {"file": name + ".dcf", "file_sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
-                          "metadata": metadata or {}, "tensors": expected}
+            expected[key] = {
+                "dtype": str(dcformat.format.dtypes.name(dtype_id(array.dtype))),
+                "shape": list(array.shape),
+                "sha256": content_sha256(array),
+            }
+        manifest[name] = {
+            "file": name + ".dcf",
+            "file_sha256": hashlib.sha256(data).hexdigest(),
+            "bytes": len(data),
+            "metadata": metadata or {},
+            "tensors": expected,
+        }
         print(f"wrote  {name}.dcf ({len(data)} bytes)")
     with open(manifest_path, "w") as f:
         json.dump(manifest, f, indent=1, sort_keys=True, ensure_ascii=False)

@@ -29,10 +29,19 @@ HEADER = struct.Struct("<8sHHIIIQII")  # §3
 
 # §5.2: id -> (name, element bytes, struct format or None)
 DTYPES = {
-    1: ("float32", 4, "f"), 2: ("float16", 2, "e"), 3: ("bfloat16", 2, None),
-    4: ("float64", 8, "d"), 5: ("int8", 1, "b"), 6: ("int16", 2, "h"), 7: ("int32", 4, "i"),
-    8: ("int64", 8, "q"), 9: ("uint8", 1, "B"), 10: ("uint16", 2, "H"), 11: ("uint32", 4, "I"),
-    12: ("uint64", 8, "Q"), 13: ("bool", 1, "?"),
+    1: ("float32", 4, "f"),
+    2: ("float16", 2, "e"),
+    3: ("bfloat16", 2, None),
+    4: ("float64", 8, "d"),
+    5: ("int8", 1, "b"),
+    6: ("int16", 2, "h"),
+    7: ("int32", 4, "i"),
+    8: ("int64", 8, "q"),
+    9: ("uint8", 1, "B"),
+    10: ("uint16", 2, "H"),
+    11: ("uint32", 4, "I"),
+    12: ("uint64", 8, "Q"),
+    13: ("bool", 1, "?"),
 }
 FLOAT_DTYPES = {1, 2, 3, 4}
 RAW, ZSTD, QUANT_DENSE, QUANT_SPARSE = 1, 2, 3, 4  # §6
@@ -82,7 +91,7 @@ class Reader:
     def take(self, n: int, what: str) -> bytes:
         if n < 0 or self.pos + n > self.end:
             _fail(self.where, f"{what} at byte {self.pos}: needs {n} bytes, {self.end - self.pos} left")
-        out = self.buf[self.pos:self.pos + n]
+        out = self.buf[self.pos : self.pos + n]
         self.pos += n
         return out
 
@@ -107,6 +116,7 @@ def read_bits(data: bytes, width: int, count: int, where: str) -> list[int]:
 
 
 # ---------------------------------------------------------------- symbol streams (§7)
+
 
 def decode_stream(r: Reader, n: int, alphabet: int, where: str) -> list[int]:
     """Read one stream header + body from ``r`` and return its n symbols, all < alphabet."""
@@ -218,6 +228,7 @@ def decode_huffman(body: bytes, n: int, alphabet: int, where: str) -> list[int]:
 
 # ---------------------------------------------------------------- zstd frames (§6.2, §7.4)
 
+
 def _zstd_frame_length(data: bytes, where: str) -> tuple[int, int | None]:
     """Walk one zstd frame (RFC 8878 §3.1.1) in pure Python: (its length, declared content size)."""
     r = Reader(data, 0, len(data), where)
@@ -270,6 +281,7 @@ def _zstd_decompress(frame: bytes, expected: int, where: str) -> bytes:
 
 
 # ---------------------------------------------------------------- the file (§2-§5)
+
 
 @dataclass
 class Entry:
@@ -345,14 +357,13 @@ class RefFile:
             _fail("header.index_offset", f"index [{index_offset}, +{meta_len}+{dir_len}+4) does not end the file (§3.4)")
         if count * MIN_ENTRY_BYTES > dir_len:
             _fail("header.tensor_count", f"{count} entries cannot fit in {dir_len} bytes (§5.1)")
-        index = data[index_offset:len(data) - 4]
+        index = data[index_offset : len(data) - 4]
         if zlib.crc32(index) != int.from_bytes(data[-4:], "little"):
             _fail("index CRC-32", "CRC mismatch (§3.5)")
         self.version, self.index_offset = (major, minor), index_offset
 
         try:  # §4.1
-            meta = json.loads(index[:meta_len].decode("utf-8"), object_pairs_hook=_no_duplicates,
-                              parse_constant=_reject_constant)
+            meta = json.loads(index[:meta_len].decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             _fail("metadata", f"invalid: {exc} (§4.1)")
         if not isinstance(meta, dict):
@@ -430,7 +441,7 @@ class RefFile:
     def decode(self, name: str) -> Tensor:
         e = self.entries[name]
         where = f"tensor {name!r}"
-        payload = self.data[e.payload_offset:e.payload_offset + e.payload_length]
+        payload = self.data[e.payload_offset : e.payload_offset + e.payload_length]
         if zlib.crc32(payload) != e.payload_crc32:
             _fail(where, "payload CRC mismatch (§5.1)")
         if e.dtype not in DTYPES or e.encoding not in ENCODINGS:
@@ -465,8 +476,7 @@ class RefFile:
             _fail(where, f"quant_sparse needs gap_bits in 1..16 and n <= {e.elements}, got {gap_bits}, {n} (§6.5)")
         cb_item = 4 if cb_dtype == 1 else 2
         codebook = r.take(k * cb_item, "codebook")
-        values = [_codebook_value(codebook[i * cb_item:(i + 1) * cb_item], e.dtype, f"{where}.codebook[{i}]")
-                  for i in range(k)]
+        values = [_codebook_value(codebook[i * cb_item : (i + 1) * cb_item], e.dtype, f"{where}.codebook[{i}]") for i in range(k)]
         codes = decode_stream(r, n, k, f"{where}.codes")
         gaps = decode_stream(r, n, 1 << gap_bits, f"{where}.gaps") if e.encoding == QUANT_SPARSE else None
         if r.pos != len(payload):
@@ -482,7 +492,7 @@ class RefFile:
         item = DTYPES[e.dtype][1]
         out = bytearray(e.elements * item)  # +0.0 is all zero bits in every float dtype
         for p, c in zip(positions, codes):
-            out[p * item:(p + 1) * item] = values[c]
+            out[p * item : (p + 1) * item] = values[c]
         return bytes(out)
 
 
@@ -516,6 +526,7 @@ def decode_file(path: str) -> tuple[RefFile, list[Tensor]]:
 
 
 # ---------------------------------------------------------------- CLI
+
 
 def _vectors_dir() -> str:
     return os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "spec", "vectors")
@@ -562,8 +573,13 @@ def check_vectors(directory: str, out=None) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("files", nargs="*", help=".dcf files to decode")
-    parser.add_argument("--check-vectors", nargs="?", const=_vectors_dir(), metavar="DIR",
-                        help="decode every vector in DIR (default spec/vectors) and compare with vectors.json")
+    parser.add_argument(
+        "--check-vectors",
+        nargs="?",
+        const=_vectors_dir(),
+        metavar="DIR",
+        help="decode every vector in DIR (default spec/vectors) and compare with vectors.json",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     args = parser.parse_args(argv)
     if args.check_vectors is None and not args.files:

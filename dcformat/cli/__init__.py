@@ -20,8 +20,9 @@ SUBCOMMANDS = (inspect, verify, convert, compress, demo, reproduce)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dcformat", description="Deep-Compressed neural-network weight files: inspect, verify, "
-                                     "convert, compress, reproduce the paper.")
+    parser = argparse.ArgumentParser(
+        prog="dcformat", description="Deep-Compressed neural-network weight files: inspect, verify, convert, compress, reproduce the paper."
+    )
     parser.add_argument("--version", action="version", version=f"dcformat {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True

@@ -24,7 +24,7 @@ def parse_size(text: str) -> int:
     cleaned = text.strip().upper().replace(" ", "")
     number = cleaned.rstrip("KMGTIB")
     try:
-        value = float(number) * _UNITS[cleaned[len(number):]]
+        value = float(number) * _UNITS[cleaned[len(number) :]]
     except (KeyError, ValueError):
         raise argparse.ArgumentTypeError(f"expected a size such as 2GB, 500MB or 1GiB, got {text!r}") from None
     if not 1 <= value < 2**63:
@@ -65,41 +65,86 @@ def register(subparsers) -> None:
     """Add the ``compress`` subcommand to an argparse ``add_subparsers()`` object; its ``func`` is :func:`run`."""
 
     p = subparsers.add_parser(
-        "compress", help="compress a trained model (.safetensors or .dcf) into a .dcf without retraining",
+        "compress",
+        help="compress a trained model (.safetensors or .dcf) into a .dcf without retraining",
         description="Quantize every float matrix of IN with its own k-means codebook, sized per tensor by a sensitivity-weighted "
-                    "allocation so the whole file fits --target-bits-per-weight; biases, LayerNorm, small and non-float tensors "
-                    "stay exact. Prints bytes per tensor and in total, measured on the written file.",
+        "allocation so the whole file fits --target-bits-per-weight; biases, LayerNorm, small and non-float tensors "
+        "stay exact. Prints bytes per tensor and in total, measured on the written file.",
         epilog="Examples: dcformat compress model.safetensors model.dcf; "
-               "dcformat compress model.safetensors.index.json out/ --max-shard-size 2GB; "
-               "dcformat compress model.safetensors model.dcf --target-bits-per-weight 6 --keep-dense 'embeddings'; "
-               "dcformat compress model.safetensors model.dcf --bits 8 --bits 'attention=6'.")
-    p.add_argument("input", metavar="IN", help="a .safetensors or .dcf file, or a shard index of either "
-                                               "(model.safetensors.index.json, model.dcf.index.json)")
-    p.add_argument("output", metavar="OUT", help="the .dcf to write (replaced atomically), or with --max-shard-size the folder "
-                                                 "that receives the shards and model.dcf.index.json")
-    p.add_argument("--max-shard-size", type=parse_size, metavar="SIZE", default=None,
-                   help="write dcformat shards of about SIZE bytes each (e.g. 2GB, 500MB) into the folder OUT, with an index")
-    p.add_argument("--target-bits-per-weight", type=float, metavar="BITS", default=None,
-                   help=f"size of the whole file in bits per element (default {DEFAULT_TARGET_BITS_PER_WEIGHT}, "
-                        f"{32 / DEFAULT_TARGET_BITS_PER_WEIGHT:.1f}x smaller than fp32); more is closer to the original")
-    p.add_argument("--bits", action="append", type=_rule(int, "BITS"), metavar="[REGEX=]BITS",
-                   help="fixed k-means codebooks of at most 2**BITS entries, for every tensor or those whose name matches REGEX "
-                        "(repeatable; first match wins); tensors without one are sized by the target")
+        "dcformat compress model.safetensors.index.json out/ --max-shard-size 2GB; "
+        "dcformat compress model.safetensors model.dcf --target-bits-per-weight 6 --keep-dense 'embeddings'; "
+        "dcformat compress model.safetensors model.dcf --bits 8 --bits 'attention=6'.",
+    )
+    p.add_argument(
+        "input", metavar="IN", help="a .safetensors or .dcf file, or a shard index of either (model.safetensors.index.json, model.dcf.index.json)"
+    )
+    p.add_argument(
+        "output",
+        metavar="OUT",
+        help="the .dcf to write (replaced atomically), or with --max-shard-size the folder that receives the shards and model.dcf.index.json",
+    )
+    p.add_argument(
+        "--max-shard-size",
+        type=parse_size,
+        metavar="SIZE",
+        default=None,
+        help="write dcformat shards of about SIZE bytes each (e.g. 2GB, 500MB) into the folder OUT, with an index",
+    )
+    p.add_argument(
+        "--target-bits-per-weight",
+        type=float,
+        metavar="BITS",
+        default=None,
+        help=f"size of the whole file in bits per element (default {DEFAULT_TARGET_BITS_PER_WEIGHT}, "
+        f"{32 / DEFAULT_TARGET_BITS_PER_WEIGHT:.1f}x smaller than fp32); more is closer to the original",
+    )
+    p.add_argument(
+        "--bits",
+        action="append",
+        type=_rule(int, "BITS"),
+        metavar="[REGEX=]BITS",
+        help="fixed k-means codebooks of at most 2**BITS entries, for every tensor or those whose name matches REGEX "
+        "(repeatable; first match wins); tensors without one are sized by the target",
+    )
     p.add_argument("--keep-dense", action="append", metavar="REGEX", help="store tensors whose name matches REGEX exactly (repeatable)")
-    p.add_argument("--prune", action="append", type=_rule(float, "FRACTION"), metavar="[REGEX=]FRACTION",
-                   help="set this fraction of each quantized tensor's smallest weights to zero first (repeatable); "
-                        "without retraining this costs accuracy quickly")
-    p.add_argument("--importance", action="append", type=_rule(float, "WEIGHT"), metavar="REGEX=WEIGHT",
-                   help="weight of a kind of tensor in the allocation (repeatable, first match wins, others weigh 1); "
-                        "replaces the default, which gives attention query/key projections 0.1")
+    p.add_argument(
+        "--prune",
+        action="append",
+        type=_rule(float, "FRACTION"),
+        metavar="[REGEX=]FRACTION",
+        help="set this fraction of each quantized tensor's smallest weights to zero first (repeatable); "
+        "without retraining this costs accuracy quickly",
+    )
+    p.add_argument(
+        "--importance",
+        action="append",
+        type=_rule(float, "WEIGHT"),
+        metavar="REGEX=WEIGHT",
+        help="weight of a kind of tensor in the allocation (repeatable, first match wins, others weigh 1); "
+        "replaces the default, which gives attention query/key projections 0.1",
+    )
     p.add_argument("--equal-importance", action="store_true", help="weigh every tensor's relative error the same")
-    p.add_argument("--min-elements", type=int, default=DEFAULT_MIN_ELEMENTS, metavar="N",
-                   help=f"float tensors with fewer elements stay exact (default {DEFAULT_MIN_ELEMENTS})")
+    p.add_argument(
+        "--min-elements",
+        type=int,
+        default=DEFAULT_MIN_ELEMENTS,
+        metavar="N",
+        help=f"float tensors with fewer elements stay exact (default {DEFAULT_MIN_ELEMENTS})",
+    )
     p.add_argument("--init", choices=["linear", "density", "forgy"], default="linear", help="k-means initialisation with --bits (default linear)")
-    p.add_argument("--dense", choices=["raw", "zstd", "auto"], default="auto",
-                   help="storage of exact tensors (default auto: zstd where smaller; raw keeps them memory-mappable)")
-    p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="tensors worked on at once (default: $DCFORMAT_THREADS, else every core); the output is the same for any N")
+    p.add_argument(
+        "--dense",
+        choices=["raw", "zstd", "auto"],
+        default="auto",
+        help="storage of exact tensors (default auto: zstd where smaller; raw keeps them memory-mappable)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="tensors worked on at once (default: $DCFORMAT_THREADS, else every core); the output is the same for any N",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -115,9 +160,15 @@ def settings_from_args(args) -> dict:
         if any(pattern is None for pattern, _ in args.importance):
             raise argparse.ArgumentTypeError("--importance takes REGEX=WEIGHT")
         importance = {pattern: weight for pattern, weight in args.importance}
-    return dict(target_bits_per_weight=args.target_bits_per_weight, bits=_collect(args.bits, option="--bits"),
-                keep_dense=args.keep_dense, prune=_collect(args.prune, option="--prune") or 0.0, importance=importance,
-                min_elements=args.min_elements, init=args.init)
+    return dict(
+        target_bits_per_weight=args.target_bits_per_weight,
+        bits=_collect(args.bits, option="--bits"),
+        keep_dense=args.keep_dense,
+        prune=_collect(args.prune, option="--prune") or 0.0,
+        importance=importance,
+        min_elements=args.min_elements,
+        init=args.init,
+    )
 
 
 def run(args) -> int:
@@ -134,9 +185,15 @@ def run(args) -> int:
     if args.threads is not None and args.threads < 1:
         print(f"dcformat compress: --threads must be at least 1, got {args.threads}", file=sys.stderr)
         return EXIT_USAGE
-    report = compress_file(args.input, args.output, options=EncodeOptions(dense=args.dense), max_shard_bytes=args.max_shard_size,
-                           threads=args.threads,
-                           progress=not (args.json or args.no_progress), **settings)
+    report = compress_file(
+        args.input,
+        args.output,
+        options=EncodeOptions(dense=args.dense),
+        max_shard_bytes=args.max_shard_size,
+        threads=args.threads,
+        progress=not (args.json or args.no_progress),
+        **settings,
+    )
     if args.json:
         json.dump(report, sys.stdout, indent=2, ensure_ascii=True)
         print()
@@ -152,22 +209,35 @@ def print_report(report: dict, out, *, printable=str) -> None:
     for t in report["tensors"]:
         stored = t.get("stored_bytes", t["estimated_bytes"])
         how = t.get("encoding", t["action"]) if t["action"] == "quantized" else f"{t.get('encoding', 'raw')} ({t['reason']})"
-        rows.append((printable(t["name"]), "x".join(map(str, t["shape"])) or "scalar", how,
-                     "-" if t["codebook_size"] is None else str(t["codebook_size"]),
-                     f"{8 * stored / t['elements']:.2f}" if t["elements"] else "-",
-                     f"{t['relative_error']:.1e}" if t["action"] == "quantized" or t["pruned"] else "0",
-                     "-" if t["importance"] is None else f"{t['importance']:g}",
-                     f"{stored:,}", f"{4 * t['elements'] / stored:.1f}" if stored else "-"))
+        rows.append(
+            (
+                printable(t["name"]),
+                "x".join(map(str, t["shape"])) or "scalar",
+                how,
+                "-" if t["codebook_size"] is None else str(t["codebook_size"]),
+                f"{8 * stored / t['elements']:.2f}" if t["elements"] else "-",
+                f"{t['relative_error']:.1e}" if t["action"] == "quantized" or t["pruned"] else "0",
+                "-" if t["importance"] is None else f"{t['importance']:g}",
+                f"{stored:,}",
+                f"{4 * t['elements'] / stored:.1f}" if stored else "-",
+            )
+        )
     print_table(rows, left=3, out=out)
     tot = report["totals"]
     size = tot.get("file_bytes", tot["estimated_bytes"])
     if report.get("shards"):
         print(f"{len(report['shards'])} shards and their index: {size:,} bytes in all", file=out)
-    print(f"total: {tot['tensors']} tensors ({tot['quantized']} quantized), {tot['elements']:,} elements; "
-          f"{printable(report.get('output', ''))} holds {size:,} bytes, {tot['bits_per_weight']:.2f} bits per weight: "
-          f"{tot['ratio_vs_source']:.2f}x smaller than the input's {tot['source_bytes']:,} tensor bytes "
-          f"({tot['fp32_bytes'] / size:.2f}x vs fp32)", file=out)
+    print(
+        f"total: {tot['tensors']} tensors ({tot['quantized']} quantized), {tot['elements']:,} elements; "
+        f"{printable(report.get('output', ''))} holds {size:,} bytes, {tot['bits_per_weight']:.2f} bits per weight: "
+        f"{tot['ratio_vs_source']:.2f}x smaller than the input's {tot['source_bytes']:,} tensor bytes "
+        f"({tot['fp32_bytes'] / size:.2f}x vs fp32)",
+        file=out,
+    )
     if "seconds" in report:
         t = report["seconds"]
-        print(f"time: {t['plan'] + t['quantize_and_write']:.1f} s on {t['threads']} thread(s) "
-              f"(planning {t['plan']:.1f} s, quantizing and writing {t['quantize_and_write']:.1f} s)", file=out)
+        print(
+            f"time: {t['plan'] + t['quantize_and_write']:.1f} s on {t['threads']} thread(s) "
+            f"(planning {t['plan']:.1f} s, quantizing and writing {t['quantize_and_write']:.1f} s)",
+            file=out,
+        )

@@ -19,12 +19,14 @@ from .common import EXIT_OK, printable
 def register(subparsers) -> None:
     """Add the ``convert`` subcommand to an argparse ``add_subparsers()`` object; its ``func`` is :func:`run`."""
     p = subparsers.add_parser(
-        "convert", help="convert weights between .dcf and .safetensors, .pt, .npz, .onnx or the authors' .net",
+        "convert",
+        help="convert weights between .dcf and .safetensors, .pt, .npz, .onnx or the authors' .net",
         description="Convert IN to OUT, formats told by their extensions: .dcf, .safetensors, .pt/.pth/.bin (PyTorch, "
-                    "loaded weights-only), .npz, .onnx (the initializers; writing needs --graph), .net (the authors' "
-                    "Deep Compression layout; needs --prototxt). Values are kept exactly unless --bits quantizes them "
-                    "into a .dcf; quantized tensors are dequantized into formats other than .dcf and .net, and the "
-                    "report names them.")
+        "loaded weights-only), .npz, .onnx (the initializers; writing needs --graph), .net (the authors' "
+        "Deep Compression layout; needs --prototxt). Values are kept exactly unless --bits quantizes them "
+        "into a .dcf; quantized tensors are dequantized into formats other than .dcf and .net, and the "
+        "report names them.",
+    )
     p.add_argument("input", metavar="IN", help="the file to read")
     p.add_argument("output", metavar="OUT", help="the file to write (replaced atomically)")
     p.add_argument("--graph", metavar="ORIGINAL.onnx", help="the ONNX model whose initializers OUT.onnx takes from IN")
@@ -46,17 +48,26 @@ def run(args) -> int:
     """Convert, then print what was done; library errors propagate to ``main`` (one line, exit 1)."""
     options = EncodeOptions(layout=args.layout, gap_bits=args.gap_bits, coder=args.coder, dense=args.dense)
     report = convert(
-        args.input, args.output, graph=args.graph, prototxt=args.prototxt, bits=args.bits,
-        min_elements=DEFAULT_MIN_ELEMENTS if args.min_elements is None else args.min_elements, init=args.init,
-        options=options, strip_graph=args.strip_graph, progress=not (args.json or args.no_progress),
+        args.input,
+        args.output,
+        graph=args.graph,
+        prototxt=args.prototxt,
+        bits=args.bits,
+        min_elements=DEFAULT_MIN_ELEMENTS if args.min_elements is None else args.min_elements,
+        init=args.init,
+        options=options,
+        strip_graph=args.strip_graph,
+        progress=not (args.json or args.no_progress),
     )
     if args.json:
         json.dump(report.as_dict(), sys.stdout, indent=2, ensure_ascii=True)
         print()
         return EXIT_OK
     ratio = f", {report.bytes_in / report.bytes_out:.2f}x smaller" if report.bytes_out and report.bytes_out < report.bytes_in else ""
-    print(f"{printable(report.source)} ({report.source_format}, {report.bytes_in:,} bytes) -> "
-          f"{printable(report.destination)} ({report.destination_format}, {report.bytes_out:,} bytes{ratio}): {report.tensors} tensors")
+    print(
+        f"{printable(report.source)} ({report.source_format}, {report.bytes_in:,} bytes) -> "
+        f"{printable(report.destination)} ({report.destination_format}, {report.bytes_out:,} bytes{ratio}): {report.tensors} tensors"
+    )
     if report.quantized:
         print(f"quantized ({len(report.quantized)}): " + ", ".join(printable(n) for n in report.quantized))
     if report.dequantized:

@@ -14,9 +14,12 @@ from .common import EXIT_OK, print_table, printable
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("inspect", help="list the tensors of a file with their encodings and sizes",
-                              description="Per tensor: name, shape, dtype, encoding, density, coded bits per stored code and gap, stored bytes, "
-                                          "and the ratio against fp32; then totals. Names are printed with control characters escaped.")
+    p = subparsers.add_parser(
+        "inspect",
+        help="list the tensors of a file with their encodings and sizes",
+        description="Per tensor: name, shape, dtype, encoding, density, coded bits per stored code and gap, stored bytes, "
+        "and the ratio against fp32; then totals. Names are printed with control characters escaped.",
+    )
     p.add_argument("file", help="a .dcf file, or a sharded model's model.dcf.index.json")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--plot", metavar="OUT.png", help="also draw histograms and sizes per layer (needs matplotlib)")
@@ -62,14 +65,28 @@ def print_inspect(report: dict, out) -> None:
     rows = [("name", "shape", "dtype", "encoding", "density", "code bits", "gap bits", "stored bytes", "x fp32")]
     for t in report["tensors"]:
         gap = "-" if t["gap_bits"] is None else f"{t['gap_bits']:.2f} (b={t['gap_width']})"
-        rows.append((printable(t["name"]), "x".join(map(str, t["shape"])) or "scalar", t["dtype"], t["encoding"], f"{100 * t['density']:.2f}%",
-                     _fmt_bits(t["code_bits"]), gap, f"{t['stored_bytes']:,}", f"{t['ratio_vs_fp32']:.1f}" if t["stored_bytes"] else "-"))
+        rows.append(
+            (
+                printable(t["name"]),
+                "x".join(map(str, t["shape"])) or "scalar",
+                t["dtype"],
+                t["encoding"],
+                f"{100 * t['density']:.2f}%",
+                _fmt_bits(t["code_bits"]),
+                gap,
+                f"{t['stored_bytes']:,}",
+                f"{t['ratio_vs_fp32']:.1f}" if t["stored_bytes"] else "-",
+            )
+        )
     print(f"{printable(report['file'])}: dcformat {report['format_version']}, {report['file_bytes']:,} bytes", file=out)
     print_table(rows, left=4, out=out)
     tot = report["totals"]
     ratio = f"{tot['ratio_vs_fp32']:.1f}x smaller than fp32" if tot["ratio_vs_fp32"] else "empty"
-    print(f"total: {tot['tensors']} tensors, {tot['elements']:,} elements, {100 * tot['density']:.2f}% nonzero, "
-          f"file {tot['file_bytes']:,} bytes vs fp32 {tot['fp32_bytes']:,} bytes: {ratio}", file=out)
+    print(
+        f"total: {tot['tensors']} tensors, {tot['elements']:,} elements, {100 * tot['density']:.2f}% nonzero, "
+        f"file {tot['file_bytes']:,} bytes vs fp32 {tot['fp32_bytes']:,} bytes: {ratio}",
+        file=out,
+    )
     user = {k: v for k, v in report["metadata"].items()}
     if user:
         print("metadata: " + printable(json.dumps(user, sort_keys=True, ensure_ascii=False)), file=out)

@@ -50,7 +50,7 @@ def _matplotlib():
 def _short(name: str, width: int = 34) -> str:
     """A name from a file, escaped and shortened from the left (the end says the most)."""
     text = printable(name)
-    return text if len(text) <= width else "…" + text[-(width - 1):]
+    return text if len(text) <= width else "…" + text[-(width - 1) :]
 
 
 def _bytes(value: float) -> str:
@@ -64,8 +64,13 @@ def _bytes(value: float) -> str:
 def _layer_stats(reader: DCFile, name: str) -> dict:
     entry = reader.entry(name)
     numel = int(np.prod(entry.shape, dtype=object))
-    return dict(name=name, encoding=entry.encoding.name.lower() if isinstance(entry.encoding, Encoding) else str(entry.encoding),
-                stored=int(entry.length), fp32=4 * numel, numel=numel)
+    return dict(
+        name=name,
+        encoding=entry.encoding.name.lower() if isinstance(entry.encoding, Encoding) else str(entry.encoding),
+        stored=int(entry.length),
+        fp32=4 * numel,
+        numel=numel,
+    )
 
 
 def plot_file(dcf_path, out_png, *, max_histograms: int = DEFAULT_MAX_HISTOGRAMS, max_bars: int = DEFAULT_MAX_BARS, dpi: int = 110) -> str:
@@ -115,8 +120,9 @@ def plot_file(dcf_path, out_png, *, max_histograms: int = DEFAULT_MAX_HISTOGRAMS
     title = "bytes per tensor"
     if rest:  # summed in the title, not as a bar that would dwarf the others
         rest_stored, rest_fp32 = sum(s["stored"] for s in rest), sum(s["fp32"] for s in rest)
-        title = (f"bytes per tensor: the largest {len(bars)}; the other {len(rest)} hold {_bytes(rest_stored)}"
-                 + (f" ({rest_fp32 / rest_stored:.1f}x)" if rest_stored else ""))
+        title = f"bytes per tensor: the largest {len(bars)}; the other {len(rest)} hold {_bytes(rest_stored)}" + (
+            f" ({rest_fp32 / rest_stored:.1f}x)" if rest_stored else ""
+        )
     ax.set_title(title, fontsize=10)
     ax.margins(x=0.18)
     for y, stats in zip(positions, bars):
@@ -178,8 +184,7 @@ def _histogram(ax, stats: dict, LogLocator, NullLocator) -> None:  # noqa: N803 
         ax.yaxis.set_minor_locator(NullLocator())  # few ticks: readable, and fast to lay out
         ax.set_xlim(low, high)
         inside = (centres >= low) & (centres <= high)
-        ax.vlines(centres[inside], 0.0, 0.05, transform=ax.get_xaxis_transform(), color="#d62728",
-                  linewidth=0.9 if inside.sum() <= 64 else 0.4)
+        ax.vlines(centres[inside], 0.0, 0.05, transform=ax.get_xaxis_transform(), color="#d62728", linewidth=0.9 if inside.sum() <= 64 else 0.4)
         outside = int(weights[~inside].sum())
     ax.set_title(_short(stats["name"]), fontsize=8)
     detail = f"K={codebook.size}, {8 * stats['stored'] / stats['numel']:.2f} bits/weight" if stats["numel"] else f"K={codebook.size}"

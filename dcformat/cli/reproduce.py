@@ -14,14 +14,15 @@ NETWORKS = ("lenet-300-100", "lenet-5")
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "reproduce", help="reproduce the paper's LeNet results on MNIST (needs PyTorch)",
+        "reproduce",
+        help="reproduce the paper's LeNet results on MNIST (needs PyTorch)",
         description="Train, prune, quantize, fine-tune and write a LeNet, reload the written file, evaluate it, and print the "
-                    "paper's table beside the measured one. Sizes are measured from the file. Exit status: 0 when every "
-                    f"target is met, {EXIT_TARGETS_MISSED} when one is missed (the file and the result are written either way), "
-                    f"{EXIT_USAGE} when MNIST or PyTorch is missing.")
+        "paper's table beside the measured one. Sizes are measured from the file. Exit status: 0 when every "
+        f"target is met, {EXIT_TARGETS_MISSED} when one is missed (the file and the result are written either way), "
+        f"{EXIT_USAGE} when MNIST or PyTorch is missing.",
+    )
     p.add_argument("network", choices=NETWORKS)
-    p.add_argument("--data", default=None,
-                   help="folder with the four MNIST IDX files, gzipped or not (default: $DCFORMAT_MNIST)")
+    p.add_argument("--data", default=None, help="folder with the four MNIST IDX files, gzipped or not (default: $DCFORMAT_MNIST)")
     p.add_argument("--out", default="out", help="folder for the written .dcf and the JSON result (default: ./out)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -38,8 +39,7 @@ def run(args) -> int:
         print(f"dcformat reproduce needs PyTorch: pip install 'dcformat[torch]' ({exc})", file=sys.stderr)
         return EXIT_USAGE
     try:
-        result = reproduce.run(args.network, data_dir=args.data, out_dir=args.out, seed=args.seed, threads=args.threads,
-                               progress=args.progress)
+        result = reproduce.run(args.network, data_dir=args.data, out_dir=args.out, seed=args.seed, threads=args.threads, progress=args.progress)
     except MNISTNotFoundError as error:
         print(f"dcformat reproduce: {error}", file=sys.stderr)
         return EXIT_USAGE

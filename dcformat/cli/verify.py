@@ -10,8 +10,11 @@ from .common import EXIT_OK, printable
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("verify", help="decode every tensor and check every checksum and size",
-                              description="Exit status 0 when the file is valid, 1 with a message naming the bad field when it is not.")
+    p = subparsers.add_parser(
+        "verify",
+        help="decode every tensor and check every checksum and size",
+        description="Exit status 0 when the file is valid, 1 with a message naming the bad field when it is not.",
+    )
     p.add_argument("file", help="a .dcf file, or a sharded model's model.dcf.index.json")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)

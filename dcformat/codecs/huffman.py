@@ -374,12 +374,7 @@ def encoded_size(histogram: np.ndarray, *, count: int | None = None) -> int:
     payload_bits = int((hist * lengths.astype(np.int64)).sum())
     lanes = default_lane_count(n)
     width = _estimated_delta_width(hist, lengths, n, lanes)
-    return (
-        _FIXED_BYTES
-        + bitpack.packed_size(table_symbols, HUFFMAN_LENGTH_BITS)
-        + bitpack.packed_size(lanes, width)
-        + (payload_bits + 7) // 8
-    )
+    return _FIXED_BYTES + bitpack.packed_size(table_symbols, HUFFMAN_LENGTH_BITS) + bitpack.packed_size(lanes, width) + (payload_bits + 7) // 8
 
 
 def _estimated_delta_width(hist, lengths, n: int, lanes: int) -> int:
@@ -527,9 +522,7 @@ def prepare(body, count: int, alphabet_size: int, *, field: str = "stream", offs
     if table_symbols > alphabet_size:
         raise rd.error("table_symbols", f"{table_symbols} exceeds the alphabet size {alphabet_size}", 0)
     if n > 8 * buf.size:
-        raise rd.error(
-            "count", f"{n} symbols need at least {n} payload bits, the body holds {buf.size} bytes", 0, kind=LimitError
-        )
+        raise rd.error("count", f"{n} symbols need at least {n} payload bits, the body holds {buf.size} bytes", 0, kind=LimitError)
 
     # 2. code lengths
     start = rd.pos
@@ -600,20 +593,20 @@ def prepare(body, count: int, alphabet_size: int, *, field: str = "stream", offs
     lane_start = np.cumsum(lane_bits) - lane_bits
 
     if symbols_sorted.size == 1:
-        return LanePlan(n, np.dtype(dtype), lanes, lane_start, lane_bits, per_lane, payload, payload_bits, None, None,
-                        1, int(symbols_sorted[0]), rd, payload_at)
+        return LanePlan(
+            n, np.dtype(dtype), lanes, lane_start, lane_bits, per_lane, payload, payload_bits, None, None, 1, int(symbols_sorted[0]), rd, payload_at
+        )
     sym_table, len_table = _decode_tables(symbols_sorted, lens_sorted, dtype)
-    return LanePlan(n, np.dtype(dtype), lanes, lane_start, lane_bits, per_lane, payload, payload_bits, sym_table, len_table,
-                    max_len, None, rd, payload_at)
+    return LanePlan(
+        n, np.dtype(dtype), lanes, lane_start, lane_bits, per_lane, payload, payload_bits, sym_table, len_table, max_len, None, rd, payload_at
+    )
 
 
 def _check_lengths(lengths: np.ndarray, rd: _Reader, start: int):
     """Present symbols in canonical order and their lengths; errors for invalid tables."""
     if int(lengths.max()) > MAX_HUFFMAN_CODE_LENGTH:
         j = int(np.argmax(lengths > MAX_HUFFMAN_CODE_LENGTH))
-        raise rd.error(
-            "code_lengths", f"symbol {j} has length {int(lengths[j])} (at most {MAX_HUFFMAN_CODE_LENGTH})", start + 5 * j // 8
-        )
+        raise rd.error("code_lengths", f"symbol {j} has length {int(lengths[j])} (at most {MAX_HUFFMAN_CODE_LENGTH})", start + 5 * j // 8)
     present = np.flatnonzero(lengths)
     if present.size == 0:
         raise rd.error("code_lengths", "no symbol has a code", start)

@@ -93,7 +93,11 @@ def read_header(buf, pos: int, end: int, *, field: str, base: int) -> tuple[Code
         raise UnsupportedError(field + ".coder", f"unknown coder id {header.coder}", offset=base + pos) from None
     start = pos + STREAM_HEADER_SIZE
     if header.body_length > end - start:
-        raise FormatError(field + ".body_length", f"stream body of {header.body_length} bytes runs past the payload ({end - start} bytes left)", offset=base + pos + 1)
+        raise FormatError(
+            field + ".body_length",
+            f"stream body of {header.body_length} bytes runs past the payload ({end - start} bytes left)",
+            offset=base + pos + 1,
+        )
     return coder, start, start + header.body_length
 
 

@@ -30,8 +30,17 @@ def _writer(out_path: str, metadata: dict, options: EncodeOptions, max_shard_byt
     return ShardedWriter(out_path, max_shard_bytes=max_shard_bytes, metadata=metadata, options=options)
 
 
-def compress_file(in_path, out_path, *, metadata: Mapping | None = None, options=None, progress: bool = False,
-                  max_shard_bytes: int | None = None, threads: int | None = None, **settings) -> dict:
+def compress_file(
+    in_path,
+    out_path,
+    *,
+    metadata: Mapping | None = None,
+    options=None,
+    progress: bool = False,
+    max_shard_bytes: int | None = None,
+    threads: int | None = None,
+    **settings,
+) -> dict:
     """Compress a model file into a ``.dcf`` (replaced atomically), or into dcformat shards.
 
     ``in_path`` is a ``.safetensors`` or ``.dcf`` file or a shard index of either
@@ -51,8 +60,9 @@ def compress_file(in_path, out_path, *, metadata: Mapping | None = None, options
     """
     in_path, out_path = os.fspath(in_path), os.fspath(out_path)
     threads = resolve_threads(threads)
-    if max_shard_bytes is not None and (isinstance(max_shard_bytes, bool) or not isinstance(max_shard_bytes, (int, np.integer))
-                                        or max_shard_bytes < 1):
+    if max_shard_bytes is not None and (
+        isinstance(max_shard_bytes, bool) or not isinstance(max_shard_bytes, (int, np.integer)) or max_shard_bytes < 1
+    ):
         raise EncodeError(f"must be a positive number of bytes, got {max_shard_bytes!r}", field="max_shard_bytes")
     with open_source(in_path) as source:
         user = dict(source.metadata)
@@ -97,9 +107,13 @@ def compress_file(in_path, out_path, *, metadata: Mapping | None = None, options
     file_bytes = sum(os.path.getsize(p) for p in written)
     totals = report["totals"]
     elements = totals["elements"]
-    totals.update(file_bytes=file_bytes, stored_bytes=sum(r["stored_bytes"] for r in report["tensors"]),
-                  bits_per_weight=8 * file_bytes / elements if elements else None,
-                  ratio_vs_source=totals["source_bytes"] / file_bytes, ratio_vs_fp32=totals["fp32_bytes"] / file_bytes)
+    totals.update(
+        file_bytes=file_bytes,
+        stored_bytes=sum(r["stored_bytes"] for r in report["tensors"]),
+        bits_per_weight=8 * file_bytes / elements if elements else None,
+        ratio_vs_source=totals["source_bytes"] / file_bytes,
+        ratio_vs_fp32=totals["fp32_bytes"] / file_bytes,
+    )
     report["input"] = in_path
     report["output"] = written[0]
     return report

@@ -35,6 +35,7 @@ _JUMP_BITS = 10
 #: A Huffman body's fixed fields (spec 7.3.1): table_symbols, lane_count, lane_base_bits, lane_delta_width, payload_bits.
 _HUFFMAN_FIXED_BYTES = 4 + 4 + 8 + 1 + 8
 
+
 class Ladder:
     """The candidate quantizers of one tensor: steps, squared errors, estimated payload bytes."""
 
@@ -117,7 +118,9 @@ def _stream_bytes(hist: np.ndarray, alphabet: int) -> int:
     lengths = huffman.code_lengths(hist, MAX_HUFFMAN_CODE_LENGTH)
     payload_bits = float((hist * lengths.astype(np.int64)).sum()) * (1.0 + huffman.LENGTH_TOLERANCE / 2)
     lanes = huffman.default_lane_count(count)
-    coded = _HUFFMAN_FIXED_BYTES + bitpack.packed_size(alphabet, HUFFMAN_LENGTH_BITS) + math.ceil(lanes * _JUMP_BITS / 8) + math.ceil(payload_bits / 8)
+    coded = (
+        _HUFFMAN_FIXED_BYTES + bitpack.packed_size(alphabet, HUFFMAN_LENGTH_BITS) + math.ceil(lanes * _JUMP_BITS / 8) + math.ceil(payload_bits / 8)
+    )
     return STREAM_HEADER_SIZE + min(packed, coded)
 
 

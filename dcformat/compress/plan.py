@@ -67,11 +67,11 @@ class _Plan:
     __slots__ = ("prune", "pruned_error", "energy", "bits", "step")
 
     def __init__(self, prune: float, pruned_error: float, energy: float, bits: int | None):
-        self.prune = prune                # fraction of the smallest weights zeroed first
+        self.prune = prune  # fraction of the smallest weights zeroed first
         self.pruned_error = pruned_error  # squared error that pruning adds
-        self.energy = energy              # |W|^2 of the original tensor
-        self.bits = bits                  # fixed k-means bits, or None: a step of the ladder
-        self.step = None                  # the allocated step (None with bits=None: stored exactly)
+        self.energy = energy  # |W|^2 of the original tensor
+        self.bits = bits  # fixed k-means bits, or None: a step of the ladder
+        self.step = None  # the allocated step (None with bits=None: stored exactly)
 
 
 class CompressionPlan:
@@ -83,8 +83,17 @@ class CompressionPlan:
     holding one tensor at a time, whatever its size. ``names`` is the writing order.
     """
 
-    def __init__(self, names: list[str], rows: dict[str, dict], plans: dict[str, _Plan], settings: dict, overhead: int,
-                 target: float | None, init: str, seed: int):
+    def __init__(
+        self,
+        names: list[str],
+        rows: dict[str, dict],
+        plans: dict[str, _Plan],
+        settings: dict,
+        overhead: int,
+        target: float | None,
+        init: str,
+        seed: int,
+    ):
         self.names = names
         self.settings = settings
         self._rows = rows
@@ -113,8 +122,9 @@ class CompressionPlan:
         energy = plan.energy
         if plan.bits is not None:
             q = quantize(work, bits=plan.bits, init=self._init, seed=self._seed)
-            row.update(action="quantized", reason=f"bits={plan.bits}", estimated_bytes=estimated_payload(q),
-                       relative_error=relative_error(array, q, energy))
+            row.update(
+                action="quantized", reason=f"bits={plan.bits}", estimated_bytes=estimated_payload(q), relative_error=relative_error(array, q, energy)
+            )
         elif plan.step is None:  # exact storage was the best use of the budget
             row.update(reason="allocated raw", relative_error=plan.pruned_error / energy if energy else 0.0)
             return work
@@ -132,8 +142,7 @@ class CompressionPlan:
     def report(self) -> dict:
         """The JSON-ready report: ``settings``, ``tensors`` and ``totals`` (byte counts are estimates)."""
         rows = self.rows()
-        return {"settings": self.settings, "tensors": rows,
-                "totals": _totals(rows, fixed_bytes=self._overhead, target=self._target)}
+        return {"settings": self.settings, "tensors": rows, "totals": _totals(rows, fixed_bytes=self._overhead, target=self._target)}
 
 
 def plan_compression(
@@ -168,8 +177,11 @@ def plan_compression(
         if target_bits_per_weight is not None:
             raise EncodeError("give either one bit width for every tensor or a target size, not both", field="bits")
     if target_bits_per_weight is not None:
-        if isinstance(target_bits_per_weight, bool) or not isinstance(target_bits_per_weight, (int, float, np.floating, np.integer)) \
-                or not 0.5 <= float(target_bits_per_weight) <= 64:
+        if (
+            isinstance(target_bits_per_weight, bool)
+            or not isinstance(target_bits_per_weight, (int, float, np.floating, np.integer))
+            or not 0.5 <= float(target_bits_per_weight) <= 64
+        ):
             raise EncodeError(f"must be a number of bits in [0.5, 64], got {target_bits_per_weight!r}", field="target_bits_per_weight")
         target_bits_per_weight = float(target_bits_per_weight)
     keep = patterns(keep_dense, option="keep_dense")
@@ -182,6 +194,7 @@ def plan_compression(
         def weigh(name: str) -> float:
             found = first_match(weight_rules, name)
             return 1.0 if found is None else found
+
     if isinstance(min_elements, bool) or not isinstance(min_elements, (int, np.integer)) or min_elements < 0:
         raise EncodeError(f"must be an integer >= 0, got {min_elements!r}", field="min_elements")
     if init not in INITS:
@@ -194,14 +207,26 @@ def plan_compression(
     rows: dict[str, dict] = {}
     plans: dict[str, _Plan] = {}
     ladders: dict[str, Ladder] = {}
+
     def analyse(number: int, name: str) -> None:
         """Row, plan and ladder of one tensor; a function so that the tensor dies on return."""
         array = as_array(tensors[name])
         reason = _classify(name, array, keep, int(min_elements))
         rows[name] = row = dict(
-            name=name, shape=list(array.shape), dtype=dtypes.name(dtypes.dtype_id(array.dtype, field=repr(name))), elements=int(array.size),
-            source_bytes=int(array.nbytes), action="raw", reason=reason, importance=None, pruned=0.0, codebook_size=None,
-            code_bits=None, relative_error=0.0, estimated_bytes=int(array.nbytes))
+            name=name,
+            shape=list(array.shape),
+            dtype=dtypes.name(dtypes.dtype_id(array.dtype, field=repr(name))),
+            elements=int(array.size),
+            source_bytes=int(array.nbytes),
+            action="raw",
+            reason=reason,
+            importance=None,
+            pruned=0.0,
+            codebook_size=None,
+            code_bits=None,
+            relative_error=0.0,
+            estimated_bytes=int(array.nbytes),
+        )
         if reason is not None:
             return
         fraction = first_match(prune_rules, name) or 0.0
@@ -224,8 +249,9 @@ def plan_compression(
         rng = np.random.default_rng([seed, number])  # per tensor: the same samples whatever the thread count
         ladders[name] = ladder(values, flat.size - values.size, cb_itemsize, int(array.nbytes), rng)
 
-    for _ in _progress(imap_bounded(lambda item: analyse(*item), enumerate(names), resolve_threads(threads)),
-                       enabled=progress, desc="analysing", total=len(names)):
+    for _ in _progress(
+        imap_bounded(lambda item: analyse(*item), enumerate(names), resolve_threads(threads)), enabled=progress, desc="analysing", total=len(names)
+    ):
         pass
 
     # -- the size budget, then one candidate per tensor ------------------------------------
@@ -238,10 +264,15 @@ def plan_compression(
         if j is not None:
             plans[name].step = float(ladders[name].steps[j])
             rows[name].update(estimated_bytes=int(ladders[name].nbytes[j]))
-    settings = dict(target_bits_per_weight=target_bits_per_weight,
-                    bits=None if not bit_rules else {p.pattern: b for p, b in bit_rules},
-                    keep_dense=[p.pattern for p in keep], prune={p.pattern: f for p, f in prune_rules},
-                    importance=describe_importance(importance), min_elements=int(min_elements), init=init)
+    settings = dict(
+        target_bits_per_weight=target_bits_per_weight,
+        bits=None if not bit_rules else {p.pattern: b for p, b in bit_rules},
+        keep_dense=[p.pattern for p in keep],
+        prune={p.pattern: f for p, f in prune_rules},
+        importance=describe_importance(importance),
+        min_elements=int(min_elements),
+        init=init,
+    )
     return CompressionPlan(names, rows, plans, settings, overhead, target_bits_per_weight, init, seed)
 
 
@@ -286,6 +317,14 @@ def _totals(rows: list[dict], *, fixed_bytes: int, target: float | None) -> dict
     source = sum(r["source_bytes"] for r in rows)
     estimated = fixed_bytes + sum(r["estimated_bytes"] for r in rows)
     quantized = [r for r in rows if r["action"] == "quantized"]
-    return dict(tensors=len(rows), quantized=len(quantized), target_bits_per_weight=target, elements=elements, fp32_bytes=4 * elements, source_bytes=source,
-                estimated_bytes=estimated, bits_per_weight=8 * estimated / elements if elements else None,
-                ratio_vs_source=source / estimated if estimated else None)
+    return dict(
+        tensors=len(rows),
+        quantized=len(quantized),
+        target_bits_per_weight=target,
+        elements=elements,
+        fp32_bytes=4 * elements,
+        source_bytes=source,
+        estimated_bytes=estimated,
+        bits_per_weight=8 * estimated / elements if elements else None,
+        ratio_vs_source=source / estimated if estimated else None,
+    )

@@ -20,9 +20,8 @@ DEFAULT_MIN_ELEMENTS = 4096
 #: matching none weigh 1. Attention's query and key projections feed a softmax that
 #: tolerates a small relative error in its logits far better than the value, output
 #: and MLP projections tolerate one in theirs (the attention pattern barely moves).
-TRANSFORMER_IMPORTANCE: tuple[tuple[str, float], ...] = (
-    (r"(^|[._])(query|key|q_proj|k_proj|wq|wk|q|k)([._]|$)", 0.1),
-)
+TRANSFORMER_IMPORTANCE: tuple[tuple[str, float], ...] = ((r"(^|[._])(query|key|q_proj|k_proj|wq|wk|q|k)([._]|$)", 0.1),)
+
 
 def patterns(value, *, option: str) -> list[re.Pattern]:
     if value is None:

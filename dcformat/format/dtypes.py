@@ -51,7 +51,9 @@ def numpy_dtype(dtype: DType, *, field: str = "tensor", offset: int | None = Non
     """The numpy dtype a decoded tensor of wire dtype ``dtype`` is returned as."""
     if dtype == DType.BFLOAT16:
         if BFLOAT16 is None:
-            raise UnsupportedError(field, "bfloat16 tensors need the package ml_dtypes for numpy (pip install ml_dtypes), or use dcformat.torch", offset=offset)
+            raise UnsupportedError(
+                field, "bfloat16 tensors need the package ml_dtypes for numpy (pip install ml_dtypes), or use dcformat.torch", offset=offset
+            )
         return BFLOAT16
     if dtype == DType.BOOL:
         return np.dtype(np.bool_)

@@ -52,7 +52,9 @@ class EncodeOptions:
     def __post_init__(self):
         if self.layout not in LAYOUTS:
             raise EncodeError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
-        if self.gap_bits is not None and (isinstance(self.gap_bits, bool) or not isinstance(self.gap_bits, int) or not 1 <= self.gap_bits <= MAX_GAP_BITS):
+        if self.gap_bits is not None and (
+            isinstance(self.gap_bits, bool) or not isinstance(self.gap_bits, int) or not 1 <= self.gap_bits <= MAX_GAP_BITS
+        ):
             raise EncodeError(f"gap_bits must be an integer in 1..{MAX_GAP_BITS} or None, got {self.gap_bits!r}")
         if self.coder is not None and self.coder not in ("bitpack", "huffman", "zstd"):
             raise EncodeError(f"coder must be 'bitpack', 'huffman', 'zstd' or None, got {self.coder!r}")
@@ -205,5 +207,3 @@ def _rank_plans(q: QuantizedTensor, options: EncodeOptions) -> list[_Plan]:
             gap_cost = streams.estimate_size(gap_hist, count, 1 << gap_bits)
             plans.append(_Plan(QUANT_HEADER_SIZE + cost[0] + gap_cost, "sparse", gap_bits, cost[1]))
     return sorted(plans, key=lambda plan: plan.size)  # stable: ties keep dense, then narrower gaps
-
-

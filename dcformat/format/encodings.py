@@ -97,8 +97,9 @@ class QuantPlan:
         """Spec 6.5.1: the last entry must lie inside the tensor. ``last`` is the position a
         kernel computed for it (the sum of every gap plus one, minus one)."""
         if self.entry_count and last >= self.numel:
-            raise FormatError(self.gaps.field, f"entries run to position {last}, past the end of the tensor ({self.numel} elements)",
-                              offset=self.gaps.offset)
+            raise FormatError(
+                self.gaps.field, f"entries run to position {last}, past the end of the tensor ({self.numel} elements)", offset=self.gaps.offset
+            )
 
 
 def plan_payload(dtype: DType, encoding: Encoding, shape, payload, *, field: str, offset: int) -> DensePlan | QuantPlan:
@@ -110,8 +111,11 @@ def plan_payload(dtype: DType, encoding: Encoding, shape, payload, *, field: str
     if encoding in (Encoding.RAW, Encoding.ZSTD):
         nbytes = decoded_nbytes(dtype, shape)
         if encoding == Encoding.RAW and len(payload) != nbytes:
-            raise FormatError(field + ".payload_length", f"raw payload holds {len(payload)} bytes, shape {shape} of {dtypes.name(dtype)} needs {nbytes}",
-                              offset=offset)
+            raise FormatError(
+                field + ".payload_length",
+                f"raw payload holds {len(payload)} bytes, shape {shape} of {dtypes.name(dtype)} needs {nbytes}",
+                offset=offset,
+            )
         return DensePlan(dtype, encoding, shape, payload, field, offset)
     return _plan_quantized(dtype, encoding, shape, payload, field=field, offset=offset)
 
@@ -124,7 +128,9 @@ def _plan_quantized(dtype: DType, encoding: Encoding, shape: tuple, payload, *, 
     out_dtype = dtypes.numpy_dtype(dtype, field=field, offset=offset)
     end = len(payload)
     if end < QUANT_HEADER_SIZE:
-        raise FormatError(field + ".quant_header", f"payload of {end} bytes is shorter than the {QUANT_HEADER_SIZE}-byte quantized header", offset=offset)
+        raise FormatError(
+            field + ".quant_header", f"payload of {end} bytes is shorter than the {QUANT_HEADER_SIZE}-byte quantized header", offset=offset
+        )
     header = QuantHeader.parse(bytes(payload[:QUANT_HEADER_SIZE]))
     try:
         cb_dtype = DType(header.codebook_dtype)
@@ -175,4 +181,3 @@ def _plan_quantized(dtype: DType, encoding: Encoding, shape: tuple, payload, *, 
         gap_coder, start, stop = gaps_header
         gaps = streams.plan(gap_coder, payload[start:stop], count, 1 << header.gap_bits, field=field + ".gaps", offset=offset + start)
     return QuantPlan(dtype, encoding, shape, numel, codebook, header.gap_bits, count, codes, gaps, field, offset)
-

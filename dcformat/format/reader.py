@@ -152,7 +152,11 @@ class DCFile:
             raise FormatError("header.magic", f"not a dcformat file (magic {raw_header[:8]!r}, expected {MAGIC!r})", offset=0)
         header = Header.parse(raw_header)
         if header.version_major != VERSION_MAJOR:
-            raise UnsupportedError("header.version_major", f"format version {header.version_major}.{header.version_minor} is not supported (this reader reads {VERSION_MAJOR}.x)", offset=8)
+            raise UnsupportedError(
+                "header.version_major",
+                f"format version {header.version_major}.{header.version_minor} is not supported (this reader reads {VERSION_MAJOR}.x)",
+                offset=8,
+            )
         if crc32(raw_header[:HEADER_CRC_COVERS]) != header.header_crc32:
             raise ChecksumError("header.header_crc32", "header checksum mismatch: the header is corrupt", offset=HEADER_CRC_COVERS)
         if header.flags != 0:
@@ -171,8 +175,12 @@ class DCFile:
         index_offset = header.index_offset
         index_end = index_offset + header.metadata_length + header.directory_length + INDEX_CRC_SIZE
         if index_offset < DATA_START or index_end != size:
-            raise FormatError("header.index_offset", f"index at {index_offset} with {header.metadata_length}+{header.directory_length}+4 bytes "
-                              f"must end exactly at the end of the {size}-byte file", offset=24)
+            raise FormatError(
+                "header.index_offset",
+                f"index at {index_offset} with {header.metadata_length}+{header.directory_length}+4 bytes "
+                f"must end exactly at the end of the {size}-byte file",
+                offset=24,
+            )
         meta_end = index_offset + header.metadata_length
         dir_end = meta_end + header.directory_length
         stored_crc = int.from_bytes(buf[dir_end:index_end], "little")
@@ -249,7 +257,9 @@ class DCFile:
                 problem = "overlaps the previous payload" if entry.offset < align(end) else "leaves a hole after the previous payload"
                 raise FormatError(field, f"payload at {entry.offset} {problem} (expected {align(end)})", offset=entry.entry_offset)
             if entry.offset + entry.length > index_offset:
-                raise FormatError(field, f"payload [{entry.offset}, {entry.offset + entry.length}) runs into the index at {index_offset}", offset=entry.entry_offset)
+                raise FormatError(
+                    field, f"payload [{entry.offset}, {entry.offset + entry.length}) runs into the index at {index_offset}", offset=entry.entry_offset
+                )
             end = entry.offset + entry.length
         if self._entries and end != index_offset:
             raise FormatError("header.index_offset", f"the index starts at {index_offset}, but the last payload ends at {end}", offset=24)
@@ -301,8 +311,15 @@ class DCFile:
         that :meth:`get` makes is made here too."""
         plan = self.plan(name)
         entry = self.entry(name)
-        base = dict(name=name, shape=entry.shape, dtype=dtypes.name(entry.dtype), encoding=entry.encoding.name.lower(),
-                    stored_bytes=entry.length, decoded_bytes=decoded_nbytes(entry.dtype, entry.shape), payload_offset=entry.offset)
+        base = dict(
+            name=name,
+            shape=entry.shape,
+            dtype=dtypes.name(entry.dtype),
+            encoding=entry.encoding.name.lower(),
+            stored_bytes=entry.length,
+            decoded_bytes=decoded_nbytes(entry.dtype, entry.shape),
+            payload_offset=entry.offset,
+        )
         numel = numel_of(entry.shape)
         if isinstance(plan, DensePlan):
             stored = decode.storage_array(plan)
@@ -314,10 +331,17 @@ class DCFile:
         nonzero_code = plan.codebook != 0
         nonzero = int(np.count_nonzero(nonzero_code[codes])) if codes.size else 0
         per_entry = 8 / plan.entry_count if plan.entry_count else 0.0
-        return TensorInfo(density=nonzero / numel if numel else 0.0, entry_count=plan.entry_count, codebook_size=plan.codebook.size,
-                          code_bits=plan.codes.stored_bytes * per_entry, codes_coder=plan.codes.coder.name.lower(),
-                          gap_bits=plan.gaps.stored_bytes * per_entry if plan.gaps else None,
-                          gap_width=plan.gap_bits or None, gaps_coder=plan.gaps.coder.name.lower() if plan.gaps else None, **base)
+        return TensorInfo(
+            density=nonzero / numel if numel else 0.0,
+            entry_count=plan.entry_count,
+            codebook_size=plan.codebook.size,
+            code_bits=plan.codes.stored_bytes * per_entry,
+            codes_coder=plan.codes.coder.name.lower(),
+            gap_bits=plan.gaps.stored_bytes * per_entry if plan.gaps else None,
+            gap_width=plan.gap_bits or None,
+            gaps_coder=plan.gaps.coder.name.lower() if plan.gaps else None,
+            **base,
+        )
 
     def verify(self) -> list[str]:
         """Check every byte: the padding between payloads, then every tensor decoded with its
@@ -339,13 +363,25 @@ class DCFile:
         entry = self.entry(name)
         field = f"tensors[{quoted(name)}]"
         if not isinstance(entry.dtype, DType):
-            raise UnsupportedError(field + ".dtype", f"dtype id {entry.dtype} comes from format {self.version[0]}.{self.version[1]}, newer than this reader", offset=entry.entry_offset)
+            raise UnsupportedError(
+                field + ".dtype",
+                f"dtype id {entry.dtype} comes from format {self.version[0]}.{self.version[1]}, newer than this reader",
+                offset=entry.entry_offset,
+            )
         if not isinstance(entry.encoding, Encoding):
-            raise UnsupportedError(field + ".encoding", f"encoding id {entry.encoding} comes from format {self.version[0]}.{self.version[1]}, newer than this reader", offset=entry.entry_offset)
+            raise UnsupportedError(
+                field + ".encoding",
+                f"encoding id {entry.encoding} comes from format {self.version[0]}.{self.version[1]}, newer than this reader",
+                offset=entry.entry_offset,
+            )
         decoded = decoded_nbytes(entry.dtype, entry.shape)
         if not within_expansion(decoded, entry.length, self.max_expansion):
-            raise LimitError(field, f"{decoded} decoded bytes from a {entry.length}-byte payload exceed the expansion limit "
-                             f"({self.max_expansion} x (payload + 64)); open with a larger max_expansion to allow it", offset=entry.offset)
+            raise LimitError(
+                field,
+                f"{decoded} decoded bytes from a {entry.length}-byte payload exceed the expansion limit "
+                f"({self.max_expansion} x (payload + 64)); open with a larger max_expansion to allow it",
+                offset=entry.offset,
+            )
         data = self._buf[entry.offset : entry.offset + entry.length]
         if crc32(data) != entry.crc32:
             raise ChecksumError(field + ".payload_crc32", "payload checksum mismatch: the tensor's bytes are corrupt", offset=entry.offset)
@@ -380,5 +416,3 @@ def _known(enum_type, value: int):
         return enum_type(value)
     except ValueError:
         return value
-
-

@@ -97,16 +97,37 @@ class Writer:
             raise EncodeError("the file is already finished")
         meta = encode_metadata(metadata)
         directory = b"".join(
-            TensorEntry.build(dict(name_length=len(w.name), name=w.name, dtype=int(w.dtype), encoding=int(w.encoding), rank=len(w.shape),
-                                   flags=0, shape=list(w.shape), payload_offset=w.offset, payload_length=w.length, payload_crc32=w.crc32))
+            TensorEntry.build(
+                dict(
+                    name_length=len(w.name),
+                    name=w.name,
+                    dtype=int(w.dtype),
+                    encoding=int(w.encoding),
+                    rank=len(w.shape),
+                    flags=0,
+                    shape=list(w.shape),
+                    payload_offset=w.offset,
+                    payload_length=w.length,
+                    payload_crc32=w.crc32,
+                )
+            )
             for _, w in sorted(self._written.items())
         )
         if len(directory) > MAX_DIRECTORY_BYTES:
             raise EncodeError(f"the directory would take {len(directory)} bytes, over the limit of {MAX_DIRECTORY_BYTES}")
         index_offset = self._end
         self._sink.write(meta + directory + crc32(meta + directory).to_bytes(4, "little"))
-        header = dict(magic=MAGIC, version_major=VERSION_MAJOR, version_minor=VERSION_MINOR, flags=0, tensor_count=len(self._written),
-                      metadata_length=len(meta), index_offset=index_offset, directory_length=len(directory), header_crc32=0)
+        header = dict(
+            magic=MAGIC,
+            version_major=VERSION_MAJOR,
+            version_minor=VERSION_MINOR,
+            flags=0,
+            tensor_count=len(self._written),
+            metadata_length=len(meta),
+            index_offset=index_offset,
+            directory_length=len(directory),
+            header_crc32=0,
+        )
         header["header_crc32"] = crc32(Header.build(header)[:HEADER_CRC_COVERS])
         self._sink.seek(0)
         self._sink.write(Header.build(header))

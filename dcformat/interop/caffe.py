@@ -58,8 +58,7 @@ MAX_LAYER_ELEMENTS = 1 << 34
 #: Name suffixes of the imported tensors.
 WEIGHT, BIAS = ".weight", ".bias"
 
-_COMPRESSED_TYPES = {"Convolution": "conv", "CONVOLUTION": "conv", "4": "conv",
-                     "InnerProduct": "fc", "INNER_PRODUCT": "fc", "14": "fc"}
+_COMPRESSED_TYPES = {"Convolution": "conv", "CONVOLUTION": "conv", "4": "conv", "InnerProduct": "fc", "INNER_PRODUCT": "fc", "14": "fc"}
 _CONCAT_TYPES = {"Concat", "CONCAT", "3"}
 _POOLING_TYPES = {"Pooling", "POOLING", "17"}
 _FLATTEN_TYPES = {"Flatten", "FLATTEN", "8"}
@@ -159,6 +158,7 @@ def parse_prototxt(text: str, *, source: str = "prototxt") -> _Message:
 # ======================================================================================
 # Shapes of the compressed layers
 # ======================================================================================
+
 
 @dataclass(frozen=True)
 class LayerSpec:
@@ -382,6 +382,7 @@ def _read_prototxt(prototxt, source: str | None) -> tuple[str, str]:
 # Reading a .net file
 # ======================================================================================
 
+
 def _layer_bytes(spec: LayerSpec, entries: int) -> int:
     codes = entries if spec.bits == 8 else (entries + 1) // 2
     return 4 * (1 << spec.bits) + 4 * spec.bias_shape[0] + codes + (entries + 1) // 2
@@ -453,8 +454,11 @@ def read_net(net_path, prototxt_path) -> dict:
         _check_last_nibble(data[pos : pos + half], count, where + ".index", pos)
         gap_symbols = _nibbles(data[pos : pos + half], count)
         if count and gaps_codec.last_position(gap_symbols) >= spec.numel:
-            raise FormatError(where + ".index", f"entries run to position {gaps_codec.last_position(gap_symbols)}, "
-                              f"past the {spec.numel} weights of shape {spec.weight_shape}", offset=pos)
+            raise FormatError(
+                where + ".index",
+                f"entries run to position {gaps_codec.last_position(gap_symbols)}, past the {spec.numel} weights of shape {spec.weight_shape}",
+                offset=pos,
+            )
         pos += half
         positions = np.cumsum(gap_symbols.astype(np.int64) + 1) - 1
         out[spec.name + WEIGHT] = QuantizedTensor.from_entries(spec.weight_shape, codebook, positions, codes, dtype=np.float32)
@@ -473,6 +477,7 @@ def _check_last_nibble(packed: np.ndarray, count: int, field: str, offset: int) 
 # ======================================================================================
 # Writing a .net file
 # ======================================================================================
+
 
 def _tensors_from_dcf(path, specs: list[LayerSpec]) -> dict:
     wanted = [s.name + suffix for s in specs for suffix in (WEIGHT, BIAS)]
@@ -519,8 +524,11 @@ def _authors_codebook(value, spec: LayerSpec, name: str) -> tuple[np.ndarray, np
             raise EncodeError("weights are not all finite float32 values", field=name)
     distinct = np.unique(values)
     if distinct.size > size - 1:
-        raise EncodeError(f"{distinct.size} distinct nonzero weights do not fit a {size}-entry codebook with entry 0 = 0.0; "
-                          f"quantize first (dcformat.quantize(w, bits={spec.bits}))", field=name)
+        raise EncodeError(
+            f"{distinct.size} distinct nonzero weights do not fit a {size}-entry codebook with entry 0 = 0.0; "
+            f"quantize first (dcformat.quantize(w, bits={spec.bits}))",
+            field=name,
+        )
     codebook = np.zeros(size, dtype=np.float32)
     codebook[1 : 1 + distinct.size] = distinct
     codes = (np.searchsorted(distinct, values) + 1).astype(np.uint8)
@@ -566,6 +574,7 @@ def write_net(tensors_or_dcf, prototxt_path) -> bytes:
 # ======================================================================================
 # The format, for the registry
 # ======================================================================================
+
 
 def _check(role: str, context) -> None:
     if context.prototxt is None:

@@ -55,6 +55,7 @@ def require(module: str, purpose: str, package: str | None = None):
 # Helpers of the readers and writers
 # ======================================================================================
 
+
 def dense(tensors: Mapping) -> tuple[dict, list[str]]:
     """Every QuantizedTensor dequantized: (name -> ndarray, names that were dequantized)."""
     out, dequantized = {}, []
@@ -96,6 +97,7 @@ def metadata_list(metadata: Mapping, key: str) -> list | None:
 # A format, as the registry holds it
 # ======================================================================================
 
+
 @dataclass(frozen=True)
 class Context:
     """What :func:`~dcformat.interop.convert.convert` was given besides the two paths; each format takes what it needs."""
@@ -135,6 +137,14 @@ class Format:
 
 
 __all__ = [
-    "Context", "Format", "MissingDependencyError", "Read", "Written", "check_names", "dense", "metadata_list", "require",
+    "Context",
+    "Format",
+    "MissingDependencyError",
+    "Read",
+    "Written",
+    "check_names",
+    "dense",
+    "metadata_list",
+    "require",
     "user_metadata",
 ]

@@ -66,9 +66,21 @@ class ConvertReport:
         return asdict(self)
 
 
-def convert(src, dst, *, graph=None, prototxt=None, bits: int | None = None, min_elements: int = DEFAULT_MIN_ELEMENTS,
-            init: str = "linear", options: EncodeOptions | None = None, strip_graph=None, progress: bool = False,
-            src_format: str | None = None, dst_format: str | None = None) -> ConvertReport:
+def convert(
+    src,
+    dst,
+    *,
+    graph=None,
+    prototxt=None,
+    bits: int | None = None,
+    min_elements: int = DEFAULT_MIN_ELEMENTS,
+    init: str = "linear",
+    options: EncodeOptions | None = None,
+    strip_graph=None,
+    progress: bool = False,
+    src_format: str | None = None,
+    dst_format: str | None = None,
+) -> ConvertReport:
     """Convert ``src`` to ``dst``, formats told by their extensions (or ``src_format``/``dst_format``).
 
     graph: the original ``.onnx`` model, needed when ``dst`` is ``.onnx``.
@@ -112,14 +124,41 @@ def convert(src, dst, *, graph=None, prototxt=None, bits: int | None = None, min
         strip_onnx(src, strip_graph, names=metadata[ONNX_INITIALIZERS_KEY])
         notes.append(f"graph without the weights written to {os.fspath(strip_graph)}")
     return ConvertReport(
-        source=os.fspath(src), destination=os.fspath(dst), source_format=src_format, destination_format=dst_format,
-        tensors=len(tensors), bytes_in=os.path.getsize(src), bytes_out=os.path.getsize(dst),
-        quantized=quantized, dequantized=list(written.dequantized), notes=notes,
+        source=os.fspath(src),
+        destination=os.fspath(dst),
+        source_format=src_format,
+        destination_format=dst_format,
+        tensors=len(tensors),
+        bytes_in=os.path.getsize(src),
+        bytes_out=os.path.getsize(dst),
+        quantized=quantized,
+        dequantized=list(written.dequantized),
+        notes=notes,
     )
 
 
 __all__ = [
-    "ConvertReport", "DEFAULT_MIN_ELEMENTS", "EXTENSIONS", "FORMATS", "MissingDependencyError", "convert", "dense", "format_of",
-    "quantize_tensors", "read_dcf", "read_npz", "read_onnx", "read_safetensors", "read_torch", "safetensors_layout",
-    "SafetensorsLayout", "state_dict_arrays", "strip_onnx", "write_dcf", "write_npz", "write_onnx", "write_safetensors", "write_torch",
+    "ConvertReport",
+    "DEFAULT_MIN_ELEMENTS",
+    "EXTENSIONS",
+    "FORMATS",
+    "MissingDependencyError",
+    "convert",
+    "dense",
+    "format_of",
+    "quantize_tensors",
+    "read_dcf",
+    "read_npz",
+    "read_onnx",
+    "read_safetensors",
+    "read_torch",
+    "safetensors_layout",
+    "SafetensorsLayout",
+    "state_dict_arrays",
+    "strip_onnx",
+    "write_dcf",
+    "write_npz",
+    "write_onnx",
+    "write_safetensors",
+    "write_torch",
 ]

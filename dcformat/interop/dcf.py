@@ -42,12 +42,18 @@ def read_dcf(path) -> tuple[dict, dict]:
     return out, metadata
 
 
-def quantize_tensors(tensors: Mapping, *, bits: int, min_elements: int = DEFAULT_MIN_ELEMENTS, init: str = "linear",
-                     progress: bool = False) -> tuple[dict, list[str]]:
+def quantize_tensors(
+    tensors: Mapping, *, bits: int, min_elements: int = DEFAULT_MIN_ELEMENTS, init: str = "linear", progress: bool = False
+) -> tuple[dict, list[str]]:
     """Float arrays of at least ``min_elements`` elements quantized to ``2**bits`` clusters; (tensors, names quantized)."""
     out, names = dict(tensors), []
-    candidates = [n for n, v in tensors.items() if not isinstance(v, QuantizedTensor)
-                  and dtypes.dtype_id(np.asarray(v).dtype, field=repr(n)) in FLOAT_DTYPES and np.asarray(v).size >= min_elements]
+    candidates = [
+        n
+        for n, v in tensors.items()
+        if not isinstance(v, QuantizedTensor)
+        and dtypes.dtype_id(np.asarray(v).dtype, field=repr(n)) in FLOAT_DTYPES
+        and np.asarray(v).size >= min_elements
+    ]
     for name in _progress(candidates, enabled=progress, desc="quantize", total=len(candidates)):
         array = np.asarray(tensors[name])
         if not np.count_nonzero(array):
@@ -60,8 +66,15 @@ def quantize_tensors(tensors: Mapping, *, bits: int, min_elements: int = DEFAULT
     return out, sorted(names)
 
 
-def write_dcf(tensors: Mapping, path, *, metadata: Mapping | None = None, options: EncodeOptions | None = None,
-              overrides: Mapping | None = None, progress: bool = False) -> int:
+def write_dcf(
+    tensors: Mapping,
+    path,
+    *,
+    metadata: Mapping | None = None,
+    options: EncodeOptions | None = None,
+    overrides: Mapping | None = None,
+    progress: bool = False,
+) -> int:
     """Write a ``.dcf`` atomically, one tensor at a time (bytes equal to :func:`dcformat.save_file`'s); returns its size."""
 
     check_names(tensors)
@@ -77,6 +90,7 @@ def write_dcf(tensors: Mapping, path, *, metadata: Mapping | None = None, option
 # ======================================================================================
 # The format, for the registry
 # ======================================================================================
+
 
 def _read(path, context) -> Read:
     return Read(*read_dcf(path))

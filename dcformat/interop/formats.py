@@ -59,8 +59,7 @@ def format_of(path) -> str:
     try:
         return EXTENSIONS[ext]
     except KeyError:
-        raise EncodeError(f"cannot tell the format of {os.fspath(path)!r} from its extension "
-                          f"(known: {', '.join(sorted(EXTENSIONS))})") from None
+        raise EncodeError(f"cannot tell the format of {os.fspath(path)!r} from its extension (known: {', '.join(sorted(EXTENSIONS))})") from None
 
 
 # The built-in formats; this order is the one error messages list them in.

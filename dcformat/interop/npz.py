@@ -52,8 +52,10 @@ def _check_npz(path) -> None:
             if dtype.hasobject:
                 raise UnsupportedError(field, "object arrays would need unpickling, which is never done")
             if math.prod(shape) * dtype.itemsize != member.file_size - header_size:
-                raise FormatError(field, f"shape {shape} of {dtype} needs {math.prod(shape) * dtype.itemsize} bytes, "
-                                  f"the member holds {member.file_size - header_size}")
+                raise FormatError(
+                    field,
+                    f"shape {shape} of {dtype} needs {math.prod(shape) * dtype.itemsize} bytes, the member holds {member.file_size - header_size}",
+                )
 
 
 def read_npz(path) -> tuple[dict, dict]:
@@ -93,6 +95,7 @@ def write_npz(tensors: Mapping, path, *, metadata: Mapping | None = None) -> lis
 # ======================================================================================
 # The format, for the registry
 # ======================================================================================
+
 
 def _read(path, context) -> Read:
     return Read(*read_npz(path))

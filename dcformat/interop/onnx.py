@@ -43,10 +43,20 @@ def _onnx_dtypes() -> dict:
     """The numpy dtype of each ONNX data type dcformat stores (keyed by TensorProto.DataType)."""
     onnx = require("onnx", "ONNX conversion")
     proto = onnx.TensorProto
-    table = {proto.FLOAT: np.dtype("<f4"), proto.FLOAT16: np.dtype("<f2"), proto.DOUBLE: np.dtype("<f8"),
-             proto.INT8: np.dtype("i1"), proto.INT16: np.dtype("<i2"), proto.INT32: np.dtype("<i4"), proto.INT64: np.dtype("<i8"),
-             proto.UINT8: np.dtype("u1"), proto.UINT16: np.dtype("<u2"), proto.UINT32: np.dtype("<u4"), proto.UINT64: np.dtype("<u8"),
-             proto.BOOL: np.dtype(np.bool_)}
+    table = {
+        proto.FLOAT: np.dtype("<f4"),
+        proto.FLOAT16: np.dtype("<f2"),
+        proto.DOUBLE: np.dtype("<f8"),
+        proto.INT8: np.dtype("i1"),
+        proto.INT16: np.dtype("<i2"),
+        proto.INT32: np.dtype("<i4"),
+        proto.INT64: np.dtype("<i8"),
+        proto.UINT8: np.dtype("u1"),
+        proto.UINT16: np.dtype("<u2"),
+        proto.UINT32: np.dtype("<u4"),
+        proto.UINT64: np.dtype("<u8"),
+        proto.BOOL: np.dtype(np.bool_),
+    }
     if dtypes.BFLOAT16 is not None:
         table[proto.BFLOAT16] = dtypes.BFLOAT16
     return table
@@ -135,8 +145,10 @@ def write_onnx(tensors: Mapping, path, *, graph, metadata: Mapping | None = None
             raise EncodeError(f"initializers listed in the file's metadata are missing: {missing[:5]}")
         expected_digest = metadata.get(ONNX_GRAPH_KEY)
         if expected_digest is not None and _graph_digest(model, listed) != expected_digest:
-            raise EncodeError(f"the graph {os.fspath(graph)!r} is not the one these weights were taken from "
-                              f"(its digest without the weights differs); pass the original .onnx")
+            raise EncodeError(
+                f"the graph {os.fspath(graph)!r} is not the one these weights were taken from "
+                f"(its digest without the weights differs); pass the original .onnx"
+            )
     table = _onnx_dtypes()
     by_name = {init.name: init for init in model.graph.initializer}
     unknown = sorted(set(arrays) - set(by_name))
@@ -146,8 +158,10 @@ def write_onnx(tensors: Mapping, path, *, graph, metadata: Mapping | None = None
         init = by_name[name]
         expected = table.get(init.data_type)
         if expected is None or array.dtype.newbyteorder("=") != expected.newbyteorder("=") or array.shape != tuple(init.dims):
-            raise EncodeError(f"is {array.dtype} {array.shape}, the graph's initializer is "
-                              f"{onnx.TensorProto.DataType.Name(init.data_type)} {tuple(init.dims)}", field=repr(name))
+            raise EncodeError(
+                f"is {array.dtype} {array.shape}, the graph's initializer is {onnx.TensorProto.DataType.Name(init.data_type)} {tuple(init.dims)}",
+                field=repr(name),
+            )
         for data_field in _ONNX_DATA_FIELDS:
             init.ClearField(data_field)
         init.data_location = onnx.TensorProto.DEFAULT
@@ -176,6 +190,7 @@ def strip_onnx(graph, path, *, names=None) -> int:
 # ======================================================================================
 # The format, for the registry
 # ======================================================================================
+
 
 def _check(role: str, context) -> None:
     if role == "write" and context.graph is None:

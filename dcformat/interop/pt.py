@@ -58,8 +58,9 @@ def read_torch(source) -> tuple[dict, dict]:
         if isinstance(obj, Mapping) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
             inner = next((obj[k] for k in ("state_dict", "model") if isinstance(obj.get(k), Mapping)), None)
             if inner is None:
-                raise FormatError(name, f"holds neither a state dict nor a dict with a 'state_dict' or 'model' state dict "
-                                  f"(keys: {[str(k) for k in list(obj)[:8]]})")
+                raise FormatError(
+                    name, f"holds neither a state dict nor a dict with a 'state_dict' or 'model' state dict (keys: {[str(k) for k in list(obj)[:8]]})"
+                )
             obj = inner
         if not isinstance(obj, Mapping):
             raise FormatError(name, f"holds a {type(obj).__name__}, not a state dict")
@@ -83,6 +84,7 @@ def write_torch(tensors: Mapping, path, *, metadata: Mapping | None = None) -> l
 # ======================================================================================
 # The format, for the registry
 # ======================================================================================
+
 
 def _read(path, context) -> Read:
     return Read(*read_torch(path))

@@ -35,16 +35,36 @@ MAX_SAFETENSORS_HEADER = 100_000_000
 
 #: The numpy dtype (as a string; "bf16" and "bool" are special) of each safetensors dtype code dcformat reads.
 _SAFETENSORS_DTYPES = {
-    "F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "bf16",
-    "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1",
-    "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1", "BOOL": "bool",
+    "F64": "<f8",
+    "F32": "<f4",
+    "F16": "<f2",
+    "BF16": "bf16",
+    "I64": "<i8",
+    "I32": "<i4",
+    "I16": "<i2",
+    "I8": "i1",
+    "U64": "<u8",
+    "U32": "<u4",
+    "U16": "<u2",
+    "U8": "u1",
+    "BOOL": "bool",
 }
 #: The safetensors library writes tensors by this rank of their dtype (its enum, reversed), then by name.
 _SAFETENSORS_ORDER = ["U64", "I64", "F64", "F32", "U32", "I32", "BF16", "F16", "U16", "I16", "I8", "U8", "BOOL"]
 #: The safetensors dtype code of each wire dtype (every dtype dcformat stores has one).
 _SAFETENSORS_CODES = {
-    DType.UINT64: "U64", DType.INT64: "I64", DType.FLOAT64: "F64", DType.FLOAT32: "F32", DType.UINT32: "U32", DType.INT32: "I32",
-    DType.BFLOAT16: "BF16", DType.FLOAT16: "F16", DType.UINT16: "U16", DType.INT16: "I16", DType.INT8: "I8", DType.UINT8: "U8",
+    DType.UINT64: "U64",
+    DType.INT64: "I64",
+    DType.FLOAT64: "F64",
+    DType.FLOAT32: "F32",
+    DType.UINT32: "U32",
+    DType.INT32: "I32",
+    DType.BFLOAT16: "BF16",
+    DType.FLOAT16: "F16",
+    DType.UINT16: "U16",
+    DType.INT16: "I16",
+    DType.INT8: "I8",
+    DType.UINT8: "U8",
     DType.BOOL: "BOOL",
 }
 
@@ -53,8 +73,7 @@ def _safetensors_dtype(code: str, *, field: str) -> np.dtype:
     try:
         storage = _SAFETENSORS_DTYPES[code]
     except KeyError:
-        raise UnsupportedError(field + ".dtype", f"dtype {code!r} cannot be stored in a .dcf "
-                               f"(supported: {', '.join(_SAFETENSORS_DTYPES)})") from None
+        raise UnsupportedError(field + ".dtype", f"dtype {code!r} cannot be stored in a .dcf (supported: {', '.join(_SAFETENSORS_DTYPES)})") from None
     if storage == "bf16":
         return dtypes.numpy_dtype(DType.BFLOAT16, field=field)
     return np.dtype(np.bool_) if storage == "bool" else np.dtype(storage)
@@ -63,6 +82,7 @@ def _safetensors_dtype(code: str, *, field: str) -> np.dtype:
 # ======================================================================================
 # Reading
 # ======================================================================================
+
 
 class SafetensorsLayout:
     """Where each tensor of a ``.safetensors`` file lies, every offset checked: ``specs`` maps a
@@ -117,19 +137,30 @@ def safetensors_layout(path) -> SafetensorsLayout:
         shape, offsets = info.get("shape"), info.get("data_offsets")
         if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
             raise FormatError(field + ".shape", f"must be a list of non-negative integers, got {str(shape)[:80]}", offset=8)
-        if not isinstance(offsets, list) or len(offsets) != 2 or not all(type(o) is int for o in offsets) or not 0 <= offsets[0] <= offsets[1] <= data_size:
-            raise FormatError(field + ".data_offsets", f"must be [begin, end] within the {data_size}-byte data area, got {str(offsets)[:80]}", offset=8)
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(type(o) is int for o in offsets)
+            or not 0 <= offsets[0] <= offsets[1] <= data_size
+        ):
+            raise FormatError(
+                field + ".data_offsets", f"must be [begin, end] within the {data_size}-byte data area, got {str(offsets)[:80]}", offset=8
+            )
         dtype = _safetensors_dtype(info["dtype"], field=field)
         nbytes = math.prod(shape) * dtype.itemsize
         if offsets[1] - offsets[0] != nbytes:
-            raise FormatError(field + ".data_offsets", f"{offsets[1] - offsets[0]} bytes for shape {shape} of {info['dtype']}, which needs {nbytes}", offset=8)
+            raise FormatError(
+                field + ".data_offsets", f"{offsets[1] - offsets[0]} bytes for shape {shape} of {info['dtype']}, which needs {nbytes}", offset=8
+            )
         spans.append((offsets[0], offsets[1], name))
         specs[name] = (dtype, tuple(shape), data_start + offsets[0])
     end = 0
     for begin, stop, name in sorted(spans):
         if begin != end:
             problem = "overlaps another tensor" if begin < end else "leaves a hole before it"
-            raise FormatError(f"{source}: tensors[{name!r}].data_offsets", f"data at {begin} {problem} (expected {end})", offset=data_start + min(begin, end))
+            raise FormatError(
+                f"{source}: tensors[{name!r}].data_offsets", f"data at {begin} {problem} (expected {end})", offset=data_start + min(begin, end)
+            )
         end = stop
     if end != data_size:
         raise FormatError(f"{source}: data", f"{data_size - end} bytes after the last tensor are not covered by any", offset=data_start + end)
@@ -154,6 +185,7 @@ def read_safetensors(path) -> tuple[dict, dict]:
 # ======================================================================================
 # Writing
 # ======================================================================================
+
 
 def _metadata_strings(metadata: Mapping | None) -> dict:
     """safetensors metadata is str -> str: other values are written as canonical JSON."""
@@ -200,6 +232,7 @@ def write_safetensors(tensors: Mapping, path, *, metadata: Mapping | None = None
 # ======================================================================================
 # The format, for the registry
 # ======================================================================================
+
 
 def _read(path, context) -> Read:
     return Read(*read_safetensors(path))

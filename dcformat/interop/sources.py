@@ -94,7 +94,9 @@ class _SafetensorsSource(TensorSource):
             file.seek(begin)
             got = file.readinto(buffer)
         if got != nbytes:  # the file shrank after its header was checked
-            raise FormatError(f"{os.path.basename(layout.path)}: tensors[{name!r}]", f"read {got} of {nbytes} bytes: the file was truncated", offset=begin)
+            raise FormatError(
+                f"{os.path.basename(layout.path)}: tensors[{name!r}]", f"read {got} of {nbytes} bytes: the file was truncated", offset=begin
+            )
         raw = np.frombuffer(buffer, dtype=np.uint8)
         layout.check_bool(name, raw)
         return raw.view(dtype).reshape(shape)
@@ -141,8 +143,11 @@ def _safetensors_index(path) -> TensorSource:
         expected = {name for name, s in weight_map.items() if s == shard}
         if set(layout.specs) != expected:
             extra, missing = sorted(set(layout.specs) - expected), sorted(expected - set(layout.specs))
-            raise FormatError(f"{where}: weight_map (shard {shard!r})",
-                              f"the shard's tensors differ from the index's (in the shard only: {extra[:3]}, in the index only: {missing[:3]})", offset=0)
+            raise FormatError(
+                f"{where}: weight_map (shard {shard!r})",
+                f"the shard's tensors differ from the index's (in the shard only: {extra[:3]}, in the index only: {missing[:3]})",
+                offset=0,
+            )
         layouts.append(layout)
         owners.update({name: layout for name in layout.specs})
         if layout.metadata and layout.metadata not in shard_metadata:

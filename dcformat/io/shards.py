@@ -39,8 +39,7 @@ def shard_name(prefix: str, number: int, total: int) -> str:
 class ShardedWriter:
     """Writes a sharded model tensor by tensor: ``with ShardedWriter(folder) as w: w.add(...)``."""
 
-    def __init__(self, folder, *, prefix: str = "model", max_shard_bytes: int = 4 << 30, metadata=None,
-                 options: EncodeOptions | None = None):
+    def __init__(self, folder, *, prefix: str = "model", max_shard_bytes: int = 4 << 30, metadata=None, options: EncodeOptions | None = None):
         if max_shard_bytes < 1:
             raise EncodeError(f"max_shard_bytes must be positive, got {max_shard_bytes}")
         if not prefix or os.sep in prefix or prefix.startswith("."):
@@ -120,8 +119,9 @@ class ShardedWriter:
             self.abort()
 
 
-def save_sharded(tensors: Mapping | Iterable, folder, *, prefix: str = "model", max_shard_bytes: int = 4 << 30,
-                 metadata=None, options: EncodeOptions | None = None) -> str:
+def save_sharded(
+    tensors: Mapping | Iterable, folder, *, prefix: str = "model", max_shard_bytes: int = 4 << 30, metadata=None, options: EncodeOptions | None = None
+) -> str:
     """Save ``tensors`` (a mapping, or an iterable of (name, tensor) pairs consumed one at a
     time) as shards plus an index; returns the index path."""
     items = tensors.items() if isinstance(tensors, Mapping) else tensors

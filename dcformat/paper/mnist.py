@@ -143,8 +143,7 @@ def parse_idx(data: bytes, *, name: str = "idx") -> np.ndarray:
     if len(data) - header_end != expected:
         raise FormatError(
             f"{name}: data",
-            f"dims {dims} of {dtype.itemsize}-byte elements need {expected} bytes, "
-            f"the file has {len(data) - header_end}",
+            f"dims {dims} of {dtype.itemsize}-byte elements need {expected} bytes, the file has {len(data) - header_end}",
             offset=header_end,
         )
     array = np.frombuffer(data, dtype=dtype, offset=header_end).reshape(dims)
@@ -166,9 +165,7 @@ def _check_pair(images: np.ndarray, labels: np.ndarray, images_name: str, labels
     if labels.dtype != np.uint8 or labels.ndim != 1:
         raise FormatError(f"{labels_name}: dims", f"expected uint8 labels of shape (N,), got {labels.dtype} {labels.shape}")
     if labels.shape[0] != images.shape[0]:
-        raise FormatError(
-            f"{labels_name}: dims", f"{labels.shape[0]} labels for {images.shape[0]} images in {images_name}"
-        )
+        raise FormatError(f"{labels_name}: dims", f"{labels.shape[0]} labels for {images.shape[0]} images in {images_name}")
     if labels.size and int(labels.max()) >= _NUM_CLASSES:
         raise FormatError(f"{labels_name}: data", f"label {int(labels.max())} is not a digit 0-9")
 

@@ -185,8 +185,16 @@ def _train(model, optimizer, data, recipe: Recipe, *, epochs: int, lr: float, ge
     schedule = _cosine(lr, epochs)
     for epoch in range(epochs):
         loss = train_epoch(
-            model, train_images, train_labels, optimizer, batch_size=recipe.batch_size, generator=generator,
-            lr_at=schedule, epoch=epoch, progress=progress, desc=f"{desc} {epoch + 1}/{epochs}",
+            model,
+            train_images,
+            train_labels,
+            optimizer,
+            batch_size=recipe.batch_size,
+            generator=generator,
+            lr_at=schedule,
+            epoch=epoch,
+            progress=progress,
+            desc=f"{desc} {epoch + 1}/{epochs}",
         )
         if on_epoch is not None:
             on_epoch(epoch, loss)
@@ -248,10 +256,23 @@ def reproduce(
         optimizer = sgd(model.parameters(), recipe.retrain_lr, recipe.weight_decay)
         pruner.attach(optimizer)
         epochs = recipe.retrain_epochs[round_number - 1]
-        _train(model, optimizer, train, recipe, epochs=epochs, lr=recipe.retrain_lr, generator=generator, progress=progress, desc=f"retrain {round_number}")
+        _train(
+            model,
+            optimizer,
+            train,
+            recipe,
+            epochs=epochs,
+            lr=recipe.retrain_lr,
+            generator=generator,
+            progress=progress,
+            desc=f"retrain {round_number}",
+        )
         stages[f"retrained_{round_number}"] = test_error(model)
         kept_text = ", ".join(f"{name.removesuffix('.weight')} {100 * k:.1f}%" for name, k in pruner.kept().items())
-        _log(progress, f"[{network}] prune round {round_number}: kept {kept_text}; error {stages[f'pruned_{round_number}']:.2f}% -> retrained {stages[f'retrained_{round_number}']:.2f}%")
+        _log(
+            progress,
+            f"[{network}] prune round {round_number}: kept {kept_text}; error {stages[f'pruned_{round_number}']:.2f}% -> retrained {stages[f'retrained_{round_number}']:.2f}%",
+        )
 
     iterative_prune(pruner, rounds=recipe.prune_rounds, retrain=retrain)
     seconds["prune"] = time.monotonic() - started - sum(seconds.values())
@@ -271,7 +292,17 @@ def reproduce(
     quantizer.quantize(progress=progress)
     stages["quantized"] = test_error(model)
     optimizer = sgd(model.parameters(), recipe.finetune_lr, 0.0)
-    _train(model, optimizer, train, recipe, epochs=recipe.finetune_epochs, lr=recipe.finetune_lr, generator=generator, progress=progress, desc="fine-tune")
+    _train(
+        model,
+        optimizer,
+        train,
+        recipe,
+        epochs=recipe.finetune_epochs,
+        lr=recipe.finetune_lr,
+        generator=generator,
+        progress=progress,
+        desc="fine-tune",
+    )
     stages["finetuned"] = test_error(model)
     seconds["quantize"] = time.monotonic() - started - sum(seconds.values())
     _log(progress, f"[{network}] quantized {stages['quantized']:.2f}% -> fine-tuned {stages['finetuned']:.2f}%")

@@ -178,8 +178,7 @@ def load_model(
     compressed = sorted(_groups_from_model(model))
     if compressed:
         raise ModelMismatchError(
-            f"the model has pruning or weight-sharing state on {', '.join(compressed)}; "
-            "load into a fresh model, or call make_permanent() first"
+            f"the model has pruning or weight-sharing state on {', '.join(compressed)}; load into a fresh model, or call make_permanent() first"
         )
     expected = model.state_dict()
     with dcformat.open(path) as dcf:
@@ -245,6 +244,4 @@ def _install_from_file(module: nn.Module, attribute: str, q) -> None:
     flat_codes = torch.zeros(parameter.numel(), dtype=torch.long)
     flat_mask[positions[kept]] = True
     flat_codes[positions[kept]] = codes[kept]
-    install_shared(
-        module, attribute, codebook, flat_codes.view(parameter.shape), flat_mask.view(parameter.shape), codebook_dtype=storage
-    )
+    install_shared(module, attribute, codebook, flat_codes.view(parameter.shape), flat_mask.view(parameter.shape), codebook_dtype=storage)

@@ -152,7 +152,10 @@ def apply_mask(module: nn.Module, name: str, mask: torch.Tensor) -> torch.Tensor
     else:
         shape = hook.state(module, "orig").shape
     if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.shape != shape:
-        raise ConfigError(operation, f"mask must be a bool tensor of shape {tuple(shape)}, got {getattr(mask, 'dtype', type(mask))} {tuple(getattr(mask, 'shape', ()))}")
+        raise ConfigError(
+            operation,
+            f"mask must be a bool tensor of shape {tuple(shape)}, got {getattr(mask, 'dtype', type(mask))} {tuple(getattr(mask, 'shape', ()))}",
+        )
     if hook is None:
         hook = MaskedParameter(name)
         # The mask takes the parameter's memory layout (e.g. channels_last), so the computed

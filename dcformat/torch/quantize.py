@@ -314,8 +314,13 @@ class TrainedQuantizer:
         for name in tqdm(self.names, desc="quantize", unit="layer", disable=not progress, leave=False):
             module, attribute = selection.resolve(self.model, name, operation="quantize")
             codebook = share_weights(
-                module, attribute, bits=self.bits[name], init=self.inits[name], max_iter=self.max_iter,
-                generator=generator, codebook_dtype=self.codebook_dtype,
+                module,
+                attribute,
+                bits=self.bits[name],
+                init=self.inits[name],
+                max_iter=self.max_iter,
+                generator=generator,
+                codebook_dtype=self.codebook_dtype,
             )
             if self.sync:
                 with torch.no_grad():

@@ -88,7 +88,8 @@ class FileReport:
         """Fraction of nonzero elements over the named tensors (default: the quantized
         tensors of rank >= 2, i.e. the weights of fully connected and convolution layers)."""
         chosen = [
-            layer for layer in self.layers
+            layer
+            for layer in self.layers
             if (layer.name in names if names is not None else layer.codebook_size is not None and len(layer.shape) >= 2)
         ]
         total = sum(layer.parameters for layer in chosen)

@@ -48,9 +48,7 @@ def default_names(model: nn.Module) -> list[str]:
     """The ``weight`` of every Linear / Bilinear / Conv layer, in module order."""
     names = []
     for module_path, module in model.named_modules():
-        if isinstance(module, CONV_TYPES + FC_TYPES) and (
-            module._parameters.get("weight") is not None or reparam.find(module, "weight") is not None
-        ):
+        if isinstance(module, CONV_TYPES + FC_TYPES) and (module._parameters.get("weight") is not None or reparam.find(module, "weight") is not None):
             names.append(f"{module_path}.weight" if module_path else "weight")
     return names
 
@@ -64,9 +62,7 @@ def resolve(model: nn.Module, name: str, *, operation: str) -> tuple[nn.Module, 
         module = model.get_submodule(module_path)
     except AttributeError:
         module = None
-    known = module is not None and (
-        module._parameters.get(attribute) is not None or reparam.find(module, attribute) is not None
-    )
+    known = module is not None and (module._parameters.get(attribute) is not None or reparam.find(module, attribute) is not None)
     if not known:
         available = ", ".join(compressible_names(model)) or "none"
         raise ConfigError(operation, f"model has no parameter {name!r}; its parameters are: {available}")
@@ -102,8 +98,6 @@ def per_name(
     if isinstance(setting, Mapping):
         unknown = sorted(set(setting) - set(names))
         if unknown:
-            raise ConfigError(
-                operation, f"{what} given for {', '.join(map(repr, unknown))}, not among the selected parameters {names}"
-            )
+            raise ConfigError(operation, f"{what} given for {', '.join(map(repr, unknown))}, not among the selected parameters {names}")
         return {name: setting.get(name) for name in names}
     return {name: setting for name in names}

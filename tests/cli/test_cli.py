@@ -26,8 +26,12 @@ def model(tmp_path):
         "dense.q": QuantizedTensor.from_codes(np.array([-1.0, 1.0], np.float32), rng.integers(0, 2, (8, 8))),
     }
     path = tmp_path / "model.dcf"
-    dcformat.save_file(tensors, path, metadata={"run": "test"}, overrides={"dense.q": EncodeOptions(layout="dense", coder="bitpack"),
-                                                                           "fc.weight": EncodeOptions(layout="sparse", gap_bits=5)})
+    dcformat.save_file(
+        tensors,
+        path,
+        metadata={"run": "test"},
+        overrides={"dense.q": EncodeOptions(layout="dense", coder="bitpack"), "fc.weight": EncodeOptions(layout="sparse", gap_bits=5)},
+    )
     return path, w
 
 
@@ -69,8 +73,23 @@ def test_inspect_json(model, capsys):
     assert set(tensors) == {"dense.q", "fc.bias", "fc.weight"}
     entries = {e.name.decode(): e for e in parse_file(path.read_bytes()).entries}
     for name, t in tensors.items():
-        for key in ("shape", "dtype", "encoding", "stored_bytes", "decoded_bytes", "density", "entry_count", "codebook_size",
-                    "code_bits", "gap_bits", "gap_width", "codes_coder", "gaps_coder", "payload_offset", "ratio_vs_fp32"):
+        for key in (
+            "shape",
+            "dtype",
+            "encoding",
+            "stored_bytes",
+            "decoded_bytes",
+            "density",
+            "entry_count",
+            "codebook_size",
+            "code_bits",
+            "gap_bits",
+            "gap_width",
+            "codes_coder",
+            "gaps_coder",
+            "payload_offset",
+            "ratio_vs_fp32",
+        ):
             assert key in t, (name, key)
         assert t["stored_bytes"] == len(entries[name].payload)
         assert t["payload_offset"] == entries[name].offset

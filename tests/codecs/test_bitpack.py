@@ -23,6 +23,7 @@ def numpy_reference_pack(values: np.ndarray, width: int) -> bytes:
 
 # -- hand-computed vectors ------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "symbols, width, expected",
     [
@@ -46,8 +47,10 @@ def test_known_vectors(symbols, width, expected):
     assert bitpack.unpack(expected, len(symbols), width, dtype=np.uint64).tolist() == list(symbols)
 
 
-@pytest.mark.parametrize("alphabet, width", [(1, 0), (2, 1), (3, 2), (4, 2), (5, 3), (16, 4), (17, 5), (255, 8), (256, 8),
-                                             (257, 9), (4096, 12), (65535, 16), (65536, 16), (65537, 17)])
+@pytest.mark.parametrize(
+    "alphabet, width",
+    [(1, 0), (2, 1), (3, 2), (4, 2), (5, 3), (16, 4), (17, 5), (255, 8), (256, 8), (257, 9), (4096, 12), (65535, 16), (65536, 16), (65537, 17)],
+)
 def test_width_for(alphabet, width):
     assert bitpack.width_for(alphabet) == width == ref_width(alphabet)
 
@@ -68,6 +71,7 @@ def test_empty_input():
 
 
 # -- properties against the references -------------------------------------------------
+
 
 @st.composite
 def symbols_and_width(draw, max_count=200):
@@ -140,6 +144,7 @@ def test_numpy_reference_agrees_with_pure_python():
 
 
 # -- the decoder's checks --------------------------------------------------------------
+
 
 def test_padding_is_zero():
     # 3 symbols of 3 bits use 9 bits: byte 1 keeps 7 unused high bits.

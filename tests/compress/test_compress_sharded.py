@@ -136,8 +136,9 @@ def test_compress_tensors_is_the_two_passes(sharded_input):
         again = plan.apply(name, tensors[name])
         first = out[name]
         assert type(again) is type(first)
-        assert (again.dequantize() if hasattr(again, "dequantize") else again).tobytes() == \
-            (first.dequantize() if hasattr(first, "dequantize") else first).tobytes()
+        assert (again.dequantize() if hasattr(again, "dequantize") else again).tobytes() == (
+            first.dequantize() if hasattr(first, "dequantize") else first
+        ).tobytes()
     assert plan.report() == report
 
 
@@ -158,6 +159,7 @@ def test_bad_shard_size(sharded_input, tmp_path):
 
 
 # -- the command line ------------------------------------------------------------------------
+
 
 def test_command_writes_shards(sharded_input, tmp_path, capsys):
     _, index, _ = sharded_input
@@ -196,8 +198,7 @@ def test_sizes(text, size):
 @pytest.mark.parametrize("chunk", [1, 7, 1000])
 def test_quantizing_in_chunks_gives_the_same_cells(monkeypatch, chunk):
     rng = np.random.default_rng(9)
-    tensors = {"dense": rng.laplace(scale=0.02, size=(64, 80)).astype(np.float32),
-               "half": rng.normal(size=(50, 90)).astype(np.float16)}
+    tensors = {"dense": rng.laplace(scale=0.02, size=(64, 80)).astype(np.float32), "half": rng.normal(size=(50, 90)).astype(np.float16)}
     pruned = rng.laplace(scale=0.02, size=(70, 60)).astype(np.float32)
     pruned[np.abs(pruned) < 0.01] = 0
     tensors["pruned"] = pruned

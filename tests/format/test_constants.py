@@ -14,11 +14,11 @@ SPEC = (REPO_ROOT / "spec" / "dcformat.md").read_text(encoding="utf-8")
 
 def spec_table(heading: str, first_column: str) -> list[list[str]]:
     """Rows of the first table after ``heading`` whose header starts with ``first_column``."""
-    section = SPEC[SPEC.index(heading):]
+    section = SPEC[SPEC.index(heading) :]
     lines = section.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_column} |"))
     rows = []
-    for line in lines[start + 2:]:
+    for line in lines[start + 2 :]:
         if not line.startswith("|"):
             break
         rows.append([cell.strip() for cell in line.strip("|").split("|")])
@@ -86,13 +86,16 @@ def _number(text: str) -> int:
     return int(text.replace(",", ""))
 
 
-@pytest.mark.parametrize("name, value", [
-    ("metadata_length", constants.MAX_METADATA_BYTES),
-    ("directory_length", constants.MAX_DIRECTORY_BYTES),
-    ("tensor_count", constants.MAX_TENSORS),
-    ("rank", constants.MAX_RANK),
-    ("Huffman code length", constants.MAX_HUFFMAN_CODE_LENGTH),
-])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("metadata_length", constants.MAX_METADATA_BYTES),
+        ("directory_length", constants.MAX_DIRECTORY_BYTES),
+        ("tensor_count", constants.MAX_TENSORS),
+        ("rank", constants.MAX_RANK),
+        ("Huffman code length", constants.MAX_HUFFMAN_CODE_LENGTH),
+    ],
+)
 def test_limits_match_spec(name, value):
     rows = {r[0]: r[1] for r in spec_table("## 9. Limits", "limit")}
     spec_value = rows[name].replace("at most ", "")

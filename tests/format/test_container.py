@@ -117,11 +117,14 @@ def test_empty_file():
 
 def test_writer_matches_an_independent_writer():
     """Raw tensors written by the package equal, byte for byte, a file built from the spec here."""
-    tensors = {"b": np.array([1, -2, 3], dtype=np.int8), "a": np.arange(20, dtype=np.float64).reshape(4, 5),
-               "c": np.zeros((0,), np.float32), "d": np.array([1.5], np.float16)}
+    tensors = {
+        "b": np.array([1, -2, 3], dtype=np.int8),
+        "a": np.arange(20, dtype=np.float64).reshape(4, 5),
+        "c": np.zeros((0,), np.float32),
+        "d": np.array([1.5], np.float16),
+    }
     metadata = {"x": [1, 2], "é": "ü"}
-    expected = build_file([raw_ent(n, tensors[n]) for n in sorted(tensors)],
-                          metadata={**metadata, "dcformat.producer": PRODUCER})
+    expected = build_file([raw_ent(n, tensors[n]) for n in sorted(tensors)], metadata={**metadata, "dcformat.producer": PRODUCER})
     assert dcformat.save(tensors, metadata=metadata) == expected
 
 
@@ -136,8 +139,7 @@ def test_quant_sparse_payload_matches_reference(gap_bits):
     gaps, fillers = ref_fillers(positions, gap_bits)
     it = iter(codes)
     wire_codes = [0 if f else next(it) for f in fillers]  # the +0.0 entry is code 0
-    payload = quant_payload(codebook, [bitpack_stream(wire_codes, 5), bitpack_stream(gaps, 1 << gap_bits)],
-                            gap_bits=gap_bits, entry_count=len(gaps))
+    payload = quant_payload(codebook, [bitpack_stream(wire_codes, 5), bitpack_stream(gaps, 1 << gap_bits)], gap_bits=gap_bits, entry_count=len(gaps))
     entry = parse_file(blob).entries[0]
     assert (entry.encoding, entry.dtype, entry.shape) == (ENC["quant_sparse"], DT["float32"], (20, 30))
     assert entry.payload == payload
@@ -178,8 +180,13 @@ def test_independent_files_are_read():
     b = np.array([1, 2, 3], dtype=np.int64)
     empty = np.zeros((3, 0), dtype=np.int8)
     codebook = np.array([0.0, 0.5], np.float32)
-    q = Ent("q", DT["float32"], ENC["quant_sparse"], (100,),
-            quant_payload(codebook, [bitpack_stream([0, 1], 2), bitpack_stream([15, 0], 16)], gap_bits=4, entry_count=2))
+    q = Ent(
+        "q",
+        DT["float32"],
+        ENC["quant_sparse"],
+        (100,),
+        quant_payload(codebook, [bitpack_stream([0, 1], 2), bitpack_stream([15, 0], 16)], gap_bits=4, entry_count=2),
+    )
     # payloads in reverse name order; an empty payload sharing its offset with the next payload
     blob = build_file([raw_ent("empty", empty), q, raw_ent("b", b), raw_ent("a", a)])
     out = dcformat.load(blob)
@@ -200,6 +207,7 @@ def test_unknown_reserved_metadata_keys_are_ignored():
 
 
 # -- lazy reading --------------------------------------------------------------------------------
+
 
 def test_lazy_raw_views_are_read_only_and_mapped(tmp_path):
     path = tmp_path / "m.dcf"
@@ -224,7 +232,11 @@ def test_lazy_raw_views_are_read_only_and_mapped(tmp_path):
 
 def test_load_file_returns_writable_copies(tmp_path):
     path = tmp_path / "m.dcf"
-    tensors = {"a": np.arange(8, dtype=np.int32), "z": np.zeros(500, np.float32), "q": dcformat.quantize(np.linspace(-1, 1, 50).astype(np.float32), bits=2)}
+    tensors = {
+        "a": np.arange(8, dtype=np.int32),
+        "z": np.zeros(500, np.float32),
+        "q": dcformat.quantize(np.linspace(-1, 1, 50).astype(np.float32), bits=2),
+    }
     dcformat.save_file(tensors, path, overrides={"z": EncodeOptions(dense="zstd")})
     before = path.read_bytes()
     out = dcformat.load_file(path)
@@ -264,6 +276,7 @@ def test_closing_while_a_view_is_alive(tmp_path):
 
 # -- info -------------------------------------------------------------------------------------------
 
+
 def test_info_of_a_quantized_tensor():
     codebook = np.array([0.0, 0.25, -1.5, 3.0], dtype=np.float32)
     positions = [2, 3, 9, 40, 41, 200, 599]
@@ -298,8 +311,10 @@ def test_info_of_a_quantized_tensor():
 def test_info_of_dense_and_raw_tensors():
     q = QuantizedTensor.from_codes(np.array([0.0, 1.0], np.float32), np.array([[0, 1, 1, 0]]))
     a = np.array([0.0, -0.0, np.nan, 1.0, 0.0, 2.0], dtype=np.float32)
-    blob = dcformat.save({"q": q, "a": a, "z": a, "e": np.zeros((0, 2), np.int8)}, overrides={
-        "q": EncodeOptions(layout="dense", coder="bitpack"), "z": EncodeOptions(dense="zstd")})
+    blob = dcformat.save(
+        {"q": q, "a": a, "z": a, "e": np.zeros((0, 2), np.int8)},
+        overrides={"q": EncodeOptions(layout="dense", coder="bitpack"), "z": EncodeOptions(dense="zstd")},
+    )
     with dcformat.open(blob) as f:
         qi, ai, zi, ei = f.info("q"), f.info("a"), f.info("z"), f.info("e")
     assert qi.encoding == "quant_dense" and qi.gap_bits is None and qi.gap_width is None and qi.gaps_coder is None
@@ -312,6 +327,7 @@ def test_info_of_dense_and_raw_tensors():
 
 
 # -- writing ------------------------------------------------------------------------------------------
+
 
 def test_save_file_is_atomic(tmp_path):
     path = tmp_path / "m.dcf"
@@ -397,8 +413,20 @@ def test_file_writer_streams_atomically(tmp_path):
         {"n": None},
         {"r": np.zeros([1] * 33)},
     ],
-    ids=["int-name", "bytes-name", "empty-name", "1025-bytes", "1026-utf8-bytes", "surrogate", "complex64", "object",
-         "str", "datetime", "none", "rank-33"],
+    ids=[
+        "int-name",
+        "bytes-name",
+        "empty-name",
+        "1025-bytes",
+        "1026-utf8-bytes",
+        "surrogate",
+        "complex64",
+        "object",
+        "str",
+        "datetime",
+        "none",
+        "rank-33",
+    ],
 )
 def test_bad_input_is_an_encode_error(tensors):
     with pytest.raises(EncodeError):
@@ -420,6 +448,7 @@ def test_bad_tensors_argument():
 
 
 # -- the expansion limit ----------------------------------------------------------------------------
+
 
 def test_encoder_stores_an_over_expanding_quantized_tensor_raw():
     """Spec 9.1: an encoder must not write a tensor that breaks the limit; the reference stores it raw.
@@ -480,10 +509,22 @@ def test_expansion_limit_and_max_expansion():
 HOSTILE = {
     "raw": lambda shape: Ent("h", DT["float32"], ENC["raw"], shape, b""),
     "zstd": lambda shape: Ent("h", DT["float32"], ENC["zstd"], shape, zstd_frame(bytes(64))),
-    "quant_dense": lambda shape: Ent("h", DT["float32"], ENC["quant_dense"], shape, quant_payload(
-        np.array([0.5], np.float32), [stream(CODER["bitpack"], b"")], entry_count=int(np.prod(shape, dtype=object)))),
-    "quant_sparse": lambda shape: Ent("h", DT["float64"], ENC["quant_sparse"], shape, quant_payload(
-        np.array([0.0], np.float32), [stream(CODER["bitpack"], b""), stream(CODER["bitpack"], b"\xff" * 8)], gap_bits=16, entry_count=4)),
+    "quant_dense": lambda shape: Ent(
+        "h",
+        DT["float32"],
+        ENC["quant_dense"],
+        shape,
+        quant_payload(np.array([0.5], np.float32), [stream(CODER["bitpack"], b"")], entry_count=int(np.prod(shape, dtype=object))),
+    ),
+    "quant_sparse": lambda shape: Ent(
+        "h",
+        DT["float64"],
+        ENC["quant_sparse"],
+        shape,
+        quant_payload(
+            np.array([0.0], np.float32), [stream(CODER["bitpack"], b""), stream(CODER["bitpack"], b"\xff" * 8)], gap_bits=16, entry_count=4
+        ),
+    ),
 }
 
 
@@ -507,8 +548,9 @@ def test_huge_declared_shape_fails_without_allocating(kind):
 def test_lying_counts_fail_before_allocating():
     """Within the expansion limit, but the streams are far too short for the declared entries."""
     numel = 1 << 20  # 4 MiB of float32 from a payload of a few dozen bytes: inside 65536 x (payload + 64)
-    payload = quant_payload(np.array([0.0, 1.0], np.float32), [stream(CODER["bitpack"], b"\x01"), stream(CODER["bitpack"], b"\x01")],
-                            gap_bits=1, entry_count=numel)
+    payload = quant_payload(
+        np.array([0.0, 1.0], np.float32), [stream(CODER["bitpack"], b"\x01"), stream(CODER["bitpack"], b"\x01")], gap_bits=1, entry_count=numel
+    )
     blob = build_file([Ent("h", DT["float32"], ENC["quant_sparse"], (numel,), payload)])
     tracemalloc.start()
     try:

@@ -59,6 +59,7 @@ def check_quantized_file(blob: bytes, name: str, case) -> None:
 
 # -- plain arrays ----------------------------------------------------------------------------
 
+
 @given(raw_arrays())
 @example(np.array([np.nan, -0.0, np.inf, -np.inf], dtype=np.float32))
 @example(np.array(np.float64(-0.0)))
@@ -106,6 +107,7 @@ def test_python_scalars_and_lists():
 
 
 # -- quantized tensors -------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("coder", CODERS)
 @given(case=quantized_cases(), layout=st.sampled_from(["auto", "dense", "sparse"]))
@@ -175,8 +177,10 @@ def test_tail_entry_of_a_large_tensor(coder):
         check_quantized_file(blob, "w", case)
 
 
-@given(st.dictionaries(tensor_names, st.one_of(raw_arrays(max_elements=200), quantized_cases(max_codebook=64, max_elements=200)),
-                       max_size=5), st.sampled_from(["raw", "zstd", "auto"]))
+@given(
+    st.dictionaries(tensor_names, st.one_of(raw_arrays(max_elements=200), quantized_cases(max_codebook=64, max_elements=200)), max_size=5),
+    st.sampled_from(["raw", "zstd", "auto"]),
+)
 @settings(max_examples=few(20))
 def test_mixed_files_round_trip(tensors, dense):
     plain = {name: (v.q if hasattr(v, "q") else v) for name, v in tensors.items()}
@@ -208,6 +212,7 @@ def test_threaded_decoding_gives_the_same_arrays():
 
 # -- determinism ------------------------------------------------------------------------------
 
+
 @given(st.dictionaries(tensor_names, raw_arrays(max_elements=50), min_size=1, max_size=6), st.randoms(use_true_random=False))
 @settings(max_examples=few(30))
 def test_insertion_order_does_not_change_the_bytes(tensors, random):
@@ -223,6 +228,7 @@ def test_insertion_order_does_not_change_the_bytes(tensors, random):
 
 
 # -- files and lazy reading ---------------------------------------------------------------------
+
 
 def test_save_file_load_file_and_lazy_open(tmp_path):
     rng = np.random.default_rng(5)
@@ -255,6 +261,7 @@ def test_save_file_load_file_and_lazy_open(tmp_path):
 
 # -- metadata -----------------------------------------------------------------------------------
 
+
 @given(metadata_dicts)
 def test_metadata_round_trip(metadata):
     blob = dcformat.save({"x": np.zeros(1)}, metadata=metadata)
@@ -265,7 +272,7 @@ def test_metadata_round_trip(metadata):
 
 
 def test_metadata_unicode_and_nesting():
-    metadata = {"ключ": "значение", "层": {"深": [1, 2.5, None, True, "☃"]}, "": "", "e": "\u00e9\U0001F600"}
+    metadata = {"ключ": "значение", "层": {"深": [1, 2.5, None, True, "☃"]}, "": "", "e": "\u00e9\U0001f600"}
     blob = dcformat.save({}, metadata=metadata)
     with dcformat.open(blob) as f:
         assert f.metadata() == {**metadata, **PRODUCER}
@@ -273,8 +280,19 @@ def test_metadata_unicode_and_nesting():
     assert "значение".encode() in blob and b"\\u" not in parse_file(blob).metadata
 
 
-@pytest.mark.parametrize("metadata", [{"dcformat.producer": "me"}, {"dcformat.anything": 1}, {1: "x"}, {None: 1},
-                                      {"a": float("nan")}, {"a": float("inf")}, {"a": object()}, {"a": b"bytes"}])
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {"dcformat.producer": "me"},
+        {"dcformat.anything": 1},
+        {1: "x"},
+        {None: 1},
+        {"a": float("nan")},
+        {"a": float("inf")},
+        {"a": object()},
+        {"a": b"bytes"},
+    ],
+)
 def test_bad_metadata_is_rejected(metadata):
     with pytest.raises(EncodeError):
         dcformat.save({"x": np.zeros(1)}, metadata=metadata)
@@ -289,6 +307,7 @@ def test_metadata_with_a_lone_surrogate_is_an_encode_error(metadata):
 
 # -- the encoder's choices ------------------------------------------------------------------
 
+
 def choice_cases():
     rng = np.random.default_rng(7)
     n = 1500  # < 2048 symbols: one Huffman lane, so the encoder's size estimates are exact
@@ -300,8 +319,12 @@ def choice_cases():
     yield "periodic", QuantizedTensor.from_entries((n,), np.array([0.5, 1.0, 2.0], np.float32), np.arange(0, n, 3), np.arange(n // 3) % 3)
 
 
-FORCED = [(coder, layout, gap_bits) for coder in ("bitpack", "huffman", "zstd", None) for layout in ("dense", "sparse")
-          for gap_bits in (range(1, 17) if layout == "sparse" else [None])]
+FORCED = [
+    (coder, layout, gap_bits)
+    for coder in ("bitpack", "huffman", "zstd", None)
+    for layout in ("dense", "sparse")
+    for gap_bits in (range(1, 17) if layout == "sparse" else [None])
+]
 
 
 def sizes(q):
@@ -350,8 +373,10 @@ def test_overrides_apply_per_tensor():
         dcformat.save({"a": a}, overrides={"zzz": EncodeOptions()})
 
 
-@pytest.mark.parametrize("kwargs", [dict(layout="diagonal"), dict(gap_bits=0), dict(gap_bits=17), dict(gap_bits=True), dict(gap_bits=4.0),
-                                    dict(coder="lz4"), dict(dense="gzip")])
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(layout="diagonal"), dict(gap_bits=0), dict(gap_bits=17), dict(gap_bits=True), dict(gap_bits=4.0), dict(coder="lz4"), dict(dense="gzip")],
+)
 def test_bad_options(kwargs):
     with pytest.raises(EncodeError):
         EncodeOptions(**kwargs)

@@ -89,37 +89,47 @@ def _cases() -> dict[str, tuple[bytes, object]]:
         # -- zstd tensors (spec 6.2)
         "zstd_content_size_2_pow_40": (one(ZSTD, (2**38,), B.zstd_frame(2**40)), LimitError),
         "zstd_content_size_u64_max": (one(ZSTD, (2**40,), B.zstd_frame(U64)), LimitError),
-        "zstd_declares_limit_delivers_128_k": (at_limit(
-            lambda n: (ZSTD, B.zstd_frame(n * 4, B.zstd_block(1, 1 << 17, b"\1", last=True)))), FormatError),
+        "zstd_declares_limit_delivers_128_k": (
+            at_limit(lambda n: (ZSTD, B.zstd_frame(n * 4, B.zstd_block(1, 1 << 17, b"\1", last=True)))),
+            FormatError,
+        ),
         "zstd_frame_without_content_size": (one(ZSTD, (4,), B.zstd_frame(None, single_segment=False, window_byte=0)), FormatError),
         # RFC 8878 lets a frame ask for a 3.75 TB window and lets a decoder refuse it; spec 6.2 is silent
         # (reported). libzstd refuses windows over 2**27 by default; an 8 MiB window decodes.
         "zstd_window_3_75_tb": (
             one(ZSTD, (4,), B.zstd_frame(16, B.zstd_block(1, 16, b"\0", last=True), single_segment=False, window_byte=0xFF)),
-            FormatError),
+            FormatError,
+        ),
         "zstd_window_8_mib": (
-            one(ZSTD, (4,), B.zstd_frame(16, B.zstd_block(1, 16, b"\0", last=True), single_segment=False, window_byte=13 << 3)), OK),
+            one(ZSTD, (4,), B.zstd_frame(16, B.zstd_block(1, 16, b"\0", last=True), single_segment=False, window_byte=13 << 3)),
+            OK,
+        ),
         "zstd_many_rle_blocks_past_content_size": (
             one(ZSTD, (1000,), B.zstd_frame(4000, B.zstd_block(1, 1 << 17, b"\0", last=False) * 60 + B.zstd_block(0, 0, b"", last=True))),
-            FormatError),
+            FormatError,
+        ),
         # -- quantized payloads (spec 6.3-6.5)
         "codebook_size_65536_tiny_payload": (dense((4,), 65536, 4, b"", codebook=b""), FormatError),
         "codebook_size_u32_max": (dense((4,), U32, 4, b"", codebook=b""), LimitError),
         "entry_count_u64_max_dense": (dense((4,), 1, U64, B.stream(BITPACK, b"")), FormatError),
         "entry_count_u64_max_sparse": (sparse((4,), 1, U64, B.stream(BITPACK, b"") * 2), FormatError),
         "stream_body_length_u64_max": (dense((4,), 2, 4, B.stream(BITPACK, b"\0", body_length=U64)), FormatError),
-        "dense_k1_at_expansion_limit": (dense((expansion_elements(k1_dense_payload),), 1, expansion_elements(k1_dense_payload),
-                                              B.stream(BITPACK, b"")), OK),
-        "dense_k1_one_past_expansion_limit": (dense((expansion_elements(k1_dense_payload) + 1,), 1,
-                                                    expansion_elements(k1_dense_payload) + 1, B.stream(BITPACK, b"")), LimitError),
+        "dense_k1_at_expansion_limit": (
+            dense((expansion_elements(k1_dense_payload),), 1, expansion_elements(k1_dense_payload), B.stream(BITPACK, b"")),
+            OK,
+        ),
+        "dense_k1_one_past_expansion_limit": (
+            dense((expansion_elements(k1_dense_payload) + 1,), 1, expansion_elements(k1_dense_payload) + 1, B.stream(BITPACK, b"")),
+            LimitError,
+        ),
         "sparse_no_entries_at_expansion_limit": (sparse((expansion_elements(k1_sparse_payload),), 1, 0, B.stream(BITPACK, b"") * 2), OK),
-        "sparse_gaps_16_bits_past_the_end": (sparse((1000,), 1, 2, B.stream(BITPACK, b"") + B.stream(BITPACK, b"\xff" * 4), 16),
-                                             FormatError),
-        "zstd_codes_declare_n_deliver_less": (at_limit(
-            lambda n: (DENSE, B.quant(B.f32(0), 1, n, B.stream(ZSTD_CODER, B.zstd_frame(n))))), FormatError),
+        "sparse_gaps_16_bits_past_the_end": (sparse((1000,), 1, 2, B.stream(BITPACK, b"") + B.stream(BITPACK, b"\xff" * 4), 16), FormatError),
+        "zstd_codes_declare_n_deliver_less": (
+            at_limit(lambda n: (DENSE, B.quant(B.f32(0), 1, n, B.stream(ZSTD_CODER, B.zstd_frame(n))))),
+            FormatError,
+        ),
         # -- Huffman streams (spec 7.3)
-        "huffman_n_1m_body_40_bytes": (
-            huff(10**6, B.huffman(2, [1, 1], 16, 0, 0, [], 10**6, b"")), LimitError),
+        "huffman_n_1m_body_40_bytes": (huff(10**6, B.huffman(2, [1, 1], 16, 0, 0, [], 10**6, b"")), LimitError),
         "huffman_table_symbols_u32_max": (huff(8, struct.pack("<I", U32) + b"\0" * 64), FormatError),
         "huffman_lane_count_u32_max": (huff(8, B.huffman(2, [1, 1], U32, 1, 0, [], 8, b"\0")), FormatError),
         "huffman_lane_base_u64_max": (huff(8, B.huffman(2, [1, 1], 1, U64, 0, [], 8, b"\0")), FormatError),
@@ -128,12 +138,22 @@ def _cases() -> dict[str, tuple[bytes, object]]:
         "huffman_payload_bits_u64_max": (huff(8, B.huffman(2, [1, 1], 1, 8, 0, [], U64, b"\0")), FormatError),
         "huffman_one_bit_lanes_n_8000": (huff(8000, B.huffman(2, [1, 1], 8000, 1, 0, [], 8000, b"\x5a" * 1000)), OK),
         "huffman_one_lane_8000_symbols": (huff(8000, B.huffman(2, [1, 1], 1, 8000, 0, [], 8000, b"\xa5" * 1000)), OK),
-        "huffman_lane_runs_past_payload": (
-            huff(8000, B.huffman(21, LONGEST, 1, 8000, 0, [], 8000, b"\xff" * 1000), k=21), FormatError),
+        "huffman_lane_runs_past_payload": (huff(8000, B.huffman(21, LONGEST, 1, 8000, 0, [], 8000, b"\xff" * 1000), k=21), FormatError),
         "huffman_2_pow_20_tables_x6": (
-            B.build([T(b"t%d" % i, F32, DENSE, (1,), B.quant(B.f32(*range(21)), 21, 1,
-                                                              B.stream(HUFFMAN, B.huffman(21, LONGEST, 1, 1, 0, [], 1, b"\0"))))
-                     for i in range(6)]), OK),
+            B.build(
+                [
+                    T(
+                        b"t%d" % i,
+                        F32,
+                        DENSE,
+                        (1,),
+                        B.quant(B.f32(*range(21)), 21, 1, B.stream(HUFFMAN, B.huffman(21, LONGEST, 1, 1, 0, [], 1, b"\0"))),
+                    )
+                    for i in range(6)
+                ]
+            ),
+            OK,
+        ),
     }
     return cases
 
@@ -213,14 +233,17 @@ def test_legal_decode_at_the_expansion_limit_is_bounded():
     assert peak < elements * (4 + 1 + 8) + 4 * MIB, f"peak {peak / MIB:.1f} MiB for a {elements * 4 / MIB:.1f} MiB tensor"
 
 
-@pytest.mark.parametrize("shape, expected", [
-    ((0, 2**62), LimitError),  # found by the fuzzer: numpy's reshape raised ValueError (fixed)
-    ((2**62, 0), LimitError),
-    ((2**30, 2**30, 0), LimitError),
-    ((0, 2**48), OK),
-    ((0, 2**48 + 1), LimitError),
-    ((2**24, 0, 2**24), OK),
-])
+@pytest.mark.parametrize(
+    "shape, expected",
+    [
+        ((0, 2**62), LimitError),  # found by the fuzzer: numpy's reshape raised ValueError (fixed)
+        ((2**62, 0), LimitError),
+        ((2**30, 2**30, 0), LimitError),
+        ((0, 2**48), OK),
+        ((0, 2**48 + 1), LimitError),
+        ((2**24, 0, 2**24), OK),
+    ],
+)
 def test_zero_element_shapes_bound_the_nonzero_dimensions(shape, expected):
     """Spec 5.1.2: the product of the nonzero dimensions is at most 2**48, whatever their order."""
     outcomes = decode_everything(one(RAW, shape, b""))

@@ -100,13 +100,25 @@ def expect(blob: bytes, exc: type, field: str, *, get: str | None = None, verify
 def good_file() -> bytes:
     """A small file with every encoding and coder."""
     rng = np.random.default_rng(0)
-    q = QuantizedTensor.from_entries((10, 12), np.array([0.0, 0.5, -1.0, 2.0], np.float32),
-                                     np.sort(rng.choice(120, 20, replace=False)), rng.integers(1, 4, 20))
-    tensors = {"raw": np.arange(6, dtype=np.int16), "flag": np.array([True, False, True]), "zs": np.tile(np.arange(4, dtype=np.float32), 8),
-               "qb": q, "qh": q, "qz": q, "qd": q}
-    overrides = {"zs": EncodeOptions(dense="zstd"), "qb": EncodeOptions(layout="sparse", gap_bits=3, coder="bitpack"),
-                 "qh": EncodeOptions(layout="sparse", gap_bits=4, coder="huffman"), "qz": EncodeOptions(layout="sparse", gap_bits=2, coder="zstd"),
-                 "qd": EncodeOptions(layout="dense", coder="bitpack")}
+    q = QuantizedTensor.from_entries(
+        (10, 12), np.array([0.0, 0.5, -1.0, 2.0], np.float32), np.sort(rng.choice(120, 20, replace=False)), rng.integers(1, 4, 20)
+    )
+    tensors = {
+        "raw": np.arange(6, dtype=np.int16),
+        "flag": np.array([True, False, True]),
+        "zs": np.tile(np.arange(4, dtype=np.float32), 8),
+        "qb": q,
+        "qh": q,
+        "qz": q,
+        "qd": q,
+    }
+    overrides = {
+        "zs": EncodeOptions(dense="zstd"),
+        "qb": EncodeOptions(layout="sparse", gap_bits=3, coder="bitpack"),
+        "qh": EncodeOptions(layout="sparse", gap_bits=4, coder="huffman"),
+        "qz": EncodeOptions(layout="sparse", gap_bits=2, coder="zstd"),
+        "qd": EncodeOptions(layout="dense", coder="bitpack"),
+    }
     return dcformat.save(tensors, metadata={"note": "good"}, overrides=overrides)
 
 
@@ -117,7 +129,14 @@ def test_good_file_and_helpers_are_sound():
     with dcformat.open(GOOD) as f:
         assert f.verify() == ["flag", "qb", "qd", "qh", "qz", "raw", "zs"]
         assert {n: f.entry(n).encoding.name for n in f.keys()} == {
-            "flag": "RAW", "qb": "QUANT_SPARSE", "qd": "QUANT_DENSE", "qh": "QUANT_SPARSE", "qz": "QUANT_SPARSE", "raw": "RAW", "zs": "ZSTD"}
+            "flag": "RAW",
+            "qb": "QUANT_SPARSE",
+            "qd": "QUANT_DENSE",
+            "qh": "QUANT_SPARSE",
+            "qz": "QUANT_SPARSE",
+            "raw": "RAW",
+            "zs": "ZSTD",
+        }
         assert f.info("qh").codes_coder == "huffman" and f.info("qz").gaps_coder == "zstd"
     # the helpers change nothing when asked to change nothing
     assert set_header(GOOD) == GOOD
@@ -150,6 +169,7 @@ def test_quant_helpers_make_a_valid_file():
 # ======================================================================================
 # Header
 # ======================================================================================
+
 
 def test_empty_file(tmp_path):
     expect(b"", FormatError, "header")
@@ -229,9 +249,20 @@ def test_nonzero_header_padding(index):
 def section_boundaries(blob: bytes) -> dict:
     head = Header.parse(blob[:40])
     meta_end = head.index_offset + head.metadata_length
-    return {"in header": 20, "after header": 40, "in header padding": 50, "after header padding": 64, "in payloads": 100,
-            "at index": head.index_offset, "in metadata": head.index_offset + 3, "at directory": meta_end,
-            "in directory": meta_end + 5, "at index crc": len(blob) - 4, "in index crc": len(blob) - 2, "last byte": len(blob) - 1}
+    return {
+        "in header": 20,
+        "after header": 40,
+        "in header padding": 50,
+        "after header padding": 64,
+        "in payloads": 100,
+        "at index": head.index_offset,
+        "in metadata": head.index_offset + 3,
+        "at directory": meta_end,
+        "in directory": meta_end + 5,
+        "at index crc": len(blob) - 4,
+        "in index crc": len(blob) - 2,
+        "last byte": len(blob) - 1,
+    }
 
 
 @pytest.mark.parametrize("where", list(section_boundaries(GOOD)))
@@ -242,8 +273,11 @@ def test_truncation_at_section_boundaries(where):
 
 
 def test_every_prefix_is_an_error():
-    small = dcformat.save({"a": np.arange(3, dtype=np.int8), "q": QuantizedTensor.from_entries((30,), CB, [2, 29], [1, 2])},
-                          metadata={"m": 1}, overrides={"q": EncodeOptions(layout="sparse", gap_bits=2, coder="bitpack")})
+    small = dcformat.save(
+        {"a": np.arange(3, dtype=np.int8), "q": QuantizedTensor.from_entries((30,), CB, [2, 29], [1, 2])},
+        metadata={"m": 1},
+        overrides={"q": EncodeOptions(layout="sparse", gap_bits=2, coder="bitpack")},
+    )
     for size in range(len(small)):
         with pytest.raises(DCFormatError):
             with dcformat.open(small[:size]) as f:
@@ -285,6 +319,7 @@ def test_metadata_and_directory_too_large():
 # Index: metadata and directory
 # ======================================================================================
 
+
 @pytest.mark.parametrize(
     "metadata",
     [
@@ -305,8 +340,24 @@ def test_metadata_and_directory_too_large():
         b'{"a":-Infinity}',
         b"[" * 100000 + b"]" * 100000,  # nesting deep enough to exhaust a recursive parser
     ],
-    ids=["not-utf8", "surrogate", "overlong", "truncated-json", "empty", "two-values", "array", "string", "null", "number",
-         "duplicate-key", "nested-duplicate", "nan", "infinity", "minus-infinity", "deep-nesting"],
+    ids=[
+        "not-utf8",
+        "surrogate",
+        "overlong",
+        "truncated-json",
+        "empty",
+        "two-values",
+        "array",
+        "string",
+        "null",
+        "number",
+        "duplicate-key",
+        "nested-duplicate",
+        "nan",
+        "infinity",
+        "minus-infinity",
+        "deep-nesting",
+    ],
 )
 def test_bad_metadata(metadata):
     expect(set_metadata(GOOD, metadata), FormatError, "metadata")
@@ -375,10 +426,16 @@ def test_element_count_at_the_limit_opens():
     expect(blob, LimitError, "tensors['s']", get="s")  # but cannot decode from 0 bytes
 
 
-@pytest.mark.parametrize("shape, encoding, payload", [
-    ((0, 2**62), "raw", b""), ((0, 2**63), "raw", b""), ((0, 2**31, 2**31), "zstd", zstd_frame(b"")),
-    ((0, 2**62), "quant_dense", quant_payload(np.array([0.5], np.float32), [stream(1, b"")], entry_count=0)),
-], ids=["raw-2**62", "raw-2**63", "zstd-2**62", "quant_dense-2**62"])
+@pytest.mark.parametrize(
+    "shape, encoding, payload",
+    [
+        ((0, 2**62), "raw", b""),
+        ((0, 2**63), "raw", b""),
+        ((0, 2**31, 2**31), "zstd", zstd_frame(b"")),
+        ((0, 2**62), "quant_dense", quant_payload(np.array([0.5], np.float32), [stream(1, b"")], entry_count=0)),
+    ],
+    ids=["raw-2**62", "raw-2**63", "zstd-2**62", "quant_dense-2**62"],
+)
 def test_zero_element_tensor_with_huge_dimensions(shape, encoding, payload):
     """Spec 5.1.2 bounds the product of the nonzero dimensions: holding no element does not
     make (0, 2**62) or (0, 2**31, 2**31) valid (numpy cannot even represent them)."""
@@ -471,6 +528,7 @@ def test_entry_flags(flags):
 # raw and zstd payloads
 # ======================================================================================
 
+
 @pytest.mark.parametrize("delta", [-1, 1, -12])
 def test_raw_payload_length_mismatch(delta):
     shape = parse_file(GOOD).entry("raw").shape
@@ -509,8 +567,18 @@ RAW32 = np.arange(32, dtype="<f4").tobytes()
         b"not a zstd frame at all",
         b"",
     ],
-    ids=["larger", "smaller", "no-content-size", "trailing-garbage", "two-frames", "skippable-after", "skippable-before",
-         "truncated", "not-zstd", "empty"],
+    ids=[
+        "larger",
+        "smaller",
+        "no-content-size",
+        "trailing-garbage",
+        "two-frames",
+        "skippable-after",
+        "skippable-before",
+        "truncated",
+        "not-zstd",
+        "empty",
+    ],
 )
 def test_bad_zstd_frames(frame):
     assert dcformat.load(zstd_file(zstd_frame(RAW32)))["z"].tobytes() == RAW32
@@ -527,6 +595,7 @@ def test_zstd_frame_whose_content_size_lies():
 # ======================================================================================
 # Quantized payloads
 # ======================================================================================
+
 
 @pytest.mark.parametrize("codebook_dtype", [0, 3, 4, 5, 13, 255])
 def test_bad_codebook_dtype(codebook_dtype):
@@ -618,8 +687,10 @@ def test_unknown_coder(coder, stream_name):
 @pytest.mark.parametrize("stream_name", ["codes", "gaps"])
 def test_stream_body_length_past_the_payload(stream_name):
     codes, gaps = ref_pack([1, 0, 2], 2), ref_pack([1, 3, 0], 2)
-    streams = [stream(1, codes, body_length=len(codes) + (50 if stream_name == "codes" else 0)),
-               stream(1, gaps, body_length=len(gaps) + (1 if stream_name == "gaps" else 0))]
+    streams = [
+        stream(1, codes, body_length=len(codes) + (50 if stream_name == "codes" else 0)),
+        stream(1, gaps, body_length=len(gaps) + (1 if stream_name == "gaps" else 0)),
+    ]
     expect(quant_file(sparse_payload(streams=streams)), FormatError, f"tensors['q'].{stream_name}.body_length", get="q")
     streams[0 if stream_name == "codes" else 1] = stream(1, b"", body_length=2**64 - 1)
     expect(quant_file(sparse_payload(streams=streams)), FormatError, f"tensors['q'].{stream_name}.body_length", get="q")
@@ -667,8 +738,9 @@ def test_code_out_of_range_zstd():
     payload = sparse_payload(streams=[stream(3, zstd_frame(bytes([1, 200, 2]))), bitpack_stream([1, 3, 0], 4)])
     expect(quant_file(payload), FormatError, "tensors['q'].codes", get="q")
     big_cb = np.arange(300, dtype=np.float32)  # u16 symbols
-    payload = quant_payload(big_cb, [stream(3, zstd_frame(np.array([5, 300], "<u2").tobytes())), bitpack_stream([0, 0], 4)],
-                            gap_bits=2, entry_count=2)
+    payload = quant_payload(
+        big_cb, [stream(3, zstd_frame(np.array([5, 300], "<u2").tobytes())), bitpack_stream([0, 0], 4)], gap_bits=2, entry_count=2
+    )
     expect(quant_file(payload), FormatError, "tensors['q'].codes", get="q")
 
 
@@ -708,15 +780,19 @@ def test_get_quantized_checks_the_same():
 # Every single-byte corruption is detected
 # ======================================================================================
 
+
 def small_file() -> bytes:
     q = QuantizedTensor.from_entries((6, 7), np.array([0.0, 0.5, -1.0], np.float32), [1, 9, 20, 41], [1, 2, 2, 1])
     return dcformat.save(
-        {"r": np.array([1, -2, 3], dtype=np.int8), "b": np.array([True, False]), "z": np.zeros(40, np.float32),
-         "qs": q, "qh": q, "qz": q, "qd": q},
+        {"r": np.array([1, -2, 3], dtype=np.int8), "b": np.array([True, False]), "z": np.zeros(40, np.float32), "qs": q, "qh": q, "qz": q, "qd": q},
         metadata={"k": "v"},
-        overrides={"z": EncodeOptions(dense="zstd"), "qs": EncodeOptions(layout="sparse", gap_bits=3, coder="bitpack"),
-                   "qh": EncodeOptions(layout="sparse", gap_bits=2, coder="huffman"), "qz": EncodeOptions(layout="sparse", gap_bits=4, coder="zstd"),
-                   "qd": EncodeOptions(layout="dense", coder="bitpack")},
+        overrides={
+            "z": EncodeOptions(dense="zstd"),
+            "qs": EncodeOptions(layout="sparse", gap_bits=3, coder="bitpack"),
+            "qh": EncodeOptions(layout="sparse", gap_bits=2, coder="huffman"),
+            "qz": EncodeOptions(layout="sparse", gap_bits=4, coder="zstd"),
+            "qd": EncodeOptions(layout="dense", coder="bitpack"),
+        },
     )
 
 

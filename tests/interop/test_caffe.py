@@ -25,6 +25,7 @@ needs_data = pytest.mark.skipif(not (NET.is_file() and PROTOTXT.is_file()), reas
 
 # -- an independent decoder, written from the data folder's README ---------------------
 
+
 def authors_decode(data: bytes, layers) -> dict:
     """The README's rule, step by step: counts, then per layer codebook, bias, codes, indices."""
     buf = np.frombuffer(data, np.uint8)
@@ -62,6 +63,7 @@ def squeezenet():
 
 
 # -- the network description -----------------------------------------------------------
+
 
 @needs_data
 def test_squeezenet_layer_shapes():
@@ -116,13 +118,15 @@ def test_prototxt_syntax():
 
 def test_prototxt_graph_errors():
     with pytest.raises(FormatError, match="'nowhere'"):
-        network_layers('input: "data" layer { name: "conv1" type: "Convolution" bottom: "nowhere" top: "c" '
-                       'convolution_param { num_output: 2 kernel_size: 1 } }')
+        network_layers(
+            'input: "data" layer { name: "conv1" type: "Convolution" bottom: "nowhere" top: "c" convolution_param { num_output: 2 kernel_size: 1 } }'
+        )
     with pytest.raises(FormatError, match="num_output"):
         network_layers('input: "data" layer { name: "conv1" type: "Convolution" bottom: "data" top: "c" convolution_param { kernel_size: 1 } }')
 
 
 # -- the released file -----------------------------------------------------------------
+
 
 @needs_data
 def test_import_matches_the_authors_decoding(squeezenet):
@@ -161,10 +165,15 @@ def test_dcf_is_smaller_and_exports_byte_identical(squeezenet, tmp_path):
 
 
 @needs_data
-@pytest.mark.parametrize("options", [EncodeOptions(layout="sparse", gap_bits=2, coder="bitpack"),  # more fillers than the file
-                                     EncodeOptions(layout="sparse", gap_bits=9, coder="bitpack"),
-                                     EncodeOptions(layout="dense", coder="bitpack")],  # no entries at all
-                         ids=["gap2", "gap9", "dense"])
+@pytest.mark.parametrize(
+    "options",
+    [
+        EncodeOptions(layout="sparse", gap_bits=2, coder="bitpack"),  # more fillers than the file
+        EncodeOptions(layout="sparse", gap_bits=9, coder="bitpack"),
+        EncodeOptions(layout="dense", coder="bitpack"),
+    ],  # no entries at all
+    ids=["gap2", "gap9", "dense"],
+)
 def test_export_does_not_depend_on_the_dcf_encoding(squeezenet, tmp_path, options):
     tensors, data = squeezenet
     path = tmp_path / "squeezenet.dcf"
@@ -192,6 +201,7 @@ def test_export_from_dense_arrays(squeezenet):
 
 
 # -- a small 4-bit network, written then read -------------------------------------------
+
 
 def small_weights(seed=0) -> dict:
     rng = np.random.default_rng(seed)
@@ -238,6 +248,7 @@ def test_write_net_rejects_what_it_cannot_store():
 
 
 # -- hostile files ----------------------------------------------------------------------
+
 
 @pytest.fixture
 def small_files(tmp_path):

@@ -87,6 +87,7 @@ def quantized_model(seed=0) -> dict:
 
 # -- safetensors --------------------------------------------------------------------------
 
+
 def test_safetensors_dcf_round_trip_is_bit_exact(tmp_path):
     tensors = sample_tensors()
     src = tmp_path / "in.safetensors"
@@ -146,8 +147,11 @@ def test_quantized_tensors_are_dequantized_and_named(tmp_path):
 
 def test_bits_quantizes_large_float_tensors_into_the_dcf(tmp_path):
     rng = np.random.default_rng(0)
-    tensors = {"big": rng.normal(size=(64, 64)).astype(np.float32), "small": rng.normal(size=10).astype(np.float32),
-               "ints": np.arange(5000, dtype=np.int32)}
+    tensors = {
+        "big": rng.normal(size=(64, 64)).astype(np.float32),
+        "small": rng.normal(size=10).astype(np.float32),
+        "ints": np.arange(5000, dtype=np.int32),
+    }
     write_safetensors(tensors, tmp_path / "a.safetensors")
     report = convert(tmp_path / "a.safetensors", tmp_path / "a.dcf", bits=3, min_elements=100)
     assert report.quantized == ["big"]
@@ -170,24 +174,47 @@ def safetensors_bytes(header: dict, data: bytes, *, length: int | None = None) -
     return (len(raw) if length is None else length).to_bytes(8, "little") + raw + data
 
 
-@pytest.mark.parametrize("case, error, match", [
-    (safetensors_bytes({}, b"", length=10**9), LimitError, "header_length"),
-    (safetensors_bytes({}, b"", length=500), FormatError, "runs past the end"),
-    (b"\x05\x00", FormatError, "shorter"),
-    (safetensors_bytes({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 4), FormatError, "data_offsets"),
-    (safetensors_bytes({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 4]}}, b"\0" * 4), FormatError, "needs 8"),
-    (safetensors_bytes({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
-                        "b": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}, b"\0" * 8), FormatError, "overlaps"),
-    (safetensors_bytes({"a": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}, b"\0" * 8), FormatError, "hole"),
-    (safetensors_bytes({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}, b"\0" * 8), FormatError, "not covered"),
-    (safetensors_bytes({"a": {"dtype": "F8_E4M3", "shape": [1], "data_offsets": [0, 1]}}, b"\0"), UnsupportedError, "F8_E4M3"),
-    (safetensors_bytes({"a": {"dtype": "BOOL", "shape": [1], "data_offsets": [0, 1]}}, b"\x02"), FormatError, "BOOL"),
-    (safetensors_bytes({"__metadata__": {"k": 1}}, b""), FormatError, "__metadata__"),
-    (safetensors_bytes({"a": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 0]}}, b""), FormatError, "shape"),
-    (b"\x04\x00\x00\x00\x00\x00\x00\x00[1] ", FormatError, "JSON object"),
-    (b"\x09\x00\x00\x00\x00\x00\x00\x00{\"a\":1,\"a\":2}"[:17], FormatError, "JSON"),
-], ids=["huge-header", "header-past-end", "tiny", "offsets-past-end", "wrong-length", "overlap", "hole", "trailing",
-        "float8", "bool-byte", "metadata-values", "negative-dim", "not-object", "bad-json"])
+@pytest.mark.parametrize(
+    "case, error, match",
+    [
+        (safetensors_bytes({}, b"", length=10**9), LimitError, "header_length"),
+        (safetensors_bytes({}, b"", length=500), FormatError, "runs past the end"),
+        (b"\x05\x00", FormatError, "shorter"),
+        (safetensors_bytes({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 4), FormatError, "data_offsets"),
+        (safetensors_bytes({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 4]}}, b"\0" * 4), FormatError, "needs 8"),
+        (
+            safetensors_bytes(
+                {"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, "b": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}, b"\0" * 8
+            ),
+            FormatError,
+            "overlaps",
+        ),
+        (safetensors_bytes({"a": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}, b"\0" * 8), FormatError, "hole"),
+        (safetensors_bytes({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}, b"\0" * 8), FormatError, "not covered"),
+        (safetensors_bytes({"a": {"dtype": "F8_E4M3", "shape": [1], "data_offsets": [0, 1]}}, b"\0"), UnsupportedError, "F8_E4M3"),
+        (safetensors_bytes({"a": {"dtype": "BOOL", "shape": [1], "data_offsets": [0, 1]}}, b"\x02"), FormatError, "BOOL"),
+        (safetensors_bytes({"__metadata__": {"k": 1}}, b""), FormatError, "__metadata__"),
+        (safetensors_bytes({"a": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 0]}}, b""), FormatError, "shape"),
+        (b"\x04\x00\x00\x00\x00\x00\x00\x00[1] ", FormatError, "JSON object"),
+        (b'\x09\x00\x00\x00\x00\x00\x00\x00{"a":1,"a":2}'[:17], FormatError, "JSON"),
+    ],
+    ids=[
+        "huge-header",
+        "header-past-end",
+        "tiny",
+        "offsets-past-end",
+        "wrong-length",
+        "overlap",
+        "hole",
+        "trailing",
+        "float8",
+        "bool-byte",
+        "metadata-values",
+        "negative-dim",
+        "not-object",
+        "bad-json",
+    ],
+)
 def test_bad_safetensors_files(tmp_path, case, error, match):
     path = tmp_path / "bad.safetensors"
     path.write_bytes(case)
@@ -197,12 +224,19 @@ def test_bad_safetensors_files(tmp_path, case, error, match):
 
 # -- PyTorch ------------------------------------------------------------------------------
 
+
 def test_torch_files_round_trip(tmp_path):
     torch = pytest.importorskip("torch")
     needs_bfloat16()
     torch.manual_seed(0)
-    state = {"w": torch.randn(5, 3, dtype=torch.bfloat16), "b": torch.randn(5), "steps": torch.tensor(7),
-             "mask": torch.rand(4) > 0.5, "h": torch.randn(2, dtype=torch.float16), "u": torch.tensor([65535], dtype=torch.uint16)}
+    state = {
+        "w": torch.randn(5, 3, dtype=torch.bfloat16),
+        "b": torch.randn(5),
+        "steps": torch.tensor(7),
+        "mask": torch.rand(4) > 0.5,
+        "h": torch.randn(2, dtype=torch.float16),
+        "u": torch.tensor([65535], dtype=torch.uint16),
+    }
     torch.save(state, tmp_path / "m.pt")
     convert(tmp_path / "m.pt", tmp_path / "m.dcf")
     convert(tmp_path / "m.dcf", tmp_path / "back.pth")
@@ -252,14 +286,17 @@ def test_unsafe_or_bad_torch_files_are_refused(tmp_path):
 
 
 def test_import_does_not_pull_optional_packages():
-    code = ("import sys, dcformat.interop.convert, dcformat.interop.caffe, dcformat.cli.convert; "
-            "bad = [m for m in ('torch', 'onnx', 'onnxruntime', 'safetensors', 'tqdm') if m in sys.modules]; "
-            "assert not bad, bad")
+    code = (
+        "import sys, dcformat.interop.convert, dcformat.interop.caffe, dcformat.cli.convert; "
+        "bad = [m for m in ('torch', 'onnx', 'onnxruntime', 'safetensors', 'tqdm') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
     root = str(REPO_ROOT)
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root, env={**os.environ, "PYTHONPATH": root})
 
 
 # -- npz ----------------------------------------------------------------------------------
+
 
 def test_npz_round_trip(tmp_path):
     tensors = {k: v for k, v in sample_tensors().items() if v.dtype != BF16}
@@ -299,6 +336,7 @@ def test_bad_npz_files(tmp_path):
 
 # -- ONNX ---------------------------------------------------------------------------------
 
+
 def onnx_case(kind: str, tmp_path):
     torch = pytest.importorskip("torch")
     pytest.importorskip("onnx")
@@ -307,8 +345,15 @@ def onnx_case(kind: str, tmp_path):
         model = torch.nn.Sequential(torch.nn.Linear(20, 32), torch.nn.ReLU(), torch.nn.Linear(32, 5))
         x = torch.randn(4, 20)
     else:
-        model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-                                    torch.nn.Conv2d(8, 6, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(6 * 2 * 2, 4))
+        model = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, 3, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.MaxPool2d(2),
+            torch.nn.Conv2d(8, 6, 3),
+            torch.nn.ReLU(),
+            torch.nn.Flatten(),
+            torch.nn.Linear(6 * 2 * 2, 4),
+        )
         x = torch.randn(2, 3, 8, 8)
     model.eval()
     path = tmp_path / f"{kind}.onnx"
@@ -376,6 +421,7 @@ def test_onnx_rebuild_checks_the_graph(tmp_path):
 
 # -- the command -----------------------------------------------------------------------
 
+
 def run_cli(argv) -> int:
     from dcformat.cli.convert import register
 
@@ -392,8 +438,23 @@ def test_convert_command_json_and_text(tmp_path, capsys):
     assert report["dequantized"] == ["fc.weight"] and report["tensors"] == 2
     assert report["source_format"] == "dcf" and report["destination_format"] == "safetensors"
     assert report["bytes_out"] == os.path.getsize(tmp_path / "q.safetensors")
-    assert run_cli(["convert", str(tmp_path / "q.safetensors"), str(tmp_path / "r.dcf"), "--bits", "4", "--min-elements", "100",
-                    "--coder", "bitpack", "--no-progress"]) == 0
+    assert (
+        run_cli(
+            [
+                "convert",
+                str(tmp_path / "q.safetensors"),
+                str(tmp_path / "r.dcf"),
+                "--bits",
+                "4",
+                "--min-elements",
+                "100",
+                "--coder",
+                "bitpack",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "q.safetensors (safetensors" in out and "r.dcf (dcf" in out and "quantized (1): fc.weight" in out
     with pytest.raises(DCFormatError, match="--graph"):
@@ -415,9 +476,14 @@ def test_main_reports_errors_in_one_line(tmp_path, capsys):
 
 def test_convert_checks_its_arguments_before_reading(tmp_path):
     missing = tmp_path / "missing.dcf"  # never opened: each call fails on its arguments first
-    for kwargs, match in [(dict(dst=tmp_path / "a.onnx"), "graph"), (dict(dst=tmp_path / "a.net"), "prototxt"),
-                          (dict(dst=tmp_path / "a.npz", bits=4), "bits"), (dict(dst=tmp_path / "a.npz", strip_graph=tmp_path / "g.onnx"), "onnx"),
-                          (dict(dst=missing), "same file"), (dict(dst=tmp_path / "a.dcf", min_elements=-1), "min_elements")]:
+    for kwargs, match in [
+        (dict(dst=tmp_path / "a.onnx"), "graph"),
+        (dict(dst=tmp_path / "a.net"), "prototxt"),
+        (dict(dst=tmp_path / "a.npz", bits=4), "bits"),
+        (dict(dst=tmp_path / "a.npz", strip_graph=tmp_path / "g.onnx"), "onnx"),
+        (dict(dst=missing), "same file"),
+        (dict(dst=tmp_path / "a.dcf", min_elements=-1), "min_elements"),
+    ]:
         with pytest.raises(EncodeError, match=match):
             convert(missing, **kwargs)
 

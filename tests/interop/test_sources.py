@@ -31,6 +31,7 @@ def sharded_input(tmp_path):
 
 # -- reading safetensors ------------------------------------------------------------------------
 
+
 def test_reader_agrees_with_the_safetensors_package(model_file):
     safetensors_numpy = pytest.importorskip("safetensors.numpy", reason="the safetensors package is not installed")
     src, tensors = model_file
@@ -49,14 +50,17 @@ def _patched(tmp_path, patch) -> str:
     return path
 
 
-@pytest.mark.parametrize("patch, match", [
-    (lambda h: h["a"].update(dtype="F8_E4M3"), "cannot be stored in a .dcf"),
-    (lambda h: h["a"].update(shape=[4, -4]), "non-negative integers"),
-    (lambda h: h["a"].update(shape=[4, 5]), "needs 80"),
-    (lambda h: h["a"].update(data_offsets=[0, 10**9]), "within the 88-byte data area"),
-    (lambda h: h["b"].update(data_offsets=[8, 32]), "overlaps"),
-    (lambda h: h.update(__metadata__={"k": 1}), "strings to strings"),
-])
+@pytest.mark.parametrize(
+    "patch, match",
+    [
+        (lambda h: h["a"].update(dtype="F8_E4M3"), "cannot be stored in a .dcf"),
+        (lambda h: h["a"].update(shape=[4, -4]), "non-negative integers"),
+        (lambda h: h["a"].update(shape=[4, 5]), "needs 80"),
+        (lambda h: h["a"].update(data_offsets=[0, 10**9]), "within the 88-byte data area"),
+        (lambda h: h["b"].update(data_offsets=[8, 32]), "overlaps"),
+        (lambda h: h.update(__metadata__={"k": 1}), "strings to strings"),
+    ],
+)
 def test_malformed_safetensors(tmp_path, patch, match):
     with pytest.raises(DCFormatError, match=match):
         read_safetensors(_patched(tmp_path, patch))
@@ -83,6 +87,7 @@ def test_malformed_safetensors_framing(tmp_path):
 
 # -- hostile or broken shard indexes -------------------------------------------------------
 
+
 def _index(folder, weight_map, **extra) -> str:
     path = folder / "model.safetensors.index.json"
     path.write_text(json.dumps({"weight_map": weight_map, **extra}))
@@ -105,8 +110,12 @@ def test_malformed_safetensors_indexes(tmp_path):
         with pytest.raises(FormatError, match=message):
             open_source(_index(tmp_path, weight_map))
     path = tmp_path / "model.safetensors.index.json"
-    for raw, message in [(b"[1]", "must be a JSON object"), (b"{\"weight_map\": 1", "not valid UTF-8 JSON"), (b"\xff", "not valid UTF-8 JSON"),
-                         (b'{"weight_map": {"a": "s1.safetensors", "a": "s1.safetensors"}}', "duplicate key")]:
+    for raw, message in [
+        (b"[1]", "must be a JSON object"),
+        (b'{"weight_map": 1', "not valid UTF-8 JSON"),
+        (b"\xff", "not valid UTF-8 JSON"),
+        (b'{"weight_map": {"a": "s1.safetensors", "a": "s1.safetensors"}}', "duplicate key"),
+    ]:
         path.write_bytes(raw)
         with pytest.raises(FormatError, match=message):
             open_source(path)

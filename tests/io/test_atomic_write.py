@@ -64,13 +64,13 @@ def stored_version(path: pathlib.Path) -> int:
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL (POSIX)")
 def test_killed_writer_leaves_a_complete_file(tmp_path):
     path = tmp_path / "model.dcf"
-    dcformat.save_file({"v": np.zeros(ELEMENTS, np.float32), "noise": np.zeros(ELEMENTS, np.float32)}, path,
-                       metadata={"version": "0"})
+    dcformat.save_file({"v": np.zeros(ELEMENTS, np.float32), "noise": np.zeros(ELEMENTS, np.float32)}, path, metadata={"version": "0"})
     rng = random.Random(1234)
     version, kills, mid_write, deadline = 0, 0, 0, time.monotonic() + BUDGET_SECONDS
     while kills < MAX_KILLS and time.monotonic() < deadline:
-        child = subprocess.Popen([sys.executable, "-c", CHILD, str(ROOT), str(path), str(version + 1), str(ELEMENTS)],
-                                 stdout=subprocess.PIPE, text=True)
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(ROOT), str(path), str(version + 1), str(ELEMENTS)], stdout=subprocess.PIPE, text=True
+        )
         try:
             assert child.stdout.readline().strip() == "ready"
             time.sleep(rng.uniform(0.0, 0.25))
@@ -88,8 +88,10 @@ def test_killed_writer_leaves_a_complete_file(tmp_path):
     assert all(name.startswith(".model.dcf.") and name.endswith(".tmp") for name in leftovers), leftovers
     assert len(leftovers) <= (1 if anonymous_files_work(tmp_path) else kills), leftovers
     assert kills >= 5, f"only {kills} kills in the time budget"
-    print(f"\n{kills} kills ({mid_write} landed a version the child had not reported yet, or came before its first save), "
-          f"final version {version}, {len(leftovers)} temporary files left behind")
+    print(
+        f"\n{kills} kills ({mid_write} landed a version the child had not reported yet, or came before its first save), "
+        f"final version {version}, {len(leftovers)} temporary files left behind"
+    )
 
 
 def anonymous_files_work(folder) -> bool:

@@ -58,8 +58,12 @@ def test_streaming_and_batch_writers_give_identical_bytes(tmp_path):
 @pytest.mark.parametrize("threads", [1, 2, 3, 8])
 def test_threaded_decoding_is_identical(threads):
     rng = np.random.default_rng(2)
-    tensors = {"big": layer(rng, (1500, 1200), kept=0.3), "dense8": layer(rng, (300, 300), kept=1.0, bits=8),
-               "small": layer(rng, (10, 10)), "raw": rng.standard_normal((7, 3))}
+    tensors = {
+        "big": layer(rng, (1500, 1200), kept=0.3),
+        "dense8": layer(rng, (300, 300), kept=1.0, bits=8),
+        "small": layer(rng, (10, 10)),
+        "raw": rng.standard_normal((7, 3)),
+    }
     data = dcformat.save(tensors)
     expected = {k: (v.dequantize() if isinstance(v, dcformat.QuantizedTensor) else v) for k, v in tensors.items()}
     out = dcformat.load(data, threads=threads)
@@ -141,8 +145,7 @@ def test_resaving_in_fewer_shards_removes_the_stale_ones(tmp_path):
     assert len(list(tmp_path.glob("model-*-of-00004.dcf"))) == 4
     (tmp_path / "other-00001-of-00001.dcf").write_bytes(b"not ours")  # another prefix: kept
     index = dcformat.save_sharded(tensors, tmp_path, max_shard_bytes=10**6)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model-00001-of-00001.dcf", "model.dcf.index.json",
-                                                          "other-00001-of-00001.dcf"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model-00001-of-00001.dcf", "model.dcf.index.json", "other-00001-of-00001.dcf"]
     out = dcformat.load_file(index)
     assert all(np.array_equal(out[k], v) for k, v in tensors.items())
 
@@ -154,8 +157,9 @@ def test_dense_codes_are_gathered_in_chunks_identically(monkeypatch, chunk):
     monkeypatch.setattr(decode_kernels, "GATHER_CHUNK", chunk)
     rng = np.random.default_rng(6)
     q = dcformat.quantize(rng.laplace(size=(37, 53)).astype(np.float32), bits=6)
-    data = dcformat.save({"q": q, "h": dcformat.quantize(rng.normal(size=(5, 300)).astype(np.float16), bits=4)},
-                         options=dcformat.EncodeOptions(layout="dense"))
+    data = dcformat.save(
+        {"q": q, "h": dcformat.quantize(rng.normal(size=(5, 300)).astype(np.float16), bits=4)}, options=dcformat.EncodeOptions(layout="dense")
+    )
     out = dcformat.load(data)
     assert out["q"].tobytes() == q.dequantize().tobytes()
     with dcformat.open(data) as f:

@@ -37,9 +37,7 @@ def mnist_slice(tmp_path_factory):
 
 
 def _quick(network: str) -> repro.Recipe:
-    return dataclasses.replace(
-        repro.RECIPES[network], dense_epochs=1, prune_rounds=1, retrain_epochs=[1], finetune_epochs=1, batch_size=64
-    )
+    return dataclasses.replace(repro.RECIPES[network], dense_epochs=1, prune_rounds=1, retrain_epochs=[1], finetune_epochs=1, batch_size=64)
 
 
 @pytest.mark.parametrize("network", ["lenet-300-100", "lenet-5"])

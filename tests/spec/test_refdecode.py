@@ -200,10 +200,20 @@ def test_reference_rejects_what_the_spec_forbids():
         "bool byte 2": dcfbuild.build([T(b"b", 13, 1, (1,), b"\2")]),
         "duplicate key": dcfbuild.build(metadata=b'{"a":1,"a":2}'),
         "NaN metadata": dcfbuild.build(metadata=b'{"a":NaN}'),
-        "huffman incomplete": dcfbuild.build([T(b"w", 1, 3, (2,), dcfbuild.quant(
-            dcfbuild.f32(0.0, 1.0, 2.0), 3, 2, dcfbuild.stream(2, dcfbuild.huffman(3, [1, 2, 0], 1, 2, 0, [], 2, b"\0"))))]),
-        "single symbol length 2": dcfbuild.build([T(b"w", 1, 3, (2,), dcfbuild.quant(
-            dcfbuild.f32(0.0), 1, 2, dcfbuild.stream(2, dcfbuild.huffman(1, [2], 1, 4, 0, [], 4, b"\0"))))]),
+        "huffman incomplete": dcfbuild.build(
+            [
+                T(
+                    b"w",
+                    1,
+                    3,
+                    (2,),
+                    dcfbuild.quant(dcfbuild.f32(0.0, 1.0, 2.0), 3, 2, dcfbuild.stream(2, dcfbuild.huffman(3, [1, 2, 0], 1, 2, 0, [], 2, b"\0"))),
+                )
+            ]
+        ),
+        "single symbol length 2": dcfbuild.build(
+            [T(b"w", 1, 3, (2,), dcfbuild.quant(dcfbuild.f32(0.0), 1, 2, dcfbuild.stream(2, dcfbuild.huffman(1, [2], 1, 4, 0, [], 4, b"\0"))))]
+        ),
         "unknown dtype in 1.0": dcfbuild.build([T(b"a", 200, 1, (1,), b"\0")]),
         "huge dimension, no element": dcfbuild.build([T(b"a", 1, 1, (2**30, 2**30, 0), b"")]),
     }
@@ -245,11 +255,14 @@ def test_reference_rejects_bytes_after_an_empty_zstd_frame():
     assert _package(_empty_zstd_stream_file(b"")) == {"w": bytes(32)}
 
 
-@pytest.mark.parametrize("data", [  # found by the differential test (fixed): the package accepted these
-    pytest.param(EMPTY_FRAME_GARBAGE, id="zstd-tensor-0-elements-garbage"),
-    pytest.param(_empty_zstd_stream_file(dcfbuild.zstd_frame(0)), id="zstd-streams-n0-second-frame"),
-    pytest.param(_empty_zstd_stream_file(b"\x01\x04\x00"), id="zstd-streams-n0-truncated-block"),
-])
+@pytest.mark.parametrize(
+    "data",
+    [  # found by the differential test (fixed): the package accepted these
+        pytest.param(EMPTY_FRAME_GARBAGE, id="zstd-tensor-0-elements-garbage"),
+        pytest.param(_empty_zstd_stream_file(dcfbuild.zstd_frame(0)), id="zstd-streams-n0-second-frame"),
+        pytest.param(_empty_zstd_stream_file(b"\x01\x04\x00"), id="zstd-streams-n0-truncated-block"),
+    ],
+)
 def test_package_rejects_bytes_after_an_empty_zstd_frame(data):
     """python-zstandard's one-shot decompress() returns b"" for a frame declaring content size 0
     without reading its blocks; spec 6.2 and 7.4 still require exactly one whole frame."""

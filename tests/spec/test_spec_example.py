@@ -16,7 +16,7 @@ SPEC = (ROOT / "spec" / "dcformat.md").read_text(encoding="utf-8")
 
 
 def example_bytes_from_spec() -> bytes:
-    section = SPEC[SPEC.index("## 12. Worked example"):SPEC.index("## 13.")]
+    section = SPEC[SPEC.index("## 12. Worked example") : SPEC.index("## 13.")]
     out = bytearray()
     for line in section.splitlines():
         cells = [c.strip() for c in line.strip("|").split("|")]

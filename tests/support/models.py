@@ -14,8 +14,15 @@ import numpy as np
 
 from dcformat.interop.convert import write_safetensors as library_write_safetensors
 
-_CODES = {np.dtype("<f4"): "F32", np.dtype("<f2"): "F16", np.dtype("<f8"): "F64", np.dtype("<i8"): "I64", np.dtype("<i4"): "I32",
-          np.dtype("u1"): "U8", np.dtype("?"): "BOOL"}
+_CODES = {
+    np.dtype("<f4"): "F32",
+    np.dtype("<f2"): "F16",
+    np.dtype("<f8"): "F64",
+    np.dtype("<i8"): "I64",
+    np.dtype("<i4"): "I32",
+    np.dtype("u1"): "U8",
+    np.dtype("?"): "BOOL",
+}
 
 
 def write_safetensors(path, tensors: dict, *, metadata=None, header_patch=None) -> None:
@@ -48,10 +55,12 @@ def transformer_like(seed: int = 0, *, layers: int = 2, width: int = 64, vocab: 
             w.reshape(-1)[rng.choice(w.size, outliers, replace=False)] = rng.normal(scale=40 * scale, size=outliers)
         return w
 
-    tensors = {"embeddings.word_embeddings.weight": matrix(vocab, width),
-               "embeddings.position_ids": np.arange(128, dtype=np.int64)[None],
-               "embeddings.LayerNorm.weight": (1 + rng.normal(scale=0.1, size=width)).astype(np.float32),
-               "embeddings.LayerNorm.bias": rng.normal(scale=0.02, size=width).astype(np.float32)}
+    tensors = {
+        "embeddings.word_embeddings.weight": matrix(vocab, width),
+        "embeddings.position_ids": np.arange(128, dtype=np.int64)[None],
+        "embeddings.LayerNorm.weight": (1 + rng.normal(scale=0.1, size=width)).astype(np.float32),
+        "embeddings.LayerNorm.bias": rng.normal(scale=0.02, size=width).astype(np.float32),
+    }
     for i in range(layers):
         p = f"encoder.layer.{i}."
         for part in ("query", "key", "value"):

@@ -14,4 +14,3 @@ from dcformat.format.dtypes import BFLOAT16
 HAS_ML_DTYPES = BFLOAT16 is not None
 ML_DTYPES_REASON = "bfloat16 in numpy needs ml_dtypes (pip install 'dcformat[bfloat16]')"
 needs_ml_dtypes = pytest.mark.skipif(not HAS_ML_DTYPES, reason=ML_DTYPES_REASON)
-

@@ -33,8 +33,10 @@ from dcformat.format.dtypes import BFLOAT16
 # the package, so a wrong constant is caught): one home, shared with the fuzz harness.
 from fuzz.dcfbuild import CODER, DT, ENC, HEADER_SIZE, Ent, build_file, quant, stream
 
-NUMPY_DTYPES = [np.dtype(x) for x in (np.float32, np.float16, np.float64, np.int8, np.int16, np.int32, np.int64,
-                                      np.uint8, np.uint16, np.uint32, np.uint64, np.bool_)]
+NUMPY_DTYPES = [
+    np.dtype(x)
+    for x in (np.float32, np.float16, np.float64, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64, np.bool_)
+]
 if BFLOAT16 is not None:
     NUMPY_DTYPES.append(BFLOAT16)
 FLOAT_DTYPES = [np.dtype(np.float32), np.dtype(np.float16), np.dtype(np.float64)] + ([BFLOAT16] if BFLOAT16 is not None else [])
@@ -76,6 +78,7 @@ def few(n: int) -> int:
 # Strategies: shapes and plain arrays
 # ======================================================================================
 
+
 @st.composite
 def shapes(draw, max_elements: int = 3000, max_rank: int = 5, min_rank: int = 0):
     """Shapes of rank 0..max_rank with at most ``max_elements`` elements; zero dims included."""
@@ -97,8 +100,16 @@ def shapes(draw, max_elements: int = 3000, max_rank: int = 5, min_rank: int = 0)
 SPECIAL_BITS = {
     2: [0x7E00, 0x7C01, 0xFE01, 0x7DFF, 0x7C00, 0xFC00, 0x8000, 0x0001, 0x7BFF],
     4: [0x7FC00000, 0x7F800001, 0xFFC00001, 0x7FBFFFFF, 0x7F800000, 0xFF800000, 0x80000000, 0x00000001, 0x7F7FFFFF],
-    8: [0x7FF8000000000000, 0x7FF0000000000001, 0xFFF8000000000001, 0x7FF0000000000000, 0xFFF0000000000000,
-        0x8000000000000000, 0x0000000000000001, 0x7FEFFFFFFFFFFFFF],
+    8: [
+        0x7FF8000000000000,
+        0x7FF0000000000001,
+        0xFFF8000000000001,
+        0x7FF0000000000000,
+        0xFFF0000000000000,
+        0x8000000000000000,
+        0x0000000000000001,
+        0x7FEFFFFFFFFFFFFF,
+    ],
 }
 BF16_SPECIAL_BITS = [0x7FC0, 0x7F81, 0xFFC1, 0x7F80, 0xFF80, 0x8000, 0x0001, 0x7F7F]
 
@@ -144,6 +155,7 @@ def odd_layout_arrays(draw):
 # ======================================================================================
 # Strategies: quantized tensors
 # ======================================================================================
+
 
 @dataclass
 class QCase:
@@ -232,8 +244,14 @@ def quantized_cases(draw, *, dtypes=None, max_codebook: int = 65536, patterns=PA
     from dcformat import QuantizedTensor
 
     dtype = np.dtype(draw(st.sampled_from(dtypes or FLOAT_DTYPES)))
-    size = draw(st.one_of(st.integers(1, 4), st.integers(1, min(256, max_codebook)),
-                          st.integers(1, max_codebook), st.sampled_from(sorted({2, 16, 17, 256, 257, max_codebook}))))
+    size = draw(
+        st.one_of(
+            st.integers(1, 4),
+            st.integers(1, min(256, max_codebook)),
+            st.integers(1, max_codebook),
+            st.sampled_from(sorted({2, 16, 17, 256, 257, max_codebook})),
+        )
+    )
     if max_elements is None:
         max_elements = 3000 if size <= 4096 else 400
     shape = draw(shapes(max_elements=max_elements))
@@ -298,6 +316,7 @@ tensor_names = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, 
 # Reference codecs (pure Python, from the spec text)
 # ======================================================================================
 
+
 def ref_width(alphabet_size: int) -> int:
     """Spec 7.2: ceil(log2(A)) bits, 0 for A = 1."""
     width = 0
@@ -354,20 +373,29 @@ def bitpack_stream(symbols, alphabet_size: int) -> bytes:
     return stream(CODER["bitpack"], ref_pack(symbols, ref_width(alphabet_size)))
 
 
-def quant_payload(codebook, streams, *, gap_bits: int = 0, entry_count: int, codebook_dtype: int | None = None,
-                  reserved: int = 0, codebook_size: int | None = None) -> bytes:
+def quant_payload(
+    codebook, streams, *, gap_bits: int = 0, entry_count: int, codebook_dtype: int | None = None, reserved: int = 0, codebook_size: int | None = None
+) -> bytes:
     """Spec 6.3: the 16-byte quantized header, the codebook, then the streams."""
     cb = np.asarray(codebook)
     if codebook_dtype is None:
         codebook_dtype = DT["float16"] if cb.dtype == np.float16 else DT["float32"]
     store = "<f2" if cb.dtype == np.float16 else "<f4"
-    return quant(cb.astype(store).tobytes(), cb.size if codebook_size is None else codebook_size, entry_count,
-                  b"".join(streams), codebook_dtype=codebook_dtype, gap_bits=gap_bits, reserved=reserved)
+    return quant(
+        cb.astype(store).tobytes(),
+        cb.size if codebook_size is None else codebook_size,
+        entry_count,
+        b"".join(streams),
+        codebook_dtype=codebook_dtype,
+        gap_bits=gap_bits,
+        reserved=reserved,
+    )
 
 
 # ======================================================================================
 # The container: entries from arrays, and an independent parser (the writer is fuzz.dcfbuild's)
 # ======================================================================================
+
 
 def raw_ent(name, array: np.ndarray, **kw) -> Ent:
     array = np.asarray(array)

@@ -25,9 +25,7 @@ from dcformat.torch.quantize import TrainedQuantizer  # noqa: E402
 GLOBAL_BATCH = 16
 WORLD_SIZE = 2
 
-pytestmark = pytest.mark.skipif(
-    not (dist.is_available() and dist.is_gloo_available()), reason="torch.distributed with gloo is not available"
-)
+pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()), reason="torch.distributed with gloo is not available")
 
 
 def _data():

@@ -43,8 +43,12 @@ class SmallNet(nn.Module):
 
 def _inputs(batch=8, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(batch, 1, 6, 6, generator=g), torch.randn(batch, 2, 8, generator=g),
-            torch.randn(batch, 1, 4, 4, 4, generator=g), torch.randint(0, 5, (batch,), generator=g))
+    return (
+        torch.randn(batch, 1, 6, 6, generator=g),
+        torch.randn(batch, 2, 8, generator=g),
+        torch.randn(batch, 1, 4, 4, 4, generator=g),
+        torch.randint(0, 5, (batch,), generator=g),
+    )
 
 
 def _step(model, optimizer, seed):
