@@ -14,7 +14,8 @@ import numpy as np
 #: text-mode transfers (the PNG trick).
 MAGIC = b"\x89DCF\r\n\x1a\n"
 VERSION_MAJOR = 1
-VERSION_MINOR = 0
+#: The newest minor version this package reads and writes (1.1 added the float_split encoding).
+VERSION_MINOR = 1
 HEADER_SIZE = 40
 #: Payloads start on multiples of this, so raw tensors can be memory-mapped in place.
 ALIGNMENT = 64
@@ -89,6 +90,27 @@ class Encoding(enum.IntEnum):
     ZSTD = 2
     QUANT_DENSE = 3
     QUANT_SPARSE = 4
+    FLOAT_SPLIT = 5  # format 1.1
+
+
+#: The minor version that defined each encoding id (spec 10.2): a file MUST NOT use an id
+#: newer than the version it declares, and a writer declares the oldest version that
+#: defines every id it used, so files without new ids stay 1.0 byte for byte.
+ENCODING_SINCE = {
+    Encoding.RAW: 0,
+    Encoding.ZSTD: 0,
+    Encoding.QUANT_DENSE: 0,
+    Encoding.QUANT_SPARSE: 0,
+    Encoding.FLOAT_SPLIT: 1,
+}
+
+#: Spec 6.6: the exponent and mantissa widths of each float dtype (the sign is one bit).
+FLOAT_FIELDS = {
+    DType.FLOAT32: (8, 23),
+    DType.FLOAT16: (5, 10),
+    DType.BFLOAT16: (8, 7),
+    DType.FLOAT64: (11, 52),
+}
 
 
 class Coder(enum.IntEnum):

@@ -13,9 +13,9 @@ from ..codecs import streams
 from ..codecs import zstd as zstd_frames
 from ..errors import FormatError
 from ..quantize import QuantizedTensor
-from . import dtypes, sparse
+from . import dtypes, float_split, sparse
 from .constants import DTYPE_STORAGE, DType, Encoding
-from .encodings import DensePlan, QuantPlan
+from .encodings import DensePlan, FloatSplitPlan, QuantPlan
 
 #: Codes gathered per np.take call when decoding quant_dense (see _gather).
 GATHER_CHUNK = 1 << 20
@@ -34,10 +34,10 @@ def storage_array(plan: DensePlan) -> np.ndarray:
     return array.reshape(plan.shape)
 
 
-def decode(plan: DensePlan | QuantPlan, *, threads: int = 1) -> np.ndarray:
+def decode(plan: DensePlan | QuantPlan | FloatSplitPlan, *, threads: int = 1) -> np.ndarray:
     """The tensor a plan describes, as a numpy array of its dtype."""
-    if isinstance(plan, DensePlan):
-        array = storage_array(plan)
+    if isinstance(plan, (DensePlan, FloatSplitPlan)):
+        array = storage_array(plan) if isinstance(plan, DensePlan) else float_split_bits(plan, threads=threads)
         if plan.dtype in (DType.BOOL, DType.BFLOAT16):
             array = array.view(dtypes.numpy_dtype(plan.dtype, field=plan.field, offset=plan.offset))
         return array
@@ -48,6 +48,17 @@ def decode(plan: DensePlan | QuantPlan, *, threads: int = 1) -> np.ndarray:
     out = np.zeros(plan.numel, dtype=values.dtype)
     sparse.scatter(out, gap_symbols, codes, values, threads=threads)
     return out.reshape(plan.shape)
+
+
+def float_split_symbols(plan: FloatSplitPlan, *, threads: int = 1) -> list[np.ndarray]:
+    """The symbols of every stream of a float_split payload, checked."""
+    return [streams.decode(stream, threads=threads) for stream in plan.streams]
+
+
+def float_split_bits(plan: FloatSplitPlan, *, threads: int = 1) -> np.ndarray:
+    """A float_split tensor's elements as their storage bits (bfloat16 as uint16), shaped."""
+    bits = float_split.join(float_split_symbols(plan, threads=threads), plan.dtype)
+    return bits.view(DTYPE_STORAGE[plan.dtype]).reshape(plan.shape)
 
 
 def decode_quantized(plan: QuantPlan, *, threads: int = 1) -> QuantizedTensor:

@@ -13,13 +13,17 @@ import numpy as np
 from ..codecs import streams, zstd
 from ..errors import EncodeError
 from ..quantize import QuantizedTensor
-from . import dtypes, sparse
-from .constants import MAX_CODEBOOK_SIZE, MAX_GAP_BITS, Coder, DType, Encoding
+from . import dtypes, float_split, sparse
+from .constants import FLOAT_DTYPES, MAX_CODEBOOK_SIZE, MAX_GAP_BITS, Coder, DType, Encoding
 from .encodings import decoded_nbytes, within_expansion
 from .structs import QUANT_HEADER_SIZE, QuantHeader
 
 LAYOUTS = ("auto", "dense", "sparse")
-DENSE_CHOICES = ("raw", "zstd", "auto")
+DENSE_CHOICES = ("auto", "raw", "zstd", "float_split")
+#: Plain tensors of more raw bytes than this try whole-tensor zstd on a sample first, and in
+#: full only if the sample comes within ZSTD_SAMPLE_MARGIN of the best encoding so far.
+ZSTD_SAMPLE_BYTES = 1 << 20
+ZSTD_SAMPLE_MARGIN = 1.05
 
 
 @dataclass(frozen=True)
@@ -38,15 +42,17 @@ class EncodeOptions:
     gap_bits: for sparse storage, the gap width 1..16, or ``None`` for the smallest.
     coder: ``"bitpack"``, ``"huffman"`` or ``"zstd"`` for every symbol stream, or ``None``
         to pick the smallest per stream.
-    dense: for plain arrays, ``"raw"`` (memory-mappable), ``"zstd"``, or ``"auto"`` (zstd
-        when it is smaller).
+    dense: for plain (not quantized) arrays: ``"auto"`` (the smallest of raw, zstd and, for
+        float dtypes, float_split: the smallest lossless file), ``"raw"`` (memory-mappable:
+        loading is a view of the file, no decoding), ``"zstd"``, or ``"float_split"`` (float
+        tensors split into Huffman-coded exponents and sign/mantissa planes; others raw).
     zstd_level: the zstd compression level.
     """
 
     layout: str = "auto"
     gap_bits: int | None = None
     coder: str | None = None
-    dense: str = "raw"
+    dense: str = "auto"
     zstd_level: int = zstd.DEFAULT_LEVEL
 
     def __post_init__(self):
@@ -83,14 +89,41 @@ def encode_tensor(value, options: EncodeOptions, *, field: str) -> EncodedTensor
         value = value.dequantize()
     array = np.asarray(value)
     dtype = dtypes.dtype_id(array.dtype, field=field)
-    raw = dtypes.to_storage(array, dtype).tobytes()
+    storage = dtypes.to_storage(array, dtype)
+    raw = storage.tobytes()
     shape = tuple(int(d) for d in array.shape)
-    if options.dense != "raw" and raw:
-        frame = zstd.compress(raw, level=options.zstd_level)
-        readable = within_expansion(len(raw), len(frame))
-        if readable and (options.dense == "zstd" or len(frame) < len(raw)):
-            return EncodedTensor(dtype, Encoding.ZSTD, shape, frame)
-    return EncodedTensor(dtype, Encoding.RAW, shape, raw)
+    best = EncodedTensor(dtype, Encoding.RAW, shape, raw)
+    if not raw or options.dense == "raw":
+        return best
+    candidates = []
+    if dtype in FLOAT_DTYPES and options.dense in ("auto", "float_split"):
+        candidates.append(EncodedTensor(dtype, Encoding.FLOAT_SPLIT, shape, _float_split_payload(storage, dtype, options)))
+    if options.dense == "zstd" or (options.dense == "auto" and _zstd_may_win(raw, min(len(c.payload) for c in [best, *candidates]), options)):
+        candidates.append(EncodedTensor(dtype, Encoding.ZSTD, shape, zstd.compress(raw, level=options.zstd_level)))
+    for candidate in candidates:  # forced choices keep theirs; auto keeps the smallest (ties: the earlier)
+        if within_expansion(len(raw), len(candidate.payload)) and (options.dense != "auto" or len(candidate.payload) < len(best.payload)):
+            best = candidate
+    return best
+
+
+def _float_split_payload(storage: np.ndarray, dtype: DType, options: EncodeOptions) -> bytes:
+    """Spec 6.6: the exponent stream, then a stream per sign/mantissa plane, each with its
+    smallest coder (or the forced one)."""
+    bits = np.ascontiguousarray(storage).reshape(-1).view(float_split.bits_dtype(dtype))
+    symbols = float_split.split(bits, dtype)
+    return b"".join(
+        streams.encode(stream, alphabet, coder=options.coder_id, zstd_level=options.zstd_level)
+        for stream, alphabet in zip(symbols, float_split.alphabets(dtype))
+    )
+
+
+def _zstd_may_win(raw: bytes, best_bytes: int, options: EncodeOptions) -> bool:
+    """Whether whole-tensor zstd is worth trying in full: always for small tensors, else when
+    a sample of the tensor's start compresses about as well as the best encoding so far."""
+    if len(raw) <= 4 * ZSTD_SAMPLE_BYTES:
+        return True
+    sample = len(zstd.compress(raw[:ZSTD_SAMPLE_BYTES], level=options.zstd_level))
+    return sample / ZSTD_SAMPLE_BYTES <= ZSTD_SAMPLE_MARGIN * best_bytes / len(raw)
 
 
 def _zero_code(codebook: np.ndarray) -> int | None:

@@ -3,8 +3,8 @@
 This module is the one place where a payload's structure is validated. :func:`plan_payload`
 checks every field of a payload against its directory entry and its own length before
 anything of the tensor's size is allocated, and returns a plan: a :class:`DensePlan` (raw,
-zstd) or a :class:`QuantPlan` (quant_dense, quant_sparse) whose streams are
-:class:`~dcformat.codecs.streams.StreamPlan`. Decoding kernels (numpy in
+zstd), a :class:`QuantPlan` (quant_dense, quant_sparse) or a :class:`FloatSplitPlan`
+(float_split), whose streams are :class:`~dcformat.codecs.streams.StreamPlan`. Decoding kernels (numpy in
 ``format/decode.py``, torch in ``dcformat.torch.decode``) run only over plans, and call the
 checks here and in the codecs for what can only be known after decoding (a symbol outside
 its alphabet, a position past the end, a lane's end).
@@ -18,7 +18,7 @@ import numpy as np
 
 from ..codecs import streams
 from ..errors import FormatError, LimitError
-from . import dtypes
+from . import dtypes, float_split
 from .constants import (
     CODEBOOK_DTYPES,
     DTYPE_ITEMSIZE,
@@ -102,7 +102,22 @@ class QuantPlan:
             )
 
 
-def plan_payload(dtype: DType, encoding: Encoding, shape, payload, *, field: str, offset: int) -> DensePlan | QuantPlan:
+@dataclass(frozen=True)
+class FloatSplitPlan:
+    """A float_split payload (spec 6.6): the exponent stream, then one stream per plane of
+    the sign and mantissa bits, every stream framed and planned."""
+
+    dtype: DType
+    shape: tuple
+    numel: int
+    streams: tuple  # of StreamPlan: exponents first, then the planes, most significant first
+    field: str
+    offset: int
+
+    encoding = Encoding.FLOAT_SPLIT
+
+
+def plan_payload(dtype: DType, encoding: Encoding, shape, payload, *, field: str, offset: int) -> DensePlan | QuantPlan | FloatSplitPlan:
     """Check a payload (a buffer) against its entry and return its plan.
 
     ``offset`` is the payload's file offset, used in error messages.
@@ -117,6 +132,8 @@ def plan_payload(dtype: DType, encoding: Encoding, shape, payload, *, field: str
                 offset=offset,
             )
         return DensePlan(dtype, encoding, shape, payload, field, offset)
+    if encoding == Encoding.FLOAT_SPLIT:
+        return _plan_float_split(dtype, shape, payload, field=field, offset=offset)
     return _plan_quantized(dtype, encoding, shape, payload, field=field, offset=offset)
 
 
@@ -181,3 +198,24 @@ def _plan_quantized(dtype: DType, encoding: Encoding, shape: tuple, payload, *, 
         gap_coder, start, stop = gaps_header
         gaps = streams.plan(gap_coder, payload[start:stop], count, 1 << header.gap_bits, field=field + ".gaps", offset=offset + start)
     return QuantPlan(dtype, encoding, shape, numel, codebook, header.gap_bits, count, codes, gaps, field, offset)
+
+
+def _plan_float_split(dtype: DType, shape: tuple, payload, *, field: str, offset: int) -> FloatSplitPlan:
+    """Spec 6.6: a float dtype, then 1 + P streams back to back that end with the payload."""
+    if dtype not in FLOAT_DTYPES:
+        raise FormatError(field + ".dtype", f"float_split stores float dtypes only, not {dtypes.name(dtype)}", offset=offset)
+    numel = numel_of(shape)
+    alphabets = float_split.alphabets(dtype)
+    names = ["exponents"] + [f"planes[{k}]" for k in range(len(alphabets) - 1)]
+    framed, pos, end = [], 0, len(payload)
+    for name in names:  # the framing of every stream first: nothing is planned past a bad one
+        coder, start, stop = streams.read_header(payload, pos, end, field=f"{field}.{name}", base=offset)
+        framed.append((coder, start, stop))
+        pos = stop
+    if pos != end:
+        raise FormatError(field + ".payload", f"{end - pos} bytes follow the last stream", offset=offset + pos)
+    planned = tuple(
+        streams.plan(coder, payload[start:stop], numel, alphabet, field=f"{field}.{name}", offset=offset + start)
+        for (coder, start, stop), alphabet, name in zip(framed, alphabets, names)
+    )
+    return FloatSplitPlan(dtype, shape, numel, planned, field, offset)

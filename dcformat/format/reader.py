@@ -19,7 +19,7 @@ from construct import ConstructError
 
 from ..errors import ChecksumError, DCFormatError, EncodeError, FormatError, LimitError, UnsupportedError
 from ..quantize import QuantizedTensor
-from . import decode, dtypes, strict_json
+from . import decode, dtypes, float_split, strict_json
 from .constants import (
     ALIGNMENT,
     DATA_START,
@@ -34,10 +34,11 @@ from .constants import (
     MAX_TENSORS,
     VERSION_MAJOR,
     VERSION_MINOR,
+    ENCODING_SINCE,
     DType,
     Encoding,
 )
-from .encodings import DensePlan, QuantPlan, decoded_nbytes, numel_of, plan_payload, within_expansion
+from .encodings import DensePlan, FloatSplitPlan, QuantPlan, decoded_nbytes, numel_of, plan_payload, within_expansion
 from .rules import align, crc32, extent, quoted
 from .structs import HEADER_CRC_COVERS, INDEX_CRC_SIZE, Header, TensorEntry, entry_size
 
@@ -238,6 +239,9 @@ class DCFile:
             raise UnsupportedError(field + ".dtype", f"unknown dtype id {raw.dtype}", offset=after_name)
         if not isinstance(encoding, Encoding) and not newer:
             raise UnsupportedError(field + ".encoding", f"unknown encoding id {raw.encoding}", offset=after_name + 1)
+        if isinstance(encoding, Encoding) and ENCODING_SINCE[encoding] > self.version[1]:
+            raise FormatError(field + ".encoding", f"encoding {encoding.name.lower()} is defined from format 1.{ENCODING_SINCE[encoding]}, "
+                              f"this file declares {self.version[0]}.{self.version[1]}", offset=after_name + 1)
         if raw.flags != 0:
             raise FormatError(field + ".flags", f"reserved flag bits are set (0x{raw.flags:02x})", offset=after_name + 3)
         shape = tuple(int(d) for d in raw.shape)
@@ -321,6 +325,13 @@ class DCFile:
             payload_offset=entry.offset,
         )
         numel = numel_of(entry.shape)
+        if isinstance(plan, FloatSplitPlan):
+            symbols = decode.float_split_symbols(plan)
+            nonzero = numel - int(np.count_nonzero(float_split.is_zero(symbols, plan.dtype))) if numel else 0
+            per_element = 8 / numel if numel else 0.0
+            exponents = plan.streams[0]
+            return TensorInfo(density=nonzero / numel if numel else 0.0, code_bits=exponents.stored_bytes * per_element,
+                              codes_coder=exponents.coder.name.lower(), **base)
         if isinstance(plan, DensePlan):
             stored = decode.storage_array(plan)
             if entry.dtype in (DType.BFLOAT16, DType.FLOAT16):  # count on the bits: -0 is zero, no ml_dtypes needed
@@ -356,7 +367,7 @@ class DCFile:
         return list(self._entries)
 
     # -- for decoders and loaders -------------------------------------------------------------------
-    def plan(self, name: str) -> DensePlan | QuantPlan:
+    def plan(self, name: str) -> DensePlan | QuantPlan | FloatSplitPlan:
         """The checked plan of one tensor: its ids known to this reader, its decoded size
         within the expansion limit, its CRC-32 matching, its payload's structure valid.
         Decoders (numpy, torch) decode plans only."""

@@ -25,7 +25,7 @@ from .constants import (
     MAX_TENSORS,
     RESERVED_KEY_PREFIX,
     VERSION_MAJOR,
-    VERSION_MINOR,
+    ENCODING_SINCE,
     DType,
     Encoding,
 )
@@ -120,7 +120,7 @@ class Writer:
         header = dict(
             magic=MAGIC,
             version_major=VERSION_MAJOR,
-            version_minor=VERSION_MINOR,
+            version_minor=max((ENCODING_SINCE[w.encoding] for w in self._written.values()), default=0),
             flags=0,
             tensor_count=len(self._written),
             metadata_length=len(meta),

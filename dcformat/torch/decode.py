@@ -18,7 +18,9 @@ from ..codecs import huffman, streams
 from ..errors import UnsupportedError
 from ..format import decode as numpy_kernels
 from ..format.constants import Coder, DType
-from ..format.encodings import DensePlan, QuantPlan
+from ..format import float_split
+from ..format.constants import DTYPE_ITEMSIZE
+from ..format.encodings import DensePlan, FloatSplitPlan, QuantPlan
 from ..format.reader import DCFile
 from ..interop.torch_arrays import TORCH_DTYPES
 
@@ -108,6 +110,8 @@ def get(reader: DCFile, name: str, *, device="cpu") -> torch.Tensor:
         elif plan.dtype == DType.BOOL:
             tensor = tensor.to(torch.bool)
         return tensor.to(device)
+    if isinstance(plan, FloatSplitPlan):
+        return float_split_tensor(plan, device).view(target).reshape(plan.shape)
     assert isinstance(plan, QuantPlan)
     values = torch.from_numpy(plan.codebook.astype(np.float64)).to(device=device).to(target)
     codes = decode_stream(plan.codes, device)
@@ -120,6 +124,25 @@ def get(reader: DCFile, name: str, *, device="cpu") -> torch.Tensor:
     out = torch.zeros(plan.numel, dtype=target, device=device)
     out[positions] = values[codes]
     return out.reshape(plan.shape)
+
+
+#: Signed torch integer type of each element width, to reinterpret assembled bits.
+_SIGNED = {2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def float_split_tensor(plan: FloatSplitPlan, device) -> torch.Tensor:
+    """A float_split tensor's element bits (spec 6.6), assembled with torch operations, as
+    a flat signed integer tensor of the element's width (view it as the float dtype)."""
+    exponent_bits, mantissa_bits = float_split.fields(plan.dtype)
+    exponents, *planes = (decode_stream(stream, device) for stream in plan.streams)
+    rest = torch.zeros(plan.numel, dtype=torch.int64, device=device)
+    for plane, width in zip(planes, float_split.plane_widths(plan.dtype)):
+        rest = (rest << width) | plane
+    bits = ((rest >> mantissa_bits) << (exponent_bits + mantissa_bits)) | (exponents << mantissa_bits) | (rest & ((1 << mantissa_bits) - 1))
+    width = 8 * DTYPE_ITEMSIZE[plan.dtype]
+    if width < 64:  # two's complement of the top bit, so the narrowing below keeps every bit
+        bits = bits - (((bits >> (width - 1)) & 1) << width)
+    return bits.to(_SIGNED[DTYPE_ITEMSIZE[plan.dtype]])
 
 
 def load_file(path, *, device="cpu") -> dict[str, torch.Tensor]:
