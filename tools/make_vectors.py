@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import sys
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -28,8 +29,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import dcformat
 from dcformat import EncodeOptions, QuantizedTensor
-from dcformat.format.constants import DTYPE_STORAGE
-from dcformat.format.dtypes import BFLOAT16, dtype_id
+from dcformat.codecs import streams
+from dcformat.format import float_split
+from dcformat.format.constants import DTYPE_STORAGE, Encoding
+from dcformat.format.dtypes import BFLOAT16, dtype_id, to_storage
+from dcformat.format.encode import EncodedTensor
 
 VECTORS = os.path.join(os.path.dirname(__file__), "..", "spec", "vectors")
 
@@ -51,6 +55,123 @@ def _laplace_quantized(rng, shape, bits, kept, dtype=np.float32):
     if kept < 1.0:
         w[np.abs(w) < np.quantile(np.abs(w), 1.0 - kept)] = 0
     return dcformat.quantize(w, bits=bits)
+
+
+@dataclass(frozen=True)
+class FloatSplit:
+    """An array written float_split even where the encoder would not (it stores a tensor of
+    no element raw): the writer is given the :class:`EncodedTensor`, the manifest hashes
+    ``array``. ``coder`` forces one coder for every stream, as ``EncodeOptions(coder=...)``."""
+
+    array: np.ndarray
+    coder: str | None = None
+
+    def encoded(self) -> EncodedTensor:
+        dtype = dtype_id(self.array.dtype)
+        bits = to_storage(self.array, dtype).reshape(-1).view(float_split.bits_dtype(dtype))
+        coder = None if self.coder is None else EncodeOptions(coder=self.coder).coder_id
+        payload = b"".join(
+            streams.encode(symbols, alphabet, coder=coder) for symbols, alphabet in zip(float_split.split(bits, dtype), float_split.alphabets(dtype))
+        )
+        return EncodedTensor(dtype, Encoding.FLOAT_SPLIT, tuple(self.array.shape), payload)
+
+
+#: Bit patterns of every float dtype's special values (spec 6.6.3: all of them round-trip):
+#: +-0, the smallest and largest subnormals, the smallest normal, the largest finite, +-inf,
+#: quiet NaNs (top mantissa bit set) and signalling NaNs (top mantissa bit clear, payload not
+#: zero), both signs, with various payloads; then a few ordinary values.
+# fmt: off
+SPECIAL_BITS = {
+    np.float32: [0x00000000, 0x80000000, 0x00000001, 0x807FFFFF, 0x007FFFFF, 0x00800000, 0x7F7FFFFF, 0xFF7FFFFF, 0x7F800000, 0xFF800000,
+                 0x7FC00000, 0xFFC00000, 0x7FC00001, 0x7FFFFFFF, 0xFFFFFFFF, 0x7FD5A5A5,
+                 0x7F800001, 0xFF800001, 0x7FA5A5A5, 0x7FBFFFFF, 0xFF812345,
+                 0x3F800000, 0xC0200000, 0x40490FDB, 0x3D4CCCCD],
+    np.float16: [0x0000, 0x8000, 0x0001, 0x83FF, 0x03FF, 0x0400, 0x7BFF, 0xFBFF, 0x7C00, 0xFC00,
+                 0x7E00, 0xFE00, 0x7E01, 0x7FFF, 0xFFFF, 0x7EAA,
+                 0x7C01, 0xFC01, 0x7D55, 0x7DFF, 0xFCAB,
+                 0x3C00, 0xC100, 0x4248, 0x2A66],
+    np.float64: [0x0000000000000000, 0x8000000000000000, 0x0000000000000001, 0x800FFFFFFFFFFFFF, 0x000FFFFFFFFFFFFF, 0x0010000000000000,
+                 0x7FEFFFFFFFFFFFFF, 0xFFEFFFFFFFFFFFFF, 0x7FF0000000000000, 0xFFF0000000000000,
+                 0x7FF8000000000000, 0xFFF8000000000000, 0x7FF8000000000001, 0x7FFFFFFFFFFFFFFF, 0xFFFFFFFFFFFFFFFF, 0x7FFA5A5A5A5A5A5A,
+                 0x7FF0000000000001, 0xFFF0000000000001, 0x7FF5A5A5A5A5A5A5, 0x7FF7FFFFFFFFFFFF, 0xFFF4000000000000,
+                 0x3FF0000000000000, 0xC004000000000000, 0x400921FB54442D18, 0x3FA999999999999A],
+    "bfloat16": [0x0000, 0x8000, 0x0001, 0x807F, 0x007F, 0x0080, 0x7F7F, 0xFF7F, 0x7F80, 0xFF80,
+                 0x7FC0, 0xFFC0, 0x7FC1, 0x7FFF, 0xFFFF, 0x7FD5,
+                 0x7F81, 0xFF81, 0x7FA5, 0x7FBF, 0xFF92,
+                 0x3F80, 0xC020, 0x4049, 0x3D4D],
+}
+# fmt: on
+_BITS = {2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def _from_bits(bits, dtype) -> np.ndarray:
+    """An array of ``dtype`` holding exactly these bit patterns (a view: no conversion quiets a NaN)."""
+    return np.array(bits, dtype=_BITS[np.dtype(dtype).itemsize]).view(dtype)
+
+
+def _specials(rng, dtype, key=None) -> np.ndarray:
+    """The special values of ``dtype``, then 40 random bit patterns (every plane's full range)."""
+    itemsize = np.dtype(dtype).itemsize
+    noise = rng.integers(0, 2 ** (8 * itemsize), size=40, dtype=_BITS[itemsize])
+    return _from_bits(SPECIAL_BITS[dtype if key is None else key] + noise.tolist(), dtype)
+
+
+def _weights(rng, shape, dtype, specials: int = 0) -> np.ndarray:
+    """Trained-looking weights (normal * 0.05), with ``specials`` of the special values spread in."""
+    w = (rng.standard_normal(shape) * 0.05).astype(dtype)
+    if specials:
+        key = "bfloat16" if np.dtype(dtype) == BFLOAT16 else dtype
+        pick = _from_bits(SPECIAL_BITS[key][:specials], dtype)
+        w.reshape(-1)[rng.choice(w.size, size=specials, replace=False)] = pick
+    return w
+
+
+def _float_split_vectors(rng) -> dict:
+    """Encoding 5 (spec 6.6, format 1.1): every float dtype, special values, shapes (), a tensor
+    of no element and realistic weights, with the encoder's coder per stream and with each
+    coder forced for every stream. bfloat16 has a file of its own, so a reader without
+    ml_dtypes skips only that one."""
+    vectors = {}
+    forced = EncodeOptions(dense="float_split")
+    tensors = {
+        "f32.specials": _specials(rng, np.float32),
+        "f16.specials": _specials(rng, np.float16),
+        "f64.specials": _specials(rng, np.float64),
+        "f32.weight": _weights(rng, (64, 48), np.float32),
+        "f16.weight": _weights(rng, (32, 40), np.float16),
+        "f64.weight": _weights(rng, (16, 20), np.float64),
+        "f32.scalar": _from_bits([0xBE4CCCCD], np.float32).reshape(()),
+        "f64.scalar_nan": _from_bits([0x7FF0000000000ABC], np.float64).reshape(()),
+        "f32.empty": FloatSplit(np.zeros((0, 4), np.float32)),
+        "f16.empty": FloatSplit(np.zeros((3, 0), np.float16)),
+        "f64.empty": FloatSplit(np.zeros(0, np.float64)),
+    }
+    vectors["float_split"] = (tensors, {"purpose": "float_split (spec 6.6), each stream with the encoder's coder"}, forced, None)
+
+    for coder in ("bitpack", "huffman", "zstd"):
+        tensors = {
+            "f32": _weights(rng, (48, 50), np.float32, specials=21),
+            "f16": _weights(rng, (20, 12), np.float16, specials=21),
+            "f64": _weights(rng, (12, 10), np.float64, specials=21),
+            "scalar": np.float16(-1.5).reshape(()),
+            "empty": FloatSplit(np.zeros((2, 0, 3), np.float32), coder=coder),
+        }
+        vectors[f"float_split_{coder}"] = (tensors, None, EncodeOptions(dense="float_split", coder=coder), None)
+
+    if BFLOAT16 is not None:
+        tensors = {
+            "specials": _specials(rng, BFLOAT16, "bfloat16"),
+            "weight": _weights(rng, (48, 40), BFLOAT16),
+            "scalar": _from_bits([0xFF81], BFLOAT16).reshape(()),
+            "empty": FloatSplit(np.zeros((0,), BFLOAT16)),
+        }
+        overrides = {}
+        for coder in ("bitpack", "huffman", "zstd"):
+            tensors[f"weight.{coder}"] = _weights(rng, (16, 12), BFLOAT16, specials=21)
+            tensors[f"empty.{coder}"] = FloatSplit(np.zeros((1, 0), BFLOAT16), coder=coder)
+            overrides[f"weight.{coder}"] = EncodeOptions(dense="float_split", coder=coder)
+        vectors["float_split_bfloat16"] = (tensors, None, forced, overrides)
+    return vectors
 
 
 def build_vectors() -> dict[str, tuple[dict, dict, EncodeOptions | None, dict | None]]:
@@ -135,6 +256,9 @@ def build_vectors() -> dict[str, tuple[dict, dict, EncodeOptions | None, dict | 
     )
 
     vectors["no_tensors"] = ({}, {"note": "a file with metadata only"}, None, None)
+    # Format 1.1. A generator of its own, so that adding these left the draws above, and the
+    # frozen 1.0 vectors they made, as they were.
+    vectors.update(_float_split_vectors(np.random.default_rng(20261202)))
     return vectors
 
 
@@ -153,11 +277,14 @@ def main(argv=None) -> int:
         if name in manifest and os.path.exists(path) and not args.force:
             print(f"kept   {name}.dcf (frozen)")
             continue
-        data = dcformat.save(tensors, metadata=metadata, options=options, overrides=overrides)
+        inputs = {key: value.encoded() if isinstance(value, FloatSplit) else value for key, value in tensors.items()}
+        data = dcformat.save(inputs, metadata=metadata, options=options, overrides=overrides)
         with open(path, "wb") as f:
             f.write(data)
         expected = {}
         for key, value in tensors.items():
+            if isinstance(value, FloatSplit):
+                value = value.array
             array = value.dequantize() if isinstance(value, QuantizedTensor) else np.asarray(value)
             expected[key] = {
                 "dtype": str(dcformat.format.dtypes.name(dtype_id(array.dtype))),

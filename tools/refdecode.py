@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 MAGIC = b"\x89DCF\r\n\x1a\n"
 VERSION_MAJOR = 1
-VERSION_MINOR = 0  # the newest minor version this decoder implements (§5.3)
+VERSION_MINOR = 1  # the newest minor version this decoder implements (§5.3)
 HEADER = struct.Struct("<8sHHIIIQII")  # §3
 
 # §5.2: id -> (name, element bytes, struct format or None)
@@ -44,8 +44,12 @@ DTYPES = {
     13: ("bool", 1, "?"),
 }
 FLOAT_DTYPES = {1, 2, 3, 4}
-RAW, ZSTD, QUANT_DENSE, QUANT_SPARSE = 1, 2, 3, 4  # §6
-ENCODINGS = {RAW: "raw", ZSTD: "zstd", QUANT_DENSE: "quant_dense", QUANT_SPARSE: "quant_sparse"}
+RAW, ZSTD, QUANT_DENSE, QUANT_SPARSE, FLOAT_SPLIT = 1, 2, 3, 4, 5  # §6
+ENCODINGS = {RAW: "raw", ZSTD: "zstd", QUANT_DENSE: "quant_dense", QUANT_SPARSE: "quant_sparse", FLOAT_SPLIT: "float_split"}
+# §10.4: the minor version that defined an encoding id, for ids newer than 1.0
+ENCODING_SINCE = {FLOAT_SPLIT: 1}
+# §6.6.1: float dtype id -> (E exponent bits, M mantissa bits)
+FLOAT_FIELDS = {1: (8, 23), 2: (5, 10), 3: (8, 7), 4: (11, 52)}
 BITPACK, HUFFMAN, ZSTD_CODER = 1, 2, 3  # §7.1
 
 # §9
@@ -80,6 +84,12 @@ def ceil_div(a: int, b: int) -> int:
 
 def bit_width(alphabet: int) -> int:  # §7.2: ceil(log2(A)), 0 for A = 1
     return (alphabet - 1).bit_length()
+
+
+def plane_widths(mantissa_bits: int) -> list[int]:
+    """§6.6.1: the rest (R = 1 + M bits) cut from its top: floor(R/8) planes of 8, then R mod 8 if not 0."""
+    r = 1 + mantissa_bits
+    return [8] * (r // 8) + ([r % 8] if r % 8 else [])
 
 
 class Reader:
@@ -391,6 +401,9 @@ class RefFile:
                 _fail(r.where, f"unknown dtype id {dtype} (§5.3)")
             if encoding not in ENCODINGS and not newer:
                 _fail(r.where, f"unknown encoding id {encoding} (§5.3)")
+            since = ENCODING_SINCE.get(encoding, 0)
+            if since > minor:  # an id newer than the file's version is invalid in it
+                _fail(r.where, f"encoding {ENCODINGS[encoding]} is defined since 1.{since}, the file declares 1.{minor} (§10.4)")
             if rank > MAX_RANK:
                 _fail(r.where, f"rank {rank} > 32 (§5.1)")
             if entry_flags:
@@ -403,8 +416,8 @@ class RefFile:
             offset, length, crc = r.uint(8, "payload_offset"), r.uint(8, "payload_length"), r.uint(4, "payload_crc32")
             if offset % 64:
                 _fail(r.where, f"payload_offset {offset} is not a multiple of 64 (§5.1)")
-            if encoding in (QUANT_DENSE, QUANT_SPARSE) and dtype in DTYPES and dtype not in FLOAT_DTYPES:
-                _fail(r.where, f"encoding {ENCODINGS[encoding]} needs a float dtype (§6)")
+            if encoding in (QUANT_DENSE, QUANT_SPARSE, FLOAT_SPLIT) and dtype in DTYPES and dtype not in FLOAT_DTYPES:
+                _fail(r.where, f"encoding {ENCODINGS[encoding]} needs a float dtype (§6, §6.6.2)")
             if dtype in DTYPES and elements * DTYPES[dtype][1] > EXPANSION * (length + 64):
                 _fail(r.where, "decoded bytes exceed 65536 * (payload_length + 64) (§9.1)")
             self.entries[name] = Entry(name, dtype, encoding, shape, offset, length, crc, elements)
@@ -454,6 +467,8 @@ class RefFile:
             out = payload
         elif e.encoding == ZSTD:  # §6.2
             out = _zstd_decompress(payload, decoded_bytes, where)
+        elif e.encoding == FLOAT_SPLIT:
+            out = self._decode_float_split(e, payload, where)
         else:
             out = self._decode_quant(e, payload, where)
         if dtype_name == "bool" and any(b > 1 for b in out):
@@ -493,6 +508,28 @@ class RefFile:
         out = bytearray(e.elements * item)  # +0.0 is all zero bits in every float dtype
         for p, c in zip(positions, codes):
             out[p * item : (p + 1) * item] = values[c]
+        return bytes(out)
+
+    def _decode_float_split(self, e: Entry, payload: bytes, where: str) -> bytes:
+        """§6.6: the exponent stream, then one stream per plane of the rest, reassembled bit by bit."""
+        if e.dtype not in FLOAT_FIELDS:
+            _fail(where, f"float_split needs a float dtype, not {DTYPES[e.dtype][0]} (§6.6.2)")
+        exp_bits, man_bits = FLOAT_FIELDS[e.dtype]
+        widths = plane_widths(man_bits)
+        n, item = e.elements, DTYPES[e.dtype][1]
+        r = Reader(payload, 0, len(payload), where)
+        exponents = decode_stream(r, n, 1 << exp_bits, f"{where}.exponent")  # stream 0
+        planes = [decode_stream(r, n, 1 << w, f"{where}.plane[{k}]") for k, w in enumerate(widths)]  # streams 1..P
+        if r.pos != len(payload):
+            _fail(where, f"{len(payload) - r.pos} bytes after the last stream (§6.6.2)")
+        man_mask = (1 << man_bits) - 1
+        out = bytearray(n * item)
+        for i in range(n):  # §6.6.3
+            rest = planes[0][i]
+            for k in range(1, len(widths)):
+                rest = (rest << widths[k]) | planes[k][i]
+            x = ((rest >> man_bits) << (exp_bits + man_bits)) | (exponents[i] << man_bits) | (rest & man_mask)
+            out[i * item : (i + 1) * item] = x.to_bytes(item, "little")
         return bytes(out)
 
 

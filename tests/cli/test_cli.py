@@ -31,6 +31,7 @@ def model(tmp_path):
         path,
         metadata={"run": "test"},
         overrides={"dense.q": EncodeOptions(layout="dense", coder="bitpack"), "fc.weight": EncodeOptions(layout="sparse", gap_bits=5)},
+        options=EncodeOptions(dense="raw"),
     )
     return path, w
 

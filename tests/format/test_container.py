@@ -86,7 +86,7 @@ def check_layout(blob: bytes) -> None:
 
 def test_header_fields_and_layout():
     tensors = sample_tensors()
-    blob = dcformat.save(tensors, metadata={"k": "v"})
+    blob = dcformat.save(tensors, metadata={"k": "v"}, options=dcformat.EncodeOptions(dense="raw"))  # raw: the layout is the subject
     check_layout(blob)
     head = Header.parse(blob[:40])
     assert head.tensor_count == len(tensors)
@@ -125,7 +125,7 @@ def test_writer_matches_an_independent_writer():
     }
     metadata = {"x": [1, 2], "é": "ü"}
     expected = build_file([raw_ent(n, tensors[n]) for n in sorted(tensors)], metadata={**metadata, "dcformat.producer": PRODUCER})
-    assert dcformat.save(tensors, metadata=metadata) == expected
+    assert dcformat.save(tensors, metadata=metadata, options=dcformat.EncodeOptions(dense="raw")) == expected
 
 
 @pytest.mark.parametrize("gap_bits", [1, 2, 4, 7, 16])
@@ -212,7 +212,7 @@ def test_unknown_reserved_metadata_keys_are_ignored():
 def test_lazy_raw_views_are_read_only_and_mapped(tmp_path):
     path = tmp_path / "m.dcf"
     a = np.arange(64, dtype=np.float32)
-    dcformat.save_file({"a": a, "z": np.ones(3)}, path)
+    dcformat.save_file({"a": a, "z": np.ones(3)}, path, options=dcformat.EncodeOptions(dense="raw"))
     offset = next(e.offset for e in parse_file(path.read_bytes()).entries if e.name == b"a")
     with dcformat.open(path) as f:
         view = f.get("a")
@@ -456,7 +456,7 @@ def test_encoder_stores_an_over_expanding_quantized_tensor_raw():
     (2**21 copies of one value as quant_dense is a 29-byte payload for 8 MiB: over 65536 x (29 + 64).)
     """
     q = QuantizedTensor.from_codes(np.array([0.5], np.float32), np.zeros(1 << 21, dtype=np.uint8))
-    blob = dcformat.save({"q": q})
+    blob = dcformat.save({"q": q}, options=dcformat.EncodeOptions(dense="raw"))
     entry = parse_file(blob).entries[0]
     assert entry.encoding == ENC["raw"] and len(entry.payload) == 4 << 21
     assert (dcformat.load(blob)["q"] == 0.5).all()
@@ -473,7 +473,7 @@ def test_encoder_fallback_for_a_single_entry_in_a_huge_tensor():
     """
     numel = 1 << 22
     q = QuantizedTensor.from_entries((1 << 11, 1 << 11), np.array([0.75], np.float32), [numel - 1], [0])
-    forced = dcformat.save({"q": q}, options=EncodeOptions(layout="sparse", gap_bits=16, coder="bitpack"))
+    forced = dcformat.save({"q": q}, options=EncodeOptions(layout="sparse", gap_bits=16, coder="bitpack", dense="raw"))
     entry = parse_file(forced).entries[0]
     assert entry.encoding == ENC["raw"] and len(entry.payload) == 4 * numel
     for blob in (forced, dcformat.save({"q": q})):

@@ -44,7 +44,7 @@ noise = rng.standard_normal(elements).astype(np.float32)
 print("ready", flush=True)
 while True:
     tensors = {"v": np.full(elements, version, dtype=np.float32), "noise": noise}
-    dcformat.save_file(tensors, path, metadata={"version": str(version)})
+    dcformat.save_file(tensors, path, metadata={"version": str(version)}, options=dcformat.EncodeOptions(dense="raw"))
     print(version, flush=True)
     version += 1
 """
