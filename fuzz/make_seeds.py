@@ -3,7 +3,7 @@
 
 Small files with one idea each make the fuzzer's mutations count: every coder in every
 layout, multi-lane Huffman streams with non-zero delta widths, u16 zstd symbols, bool and
-bfloat16 tensors, a file of a newer minor version with unknown ids, and a few mutants
+bfloat16 tensors, float_split tensors of every float dtype, a file of a newer minor version with unknown ids, and a few mutants
 with their CRCs re-fixed. Seeds are generated once and committed (everything is seeded,
 but a changed encoder may choose other bytes: the committed files are the reference).
 ``found_*.dcf`` in the corpus are not made here: they are the units a long fuzz run kept
@@ -52,6 +52,7 @@ def seeds() -> dict[str, bytes]:
             "z": np.zeros((0, 2), np.float32),
         },
         metadata={"note": "seed", "nested": {"a": [1, 2.5, None, True]}},
+        options=dcformat.EncodeOptions(dense="raw"),  # as committed before dense="auto" became the default
     )
     out["seed_zstd_dense.dcf"] = dcformat.save(
         {"b": np.ones(40, dtype=np.bool_), "r": np.arange(100, dtype=np.uint16)}, options=dcformat.EncodeOptions(dense="zstd")
@@ -88,6 +89,24 @@ def seeds() -> dict[str, bytes]:
             for _ in range(1 + k):
                 mutant[rnd.randrange(64, len(mutant))] ^= 1 << rnd.randrange(8)
             out[f"mutant_{k}_{name}"] = B.fix_crcs(bytes(mutant))
+
+    # float_split (format 1.1): every float dtype, every coder, special bit patterns.
+    split_rng = np.random.default_rng(11)  # its own generator: the seeds above stay as committed
+    weights = split_rng.normal(scale=0.05, size=(6, 40))
+    specials = np.array([0x7FC00001, 0x7F800001, 0xFF800000, 0x80000000, 0x00000001], dtype="<u4").view(np.float32)
+    split = {
+        "f32": np.concatenate([weights.astype(np.float32).ravel(), specials]),
+        "f16": weights.astype(np.float16),
+        "bf16": weights.astype(ml_dtypes.bfloat16),
+        "f64": weights[:2],
+    }
+    for coder in ("bitpack", "huffman", "zstd"):
+        out[f"seed_float_split_{coder}.dcf"] = dcformat.save(split, options=dcformat.EncodeOptions(dense="float_split", coder=coder))
+
+    for k, name in enumerate(sorted(n for n in out if n.startswith("seed_float_split"))):
+        mutant = bytearray(out[name])
+        mutant[random.Random(8 + k).randrange(64, len(mutant))] ^= 0x10
+        out[f"mutant_{name}"] = B.fix_crcs(bytes(mutant))
     return out
 
 

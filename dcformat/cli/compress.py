@@ -13,7 +13,7 @@ import json
 import sys
 
 from ..compress import DEFAULT_MIN_ELEMENTS, DEFAULT_TARGET_BITS_PER_WEIGHT, TRANSFORMER_IMPORTANCE, compress_file
-from ..format.encode import EncodeOptions
+from ..format.encode import DENSE_CHOICES, EncodeOptions
 from .common import EXIT_OK, EXIT_USAGE, print_table, printable
 
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
@@ -134,9 +134,9 @@ def register(subparsers) -> None:
     p.add_argument("--init", choices=["linear", "density", "forgy"], default="linear", help="k-means initialisation with --bits (default linear)")
     p.add_argument(
         "--dense",
-        choices=["raw", "zstd", "auto"],
+        choices=DENSE_CHOICES,
         default="auto",
-        help="storage of exact tensors (default auto: zstd where smaller; raw keeps them memory-mappable)",
+        help="storage of exact tensors: auto (default: the smallest lossless of raw, zstd and float_split), raw (memory-mappable), zstd, float_split",
     )
     p.add_argument(
         "--threads",

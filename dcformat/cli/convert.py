@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 
-from ..format.encode import EncodeOptions
+from ..format.encode import DENSE_CHOICES, EncodeOptions
 from ..interop.convert import DEFAULT_MIN_ELEMENTS, convert
 from .common import EXIT_OK, printable
 
@@ -38,7 +38,13 @@ def register(subparsers) -> None:
     p.add_argument("--layout", choices=["auto", "dense", "sparse"], default="auto", help=".dcf storage of quantized tensors (default: smallest)")
     p.add_argument("--gap-bits", type=int, metavar="B", help=".dcf gap width for sparse storage (default: smallest)")
     p.add_argument("--coder", choices=["bitpack", "huffman", "zstd"], help=".dcf coder of every symbol stream (default: smallest per stream)")
-    p.add_argument("--dense", choices=["raw", "zstd", "auto"], default="raw", help=".dcf storage of plain tensors (default raw: memory-mappable)")
+    p.add_argument(
+        "--dense",
+        choices=DENSE_CHOICES,
+        default="auto",
+        help=".dcf storage of plain tensors: auto (default: the smallest lossless, float_split for most float weights), "
+        "raw (memory-mappable: loading costs no decoding), zstd, or float_split",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)

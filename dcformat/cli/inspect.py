@@ -17,8 +17,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "inspect",
         help="list the tensors of a file with their encodings and sizes",
-        description="Per tensor: name, shape, dtype, encoding, density, coded bits per stored code and gap, stored bytes, "
-        "and the ratio against fp32; then totals. Names are printed with control characters escaped.",
+        description="Per tensor: name, shape, dtype, encoding, density, coded bits per stored code and gap (quantized) or per "
+        "exponent (float_split), stored bytes, the ratio against fp32 and the payload's bits per element; then totals. Names are printed with control characters escaped.",
     )
     p.add_argument("file", help="a .dcf file, or a sharded model's model.dcf.index.json")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -62,7 +62,7 @@ def inspect_report(path) -> dict:
 
 
 def print_inspect(report: dict, out) -> None:
-    rows = [("name", "shape", "dtype", "encoding", "density", "code bits", "gap bits", "stored bytes", "x fp32")]
+    rows = [("name", "shape", "dtype", "encoding", "density", "code bits", "gap bits", "stored bytes", "x fp32", "bits/elem")]
     for t in report["tensors"]:
         gap = "-" if t["gap_bits"] is None else f"{t['gap_bits']:.2f} (b={t['gap_width']})"
         rows.append(
@@ -76,6 +76,7 @@ def print_inspect(report: dict, out) -> None:
                 gap,
                 f"{t['stored_bytes']:,}",
                 f"{t['ratio_vs_fp32']:.1f}" if t["stored_bytes"] else "-",
+                _fmt_bits(t["bits_per_element"]),
             )
         )
     print(f"{printable(report['file'])}: dcformat {report['format_version']}, {report['file_bytes']:,} bytes", file=out)

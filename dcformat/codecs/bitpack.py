@@ -15,6 +15,8 @@ from ..errors import FormatError
 #: Symbols handled per block, a multiple of 8 so blocks end on byte boundaries; it bounds
 #: the temporaries to a few MiB whatever the stream length.
 _BLOCK_SYMBOLS = 1 << 20
+#: Widths whose symbols are whole little-endian bytes: packed and unpacked as plain arrays.
+_BYTE_WIDTHS = {8: np.dtype("u1"), 16: np.dtype("<u2"), 32: np.dtype("<u4"), 64: np.dtype("<u8")}
 
 
 def packed_size(count: int, width: int) -> int:
@@ -29,9 +31,12 @@ def width_for(alphabet_size: int) -> int:
 
 def pack(values: np.ndarray, width: int) -> bytes:
     """Pack non-negative integers ``< 2**width`` (``0 <= width <= 64``)."""
-    values = np.ascontiguousarray(values).reshape(-1).astype(np.uint64, copy=False)
+    values = np.ascontiguousarray(values).reshape(-1)
     if width == 0 or values.size == 0:
         return b""
+    if width in _BYTE_WIDTHS:  # whole bytes: symbol i is simply bytes [i*w/8, (i+1)*w/8), little-endian
+        return values.astype(_BYTE_WIDTHS[width], copy=False).tobytes()
+    values = values.astype(np.uint64, copy=False)
     parts = []
     for start in range(0, values.size, _BLOCK_SYMBOLS):
         parts.append(_pack_block(values[start : start + _BLOCK_SYMBOLS], width))
@@ -40,6 +45,8 @@ def pack(values: np.ndarray, width: int) -> bytes:
 
 def unpack(data, count: int, width: int, *, dtype=np.uint32) -> np.ndarray:
     """Inverse of :func:`pack`. ``data`` must hold exactly ``packed_size(count, width)`` bytes."""
+    if width in _BYTE_WIDTHS and count:
+        return np.frombuffer(data, dtype=_BYTE_WIDTHS[width], count=count).astype(dtype)
     out = np.zeros(count, dtype=dtype)
     if width == 0 or count == 0:
         return out

@@ -49,6 +49,8 @@ def encode(symbols: np.ndarray, alphabet_size: int, *, coder: Coder | None = Non
     """
     best = None
     candidates = [Coder(coder)] if coder is not None else [Coder.BITPACK, Coder.HUFFMAN]
+    if coder is None and not _huffman_may_win(symbols, alphabet_size):
+        candidates = [Coder.BITPACK]  # it could not be smaller, and a tie keeps bit packing anyway
     for candidate in candidates:
         body = _encode_body(symbols, alphabet_size, candidate, zstd_level)
         if best is None or len(body) < len(best[1]):
@@ -59,6 +61,21 @@ def encode(symbols: np.ndarray, alphabet_size: int, *, coder: Coder | None = Non
             best = (Coder.ZSTD, body)
     chosen, body = best
     return StreamHeader.build(dict(coder=int(chosen), body_length=len(body))) + body
+
+
+def _huffman_may_win(symbols: np.ndarray, alphabet_size: int) -> bool:
+    """False only when a Huffman body cannot be smaller than the bit-packed one.
+
+    ``huffman.encoded_size`` is exact but for the jump table's delta width, which it may
+    overestimate by a bit per lane; taking that off gives a lower bound. Uniform streams
+    (the low mantissa planes of float_split) are spared a full Huffman encoding.
+    """
+    count = int(np.asarray(symbols).size)
+    if count == 0:
+        return True
+    histogram = np.bincount(np.asarray(symbols).reshape(-1), minlength=alphabet_size)
+    lower_bound = huffman.encoded_size(histogram, count=count) - -(-huffman.default_lane_count(count) // 8)
+    return lower_bound < bitpack.packed_size(count, bitpack.width_for(alphabet_size))
 
 
 def _zstd_may_win(symbols: np.ndarray, alphabet_size: int, best_bytes: int, zstd_level: int) -> bool:

@@ -23,6 +23,7 @@ from . import decode, dtypes, float_split, strict_json
 from .constants import (
     ALIGNMENT,
     DATA_START,
+    ENCODING_SINCE,
     HEADER_SIZE,
     MAGIC,
     MAX_DIRECTORY_BYTES,
@@ -34,7 +35,6 @@ from .constants import (
     MAX_TENSORS,
     VERSION_MAJOR,
     VERSION_MINOR,
-    ENCODING_SINCE,
     DType,
     Encoding,
 )
@@ -59,7 +59,13 @@ class Entry:
 
 @dataclass(frozen=True)
 class TensorInfo:
-    """What ``info(name)`` tells about a stored tensor without decoding it whole."""
+    """What ``info(name)`` tells about a stored tensor without decoding it whole.
+
+    ``code_bits`` is the coded bits per stored entry of a quantized tensor's codes stream,
+    or per element of a float_split tensor's exponent stream (``codes_coder`` its coder);
+    ``gap_bits`` per entry of the gaps stream (quant_sparse). Each includes its stream's
+    header and tables.
+    """
 
     name: str
     shape: tuple
@@ -78,6 +84,12 @@ class TensorInfo:
     payload_offset: int = 0
 
     @property
+    def bits_per_element(self) -> float | None:
+        """Payload bits per element (None for a tensor without elements)."""
+        numel = int(np.prod(self.shape, dtype=object))
+        return 8 * self.stored_bytes / numel if numel else None
+
+    @property
     def ratio(self) -> float:
         """fp32 size of the tensor divided by its stored bytes (inf for an empty payload)."""
         fp32 = 4 * int(np.prod(self.shape, dtype=object))
@@ -87,6 +99,7 @@ class TensorInfo:
         out = {k: getattr(self, k) for k in self.__dataclass_fields__}
         out["shape"] = list(self.shape)
         out["ratio_vs_fp32"] = self.ratio
+        out["bits_per_element"] = self.bits_per_element
         return out
 
 
@@ -240,8 +253,12 @@ class DCFile:
         if not isinstance(encoding, Encoding) and not newer:
             raise UnsupportedError(field + ".encoding", f"unknown encoding id {raw.encoding}", offset=after_name + 1)
         if isinstance(encoding, Encoding) and ENCODING_SINCE[encoding] > self.version[1]:
-            raise FormatError(field + ".encoding", f"encoding {encoding.name.lower()} is defined from format 1.{ENCODING_SINCE[encoding]}, "
-                              f"this file declares {self.version[0]}.{self.version[1]}", offset=after_name + 1)
+            raise FormatError(
+                field + ".encoding",
+                f"encoding {encoding.name.lower()} is defined from format 1.{ENCODING_SINCE[encoding]}, "
+                f"this file declares {self.version[0]}.{self.version[1]}",
+                offset=after_name + 1,
+            )
         if raw.flags != 0:
             raise FormatError(field + ".flags", f"reserved flag bits are set (0x{raw.flags:02x})", offset=after_name + 3)
         shape = tuple(int(d) for d in raw.shape)
@@ -330,8 +347,12 @@ class DCFile:
             nonzero = numel - int(np.count_nonzero(float_split.is_zero(symbols, plan.dtype))) if numel else 0
             per_element = 8 / numel if numel else 0.0
             exponents = plan.streams[0]
-            return TensorInfo(density=nonzero / numel if numel else 0.0, code_bits=exponents.stored_bytes * per_element,
-                              codes_coder=exponents.coder.name.lower(), **base)
+            return TensorInfo(
+                density=nonzero / numel if numel else 0.0,
+                code_bits=exponents.stored_bytes * per_element,
+                codes_coder=exponents.coder.name.lower(),
+                **base,
+            )
         if isinstance(plan, DensePlan):
             stored = decode.storage_array(plan)
             if entry.dtype in (DType.BFLOAT16, DType.FLOAT16):  # count on the bits: -0 is zero, no ml_dtypes needed

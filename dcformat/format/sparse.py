@@ -86,8 +86,15 @@ def scatter(out: np.ndarray, gap_symbols: np.ndarray, codes: np.ndarray, table: 
 
 
 def last_position(gap_symbols: np.ndarray) -> int:
-    """Position of the last entry: the sum of (gap + 1) minus one, without a big temporary."""
-    return int(gap_symbols.sum(dtype=np.int64)) + gap_symbols.size - 1
+    """Position of the last entry, ``n - 1 + sum(g)``, exact (spec 6.5.1), without a big temporary.
+
+    The gaps are summed as uint64, which cannot overflow: n <= N <= 2**48 gaps of at most
+    2**16 - 1 sum to at most 2**64 - 2**48 (an int64 sum could wrap past 2**63 and pass the
+    check). The ``n - 1`` is added as a Python int. Only once this is below N are the
+    int64 cumulative sums of :func:`scatter` and :func:`positions` taken, which then stay
+    below 2**48.
+    """
+    return int(gap_symbols.sum(dtype=np.uint64)) + gap_symbols.size - 1
 
 
 def positions(gap_symbols: np.ndarray) -> np.ndarray:

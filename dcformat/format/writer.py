@@ -19,13 +19,13 @@ from .._version import __version__
 from ..errors import EncodeError
 from .constants import (
     DATA_START,
+    ENCODING_SINCE,
     MAGIC,
     MAX_DIRECTORY_BYTES,
     MAX_METADATA_BYTES,
     MAX_TENSORS,
     RESERVED_KEY_PREFIX,
     VERSION_MAJOR,
-    ENCODING_SINCE,
     DType,
     Encoding,
 )

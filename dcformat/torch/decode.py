@@ -17,9 +17,8 @@ import torch
 from ..codecs import huffman, streams
 from ..errors import UnsupportedError
 from ..format import decode as numpy_kernels
-from ..format.constants import Coder, DType
 from ..format import float_split
-from ..format.constants import DTYPE_ITEMSIZE
+from ..format.constants import DTYPE_ITEMSIZE, Coder, DType
 from ..format.encodings import DensePlan, FloatSplitPlan, QuantPlan
 from ..format.reader import DCFile
 from ..interop.torch_arrays import TORCH_DTYPES

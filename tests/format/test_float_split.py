@@ -1,0 +1,102 @@
+"""float_split (spec 6.6): every bit pattern of every float dtype round-trips, the encoder's
+automatic choice includes it, and files declare the version their ids need (10.4)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import dcformat
+from dcformat import EncodeOptions
+from dcformat.format import float_split
+from dcformat.format.constants import DType
+from tests.support.optional import needs_ml_dtypes
+from tests.support.strategies import BFLOAT16, FLOAT_DTYPES, assert_bit_exact, few, parse_file, raw_arrays
+
+CODERS = [None, "bitpack", "huffman", "zstd"]
+
+
+@settings(max_examples=few(60))
+@given(array=st.sampled_from(FLOAT_DTYPES).flatmap(lambda dtype: raw_arrays(dtype=dtype)), coder=st.sampled_from(CODERS))
+def test_every_bit_pattern_round_trips(array, coder):
+    blob = dcformat.save({"x": array}, options=EncodeOptions(dense="float_split", coder=coder))
+    entry = parse_file(blob).entries[0]
+    assert entry.encoding == (5 if array.size else 1)  # an empty tensor has nothing to split: raw
+    with dcformat.open(blob) as f:
+        assert_bit_exact(f.get("x"), array)
+        assert_bit_exact(f.get_stored("x"), array)
+        info = f.info("x")
+        magnitude = np.ascontiguousarray(array).view(f"<u{array.dtype.itemsize}") & ((1 << (8 * array.dtype.itemsize - 1)) - 1)
+        assert info.density == (np.count_nonzero(magnitude) / array.size if array.size else 0.0)
+    assert_bit_exact(dcformat.load(blob)["x"], array)
+
+
+@settings(max_examples=few(30))
+@given(array=st.sampled_from(FLOAT_DTYPES).flatmap(lambda dtype: raw_arrays(dtype=dtype, max_elements=5000)))
+def test_auto_is_the_smallest_lossless_choice(array):
+    sizes = {dense: len(dcformat.save({"x": array}, options=EncodeOptions(dense=dense))) for dense in ("raw", "zstd", "float_split")}
+    auto = dcformat.save({"x": array})
+    assert len(auto) <= min(sizes.values())
+    with dcformat.open(auto) as f:
+        assert_bit_exact(f.get("x"), array)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "widths", "streams"),
+    [(DType.FLOAT32, [8, 8, 8], 4), (DType.FLOAT16, [8, 3], 3), (DType.BFLOAT16, [8], 2), (DType.FLOAT64, [8, 8, 8, 8, 8, 8, 5], 8)],
+)
+def test_plane_table_matches_the_spec(dtype, widths, streams):
+    exponent, mantissa = float_split.fields(dtype)
+    assert float_split.plane_widths(dtype) == widths and sum(widths) == 1 + mantissa
+    assert float_split.alphabets(dtype) == [1 << exponent] + [1 << w for w in widths] and len(widths) + 1 == streams
+
+
+def test_fields_worked_by_hand():
+    """float16 -1.5 = 0xBE00: sign 1, exponent 15, mantissa 0x200; rest = 1 << 10 | 0x200 = 0x600,
+    planes of 8 and 3 bits: 0x600 >> 3 = 0xC0, 0x600 & 7 = 0."""
+    bits = np.array([0xBE00], dtype="<u2")
+    exponents, top, low = float_split.split(bits, DType.FLOAT16)
+    assert (int(exponents[0]), int(top[0]), int(low[0])) == (15, 0xC0, 0)
+    assert float_split.join([exponents, top, low], DType.FLOAT16).tolist() == [0xBE00]
+    # float32 1.0 = 0x3F800000: exponent 127, rest 0; -0.0: exponent 0, rest 1 << 23 (the sign alone)
+    exponents, *planes = float_split.split(np.array([0x3F800000, 0x80000000], dtype="<u4"), DType.FLOAT32)
+    assert exponents.tolist() == [127, 0] and [p.tolist() for p in planes] == [[0, 0x80], [0, 0], [0, 0]]
+
+
+@needs_ml_dtypes
+def test_bfloat16_rest_is_one_byte():
+    values = np.array([1.0, -2.0, 0.0], dtype=BFLOAT16)
+    exponents, plane = float_split.split(values.view("<u2"), DType.BFLOAT16)
+    assert exponents.tolist() == [127, 128, 0] and plane.tolist() == [0, 0x80, 0]
+
+
+def test_version_follows_the_ids_used():
+    weights = np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32)
+    split = dcformat.save({"w": weights})
+    raw = dcformat.save({"w": weights}, options=EncodeOptions(dense="raw"))
+    assert parse_file(split).entries[0].encoding == 5
+    assert split[8:12] == b"\x01\x00\x01\x00"  # 1.1: float_split is defined from 1.1 (spec 10.4)
+    assert raw[8:12] == b"\x01\x00\x00\x00"  # 1.0: readable by every 1.x decoder
+    with dcformat.open(split) as f:
+        assert f.version == (1, 1)
+
+
+def test_raw_option_keeps_tensors_memory_mappable(tmp_path):
+    weights = np.random.default_rng(1).standard_normal((32, 32)).astype(np.float32)
+    path = tmp_path / "raw.dcf"
+    dcformat.save_file({"w": weights}, path, options=EncodeOptions(dense="raw"))
+    with dcformat.open(path) as f:
+        view = f.get("w")
+        assert f.info("w").encoding == "raw" and not view.flags.writeable  # a view of the mapped file
+        assert_bit_exact(view, weights)
+
+
+def test_trained_like_weights_shrink():
+    """Weights of a trained layer's scale: the exponent stream takes about 2.6 of its 8 bits."""
+    weights = (np.random.default_rng(2).standard_normal((256, 256)) * 0.05).astype(np.float32)
+    blob = dcformat.save({"w": weights})
+    with dcformat.open(blob) as f:
+        info = f.info("w")
+        assert info.encoding == "float_split" and 2.3 < info.code_bits < 3.0 and info.bits_per_element < 27.5
