@@ -3,7 +3,8 @@
 
 Small files with one idea each make the fuzzer's mutations count: every coder in every
 layout, multi-lane Huffman streams with non-zero delta widths, u16 zstd symbols, bool and
-bfloat16 tensors, float_split tensors of every float dtype, a file of a newer minor version with unknown ids, and a few mutants
+bfloat16 tensors, float_split tensors of every float dtype (several blocks and
+head widths among them), a file of a newer minor version with unknown ids, and a few mutants
 with their CRCs re-fixed. Seeds are generated once and committed (everything is seeded,
 but a changed encoder may choose other bytes: the committed files are the reference).
 ``found_*.dcf`` in the corpus are not made here: they are the units a long fuzz run kept
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import os
 import random
+import struct
 import sys
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -27,6 +29,27 @@ import numpy as np  # noqa: E402
 import dcformat  # noqa: E402
 from dcformat.codecs import huffman  # noqa: E402
 from fuzz import dcfbuild as B  # noqa: E402
+
+
+def _float_split_payload(array: np.ndarray, dtype: int, *, head_bits: int, block_elements: int, coder: int) -> bytes:
+    """A float_split payload (spec 6.6.2) with the given h and B, every stream of one coder."""
+    from dcformat.codecs import streams
+    from dcformat.format import float_split
+
+    bits = np.ascontiguousarray(array).reshape(-1).view(float_split.bits_dtype(dtype))
+    parts = [struct.pack("<B3xI", head_bits, block_elements)]
+    for lo, hi in float_split.blocks(bits.size, block_elements):
+        for symbols, alphabet in zip(float_split.split(bits[lo:hi], dtype, head_bits), float_split.alphabets(dtype, head_bits)):
+            parts.append(streams.encode(symbols, alphabet, coder=coder))
+    return b"".join(parts)
+
+
+def _blocks_f16(rng) -> np.ndarray:
+    """2 * 4096 + 3 float16 values, nearly all 1.0, a few others in every block."""
+    values = np.ones(2 * 4096 + 3, np.float16)
+    values[[5, 4100, 8193, 8194]] = np.array([-0.0, np.inf, 6e-8, -2.5], np.float16)
+    values[rng.choice(values.size, 20, replace=False)] = rng.normal(size=20).astype(np.float16)
+    return values
 
 
 def seeds() -> dict[str, bytes]:
@@ -102,6 +125,17 @@ def seeds() -> dict[str, bytes]:
     }
     for coder in ("bitpack", "huffman", "zstd"):
         out[f"seed_float_split_{coder}.dcf"] = dcformat.save(split, options=dcformat.EncodeOptions(dense="float_split", coder=coder))
+
+    # Layouts the encoder does not write (spec 6.6.2 leaves h and B to it): three blocks of the
+    # smallest B (4096, 4096, 3 elements) with h = 0, and one block with float16's largest h
+    # (10: 15-bit heads, the rest a 1-bit plane). Mostly constant, so zstd keeps them small.
+    out["seed_float_split_blocks.dcf"] = B.build(
+        [
+            B.T(b"blocks", 2, 5, (2 * 4096 + 3,), _float_split_payload(_blocks_f16(split_rng), 2, head_bits=0, block_elements=4096, coder=3)),
+            B.T(b"h10", 2, 5, (3, 40), _float_split_payload(split["f16"][:3], 2, head_bits=10, block_elements=4096, coder=1)),
+        ],
+        version=(1, 1),
+    )
 
     for k, name in enumerate(sorted(n for n in out if n.startswith("seed_float_split"))):
         mutant = bytearray(out[name])

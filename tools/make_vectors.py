@@ -34,6 +34,7 @@ from dcformat.format import float_split
 from dcformat.format.constants import DTYPE_STORAGE, Encoding
 from dcformat.format.dtypes import BFLOAT16, dtype_id, to_storage
 from dcformat.format.encode import EncodedTensor
+from dcformat.format.structs import FloatSplitHeader
 
 VECTORS = os.path.join(os.path.dirname(__file__), "..", "spec", "vectors")
 
@@ -60,20 +61,28 @@ def _laplace_quantized(rng, shape, bits, kept, dtype=np.float32):
 @dataclass(frozen=True)
 class FloatSplit:
     """An array written float_split even where the encoder would not (it stores a tensor of
-    no element raw): the writer is given the :class:`EncodedTensor`, the manifest hashes
-    ``array``. ``coder`` forces one coder for every stream, as ``EncodeOptions(coder=...)``."""
+    no element raw) or as it would not (it always writes ``h = 2`` and ``B = 2**18``): the
+    writer is given the :class:`EncodedTensor`, the manifest hashes ``array``. The payload is
+    built here as spec 6.6.2 lays it out: the 8-byte header, then per block of
+    ``block_elements`` the head stream and the plane streams. ``coder`` forces one coder for
+    every stream, as ``EncodeOptions(coder=...)``; without it each stream gets its smallest."""
 
     array: np.ndarray
     coder: str | None = None
+    head_bits: int = float_split.DEFAULT_HEAD_BITS
+    block_elements: int = float_split.DEFAULT_BLOCK_ELEMENTS
 
     def encoded(self) -> EncodedTensor:
         dtype = dtype_id(self.array.dtype)
         bits = to_storage(self.array, dtype).reshape(-1).view(float_split.bits_dtype(dtype))
         coder = None if self.coder is None else EncodeOptions(coder=self.coder).coder_id
-        payload = b"".join(
-            streams.encode(symbols, alphabet, coder=coder) for symbols, alphabet in zip(float_split.split(bits, dtype), float_split.alphabets(dtype))
-        )
-        return EncodedTensor(dtype, Encoding.FLOAT_SPLIT, tuple(self.array.shape), payload)
+        header = FloatSplitHeader.build(dict(head_bits=self.head_bits, reserved=bytes(3), block_elements=self.block_elements))
+        alphabets = float_split.alphabets(dtype, self.head_bits)
+        parts = [header]
+        for lo, hi in float_split.blocks(bits.size, self.block_elements):
+            for symbols, alphabet in zip(float_split.split(bits[lo:hi], dtype, self.head_bits), alphabets):
+                parts.append(streams.encode(symbols, alphabet, coder=coder))
+        return EncodedTensor(dtype, Encoding.FLOAT_SPLIT, tuple(self.array.shape), b"".join(parts))
 
 
 #: Bit patterns of every float dtype's special values (spec 6.6.3: all of them round-trip):
@@ -128,9 +137,10 @@ def _weights(rng, shape, dtype, specials: int = 0) -> np.ndarray:
 
 def _float_split_vectors(rng) -> dict:
     """Encoding 5 (spec 6.6, format 1.1): every float dtype, special values, shapes (), a tensor
-    of no element and realistic weights, with the encoder's coder per stream and with each
-    coder forced for every stream. bfloat16 has a file of its own, so a reader without
-    ml_dtypes skips only that one."""
+    of no element (the 8-byte header and no block) and realistic weights, with the encoder's
+    coder per stream and with each coder forced for every stream; then head_bits and
+    block_elements the encoder does not choose (several blocks, h = 0, the largest h).
+    bfloat16 has a file of its own, so a reader without ml_dtypes skips only that one."""
     vectors = {}
     forced = EncodeOptions(dense="float_split")
     tensors = {
@@ -158,6 +168,36 @@ def _float_split_vectors(rng) -> dict:
         }
         vectors[f"float_split_{coder}"] = (tensors, None, EncodeOptions(dense="float_split", coder=coder), None)
 
+    # Layouts the encoder does not write (spec 6.6.2 leaves h and B to it): several blocks of
+    # B = 4096 (the smallest) with the last one full, short or of one element, a B that is no
+    # power of two, the largest B, and for every dtype h = 0 and the largest h. A generator of
+    # their own, so that the vectors around them draw what they drew before these were added.
+    layouts_rng = np.random.default_rng(20261203)
+    smallest = float_split.MIN_BLOCK_ELEMENTS
+    blocks = _weights(layouts_rng, (5, 2 * smallest // 5 + 1), np.float16, specials=21)  # 2 * 4096 + 3 elements
+    assert blocks.size == 2 * smallest + 3
+    tensors = {
+        "f16.blocks": FloatSplit(blocks, block_elements=smallest),
+        "f16.blocks_5000.bitpack": FloatSplit(blocks.reshape(-1), coder="bitpack", block_elements=5000),
+        "f16.blocks_full.h0.zstd": FloatSplit(_weights(layouts_rng, (2, smallest), np.float16), coder="zstd", head_bits=0, block_elements=smallest),
+        "f32.blocks_last_one.huffman": FloatSplit(
+            _weights(layouts_rng, (smallest + 1,), np.float32, specials=21), coder="huffman", block_elements=smallest
+        ),
+        "f32.block_max": FloatSplit(_specials(layouts_rng, np.float32), block_elements=2**32 - 1),
+    }
+    for key, dtype in (("f32", np.float32), ("f16", np.float16), ("f64", np.float64)):
+        wire = dtype_id(np.dtype(dtype))
+        for head_bits in (0, float_split.max_head_bits(wire)):
+            tensors[f"{key}.h{head_bits}"] = FloatSplit(_specials(layouts_rng, dtype), head_bits=head_bits)
+            tensors[f"{key}.h{head_bits}.weight"] = FloatSplit(_weights(layouts_rng, (24, 10), dtype, specials=21), head_bits=head_bits)
+    tensors["f32.h0.empty"] = FloatSplit(np.zeros((0,), np.float32), head_bits=0, block_elements=smallest)
+    vectors["float_split_layouts"] = (
+        tensors,
+        {"purpose": "float_split (spec 6.6): head_bits and block_elements other than the encoder's"},
+        None,
+        None,
+    )
+
     if BFLOAT16 is not None:
         tensors = {
             "specials": _specials(rng, BFLOAT16, "bfloat16"),
@@ -170,6 +210,10 @@ def _float_split_vectors(rng) -> dict:
             tensors[f"weight.{coder}"] = _weights(rng, (16, 12), BFLOAT16, specials=21)
             tensors[f"empty.{coder}"] = FloatSplit(np.zeros((1, 0), BFLOAT16), coder=coder)
             overrides[f"weight.{coder}"] = EncodeOptions(dense="float_split", coder=coder)
+        for head_bits in (0, float_split.max_head_bits(dtype_id(BFLOAT16))):
+            tensors[f"specials.h{head_bits}"] = FloatSplit(_specials(rng, BFLOAT16, "bfloat16"), head_bits=head_bits)
+            tensors[f"weight.h{head_bits}"] = FloatSplit(_weights(rng, (20, 12), BFLOAT16, specials=21), head_bits=head_bits)
+        tensors["blocks.h7"] = FloatSplit(_weights(rng, (smallest + 5,), BFLOAT16, specials=21), head_bits=7, block_elements=smallest)
         vectors["float_split_bfloat16"] = (tensors, None, forced, overrides)
     return vectors
 

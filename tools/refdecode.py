@@ -17,6 +17,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import struct
 import sys
 import zlib
@@ -50,6 +51,7 @@ ENCODINGS = {RAW: "raw", ZSTD: "zstd", QUANT_DENSE: "quant_dense", QUANT_SPARSE:
 ENCODING_SINCE = {FLOAT_SPLIT: 1}
 # §6.6.1: float dtype id -> (E exponent bits, M mantissa bits)
 FLOAT_FIELDS = {1: (8, 23), 2: (5, 10), 3: (8, 7), 4: (11, 52)}
+FLOAT_SPLIT_MIN_BLOCK = 4096  # §6.6.2: block_elements is at least this
 BITPACK, HUFFMAN, ZSTD_CODER = 1, 2, 3  # §7.1
 
 # §9
@@ -86,10 +88,9 @@ def bit_width(alphabet: int) -> int:  # §7.2: ceil(log2(A)), 0 for A = 1
     return (alphabet - 1).bit_length()
 
 
-def plane_widths(mantissa_bits: int) -> list[int]:
-    """§6.6.1: the rest (R = 1 + M bits) cut from its top: floor(R/8) planes of 8, then R mod 8 if not 0."""
-    r = 1 + mantissa_bits
-    return [8] * (r // 8) + ([r % 8] if r % 8 else [])
+def plane_widths(rest_bits: int) -> list[int]:
+    """§6.6.1: the rest (R bits) cut from its top: floor(R/8) planes of 8, then R mod 8 if not 0."""
+    return [8] * (rest_bits // 8) + ([rest_bits % 8] if rest_bits % 8 else [])
 
 
 class Reader:
@@ -239,8 +240,14 @@ def decode_huffman(body: bytes, n: int, alphabet: int, where: str) -> list[int]:
 # ---------------------------------------------------------------- zstd frames (§6.2, §7.4)
 
 
-def _zstd_frame_length(data: bytes, where: str) -> tuple[int, int | None]:
-    """Walk one zstd frame (RFC 8878 §3.1.1) in pure Python: (its length, declared content size)."""
+ZSTD_MAX_WINDOW = 2**27  # §6.2.1: a window may exceed the content size only up to this
+ZSTD_MAX_BLOCK = 131072  # §6.2.1, RFC 8878 §3.1.1.2: Block_Maximum_Size is at most this
+
+
+def _zstd_check_frame(data: bytes, expected: int, where: str) -> None:
+    """§6.2 and §6.2.1 on one frame, in pure Python, before anything is decompressed: the frame
+    header (RFC 8878 §3.1.1.1), its Window_Size, then the walk over the 3-byte block headers
+    to the frame's end, which MUST be the end of ``data``."""
     r = Reader(data, 0, len(data), where)
     if r.uint(4, "zstd magic") != 0xFD2FB528:
         _fail(where, "not a zstd frame (skippable frames are not allowed) (§6.2)")
@@ -248,33 +255,50 @@ def _zstd_frame_length(data: bytes, where: str) -> tuple[int, int | None]:
     fcs_flag, single_segment, checksum, dict_flag = fhd >> 6, (fhd >> 5) & 1, (fhd >> 2) & 1, fhd & 3
     if fhd & 0x08:
         _fail(where, "zstd reserved bit set")
-    if not single_segment:
-        r.take(1, "window descriptor")
+    window_descriptor = None if single_segment else r.uint(1, "window descriptor")
     if r.uint((0, 1, 2, 4)[dict_flag], "dictionary id"):
-        _fail(where, "zstd frame needs a dictionary")
+        _fail(where, "zstd frame names a dictionary (§6.2)")
     fcs_size = (1 if single_segment else 0, 2, 4, 8)[fcs_flag]
-    content_size = r.uint(fcs_size, "frame content size") + (256 if fcs_size == 2 else 0) if fcs_size else None
-    while True:
+    if not fcs_size:
+        _fail(where, "zstd frame without a content size (§6.2)")
+    content_size = r.uint(fcs_size, "frame content size") + (256 if fcs_size == 2 else 0)
+    if content_size != expected:
+        _fail(where, f"zstd content size {content_size}, expected {expected} (§6.2, §7.4)")
+
+    if window_descriptor is None:  # RFC 8878 §3.1.1.1.2: a single-segment frame's window is its content
+        window = content_size
+    else:
+        window_base = 1 << (10 + (window_descriptor >> 3))
+        window = window_base + (window_base // 8) * (window_descriptor & 7)
+    if window > max(content_size, ZSTD_MAX_WINDOW):
+        _fail(where, f"zstd Window_Size {window} exceeds max(content size {content_size}, 2^27) (§6.2.1)")
+
+    block_maximum = min(window, ZSTD_MAX_BLOCK)
+    while True:  # every block takes >= 3 bytes, so at most len(data) / 3 steps
+        if r.end - r.pos < 3:
+            _fail(where, f"zstd frame ends inside a block header at byte {r.pos} (§6.2.1)")
         header = r.uint(3, "zstd block header")
         last, block_type, block_size = header & 1, (header >> 1) & 3, header >> 3
         if block_type == 3:
-            _fail(where, "reserved zstd block type")
-        r.take(1 if block_type == 1 else block_size, "zstd block")
+            _fail(where, f"zstd block of the reserved type 3 at byte {r.pos - 3} (§6.2.1)")
+        if block_size > block_maximum:
+            _fail(where, f"zstd Block_Size {block_size} exceeds Block_Maximum_Size min(Window_Size, 131072) = {block_maximum} (§6.2.1)")
+        content = 1 if block_type == 1 else block_size  # RLE: one byte, regenerated block_size times
+        if content > r.end - r.pos:
+            _fail(where, f"zstd block at byte {r.pos - 3} runs past the end of the frame's bytes (§6.2.1)")
+        r.pos += content
         if last:
             break
     if checksum:
-        r.take(4, "zstd content checksum")
-    return r.pos, content_size
+        if r.end - r.pos < 4:
+            _fail(where, "zstd content checksum missing (§6.2.1)")
+        r.pos += 4
+    if r.pos != r.end:
+        _fail(where, f"{r.end - r.pos} bytes after the zstd frame (§6.2, §6.2.1)")
 
 
 def _zstd_decompress(frame: bytes, expected: int, where: str) -> bytes:
-    length, content_size = _zstd_frame_length(frame, where)
-    if content_size is None:
-        _fail(where, "zstd frame without a content size (§6.2)")
-    if content_size != expected:
-        _fail(where, f"zstd content size {content_size}, expected {expected} (§6.2, §7.4)")
-    if length != len(frame):
-        _fail(where, f"{len(frame) - length} bytes after the zstd frame (§6.2)")
+    _zstd_check_frame(frame, expected, where)
     # THE ONLY NON-STDLIB DEPENDENCY: the stdlib has no zstd, so frame decompression (and
     # nothing else) is delegated to the `zstandard` package, with an output limit (§6.2).
     try:
@@ -282,9 +306,13 @@ def _zstd_decompress(frame: bytes, expected: int, where: str) -> bytes:
     except ImportError:
         raise RefDecodeError(f"{where}: cannot decode a zstd frame: the 'zstandard' package is not installed") from None
     try:
-        out = zstandard.ZstdDecompressor().decompress(frame, max_output_size=expected)
+        if expected:
+            out = zstandard.ZstdDecompressor().decompress(frame, max_output_size=expected)
+        else:  # the one-shot call returns b"" for content size 0 without reading the blocks
+            with zstandard.ZstdDecompressor().stream_reader(frame) as reader:
+                out = reader.read(1)  # reads every block; any byte at all is one too many
     except zstandard.ZstdError as exc:
-        _fail(where, f"zstd error: {exc}")
+        _fail(where, f"zstd frame rejected by decompression: {exc} (§6.2)")
     if len(out) != expected:
         _fail(where, f"zstd frame produced {len(out)} bytes, expected {expected} (§6.2)")
     return out
@@ -324,8 +352,61 @@ class Tensor:
         return [v for (v,) in struct.iter_unpack("<" + fmt, self.data)]
 
 
+MAX_JSON_DEPTH = 64  # §4.1.1: the top-level object is level 1
+# §4.1.2: the smallest magnitude that rounds to infinity as a binary64; 309 digits hold it
+INT_OVERFLOW = 2**1024 - 2**970
+_JSON_MARKS = re.compile(r'["\[\]{}]')
+
+
+def json_depth(text: str) -> int:
+    """§4.1.1, before parsing: drop every escaped backslash, then every escaped quote (left to
+    right); a bracket counts when an even number of quotes precede it; the depth is the
+    largest running sum of +1 per ``[``/``{`` and -1 per ``]``/``}`` that count."""
+    text = text.replace("\\\\", "").replace('\\"', "")
+    deepest = depth = quotes = 0
+    for mark in _JSON_MARKS.finditer(text):
+        c = mark.group()
+        if c == '"':
+            quotes += 1
+        elif quotes % 2 == 0:
+            depth += 1 if c in "[{" else -1
+            deepest = max(deepest, depth)
+    return deepest
+
+
 def _reject_constant(name: str):
     raise ValueError(f"non-standard constant {name}")
+
+
+class _InfiniteNumberError(ValueError):
+    pass
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)  # correctly rounded to the nearest binary64 (ties to even)
+    if math.isinf(value):
+        raise _InfiniteNumberError(f"number {text[:40]} rounds to an infinity")
+    return value
+
+
+def _finite_int(text: str) -> int:
+    value = int(text) if len(text.lstrip("-")) <= 309 else None  # more digits always overflow: no huge int()
+    if value is None or abs(value) >= INT_OVERFLOW:
+        raise _InfiniteNumberError(f"integer {text[:40]}... rounds to an infinity")
+    return value
+
+
+def _lone_surrogate(value) -> bool:
+    """A surrogate code point in any string, key or value: only an escape (``"\\ud800"``) can
+    put one there, since UTF-8 cannot encode it and a valid escaped pair decodes to one
+    code point (§4.1). Depth is at most 64 here (§4.1.1), so recursion is safe."""
+    if isinstance(value, str):
+        return any(0xD800 <= ord(c) <= 0xDFFF for c in value)
+    if isinstance(value, dict):
+        return any(_lone_surrogate(k) or _lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_lone_surrogate(v) for v in value)
+    return False
 
 
 def _no_duplicates(pairs: list) -> dict:
@@ -333,6 +414,30 @@ def _no_duplicates(pairs: list) -> dict:
     if len(set(keys)) != len(keys):
         raise ValueError("an object repeats a key")
     return dict(pairs)
+
+
+def parse_metadata(raw: bytes) -> dict:
+    """§4.1: one JSON object in UTF-8, under every rule of 4.1, 4.1.1 and 4.1.2."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        _fail("metadata", f"not valid UTF-8: {exc} (§4.1)")
+    if text.startswith("\ufeff"):
+        _fail("metadata", "starts with a byte-order mark (§4.1)")
+    depth = json_depth(text)
+    if depth > MAX_JSON_DEPTH:
+        _fail("metadata", f"objects and arrays nest {depth} levels deep, more than {MAX_JSON_DEPTH} (§4.1.1)")
+    try:
+        meta = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant, parse_float=_finite_float, parse_int=_finite_int)
+    except _InfiniteNumberError as exc:
+        _fail("metadata", f"{exc}: every number MUST be finite as a binary64 (§4.1.2)")
+    except (ValueError, RecursionError) as exc:
+        _fail("metadata", f"invalid: {exc} (§4.1)")
+    if not isinstance(meta, dict):
+        _fail("metadata", "top level is not a JSON object (§4.1)")
+    if _lone_surrogate(meta):
+        _fail("metadata", "a string holds an escaped lone surrogate (§4.1)")
+    return meta
 
 
 @dataclass
@@ -372,13 +477,7 @@ class RefFile:
             _fail("index CRC-32", "CRC mismatch (§3.5)")
         self.version, self.index_offset = (major, minor), index_offset
 
-        try:  # §4.1
-            meta = json.loads(index[:meta_len].decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
-        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-            _fail("metadata", f"invalid: {exc} (§4.1)")
-        if not isinstance(meta, dict):
-            _fail("metadata", "top level is not a JSON object (§4.1)")
-        self.metadata = meta
+        self.metadata = parse_metadata(index[:meta_len])
 
         r = Reader(data, index_offset + meta_len, len(data) - 4, "directory")
         previous = None
@@ -511,25 +610,42 @@ class RefFile:
         return bytes(out)
 
     def _decode_float_split(self, e: Entry, payload: bytes, where: str) -> bytes:
-        """§6.6: the exponent stream, then one stream per plane of the rest, reassembled bit by bit."""
+        """§6.6: the 8-byte header, then per block a head stream and one stream per plane of
+        the rest, reassembled bit by bit."""
         if e.dtype not in FLOAT_FIELDS:
             _fail(where, f"float_split needs a float dtype, not {DTYPES[e.dtype][0]} (§6.6.2)")
         exp_bits, man_bits = FLOAT_FIELDS[e.dtype]
-        widths = plane_widths(man_bits)
-        n, item = e.elements, DTYPES[e.dtype][1]
         r = Reader(payload, 0, len(payload), where)
-        exponents = decode_stream(r, n, 1 << exp_bits, f"{where}.exponent")  # stream 0
-        planes = [decode_stream(r, n, 1 << w, f"{where}.plane[{k}]") for k, w in enumerate(widths)]  # streams 1..P
-        if r.pos != len(payload):
-            _fail(where, f"{len(payload) - r.pos} bytes after the last stream (§6.6.2)")
-        man_mask = (1 << man_bits) - 1
+        h = r.uint(1, "float_split head_bits")  # §6.6.2
+        if any(r.take(3, "float_split reserved")):
+            _fail(where, "float_split reserved bytes are not 0 (§6.6.2)")
+        b = r.uint(4, "float_split block_elements")
+        if h > min(man_bits, 16 - exp_bits):
+            _fail(where, f"head_bits {h} exceeds min(M, 16 - E) = {min(man_bits, 16 - exp_bits)} (§6.6.2)")
+        if b < FLOAT_SPLIT_MIN_BLOCK:
+            _fail(where, f"block_elements {b} is less than {FLOAT_SPLIT_MIN_BLOCK} (§6.6.2)")
+        low = man_bits - h  # L
+        widths = plane_widths(1 + low)  # §6.6.1, R = 1 + L
+        n, item = e.elements, DTYPES[e.dtype][1]
+        blocks = ceil_div(n, b)
+        if blocks * (1 + len(widths)) * 9 > len(payload) - 8:
+            _fail(where, f"{blocks} blocks of {1 + len(widths)} streams cannot fit in {len(payload) - 8} bytes (§6.6.2)")
+        low_mask = (1 << low) - 1
         out = bytearray(n * item)
-        for i in range(n):  # §6.6.3
-            rest = planes[0][i]
-            for k in range(1, len(widths)):
-                rest = (rest << widths[k]) | planes[k][i]
-            x = ((rest >> man_bits) << (exp_bits + man_bits)) | (exponents[i] << man_bits) | (rest & man_mask)
-            out[i * item : (i + 1) * item] = x.to_bytes(item, "little")
+        for j in range(blocks):
+            first, stop = j * b, min(n, (j + 1) * b)
+            count = stop - first
+            heads = decode_stream(r, count, 1 << (exp_bits + h), f"{where}.block[{j}].head")
+            planes = [decode_stream(r, count, 1 << w, f"{where}.block[{j}].plane[{k}]") for k, w in enumerate(widths)]
+            for i in range(count):  # §6.6.3
+                rest = planes[0][i]
+                for k in range(1, len(widths)):
+                    rest = (rest << widths[k]) | planes[k][i]
+                x = ((rest >> low) << (exp_bits + man_bits)) | (heads[i] << low) | (rest & low_mask)
+                at = (first + i) * item
+                out[at : at + item] = x.to_bytes(item, "little")
+        if r.pos != len(payload):
+            _fail(where, f"{len(payload) - r.pos} bytes after the last stream of the last block (§6.6.2)")
         return bytes(out)
 
 

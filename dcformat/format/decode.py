@@ -50,15 +50,18 @@ def decode(plan: DensePlan | QuantPlan | FloatSplitPlan, *, threads: int = 1) ->
     return out.reshape(plan.shape)
 
 
-def float_split_symbols(plan: FloatSplitPlan, *, threads: int = 1) -> list[np.ndarray]:
-    """The symbols of every stream of a float_split payload, checked."""
-    return [streams.decode(stream, threads=threads) for stream in plan.streams]
+def float_split_blocks(plan: FloatSplitPlan, *, threads: int = 1):
+    """Each block's element range and its streams' symbols, checked, one block at a time."""
+    for (lo, hi), block in zip(float_split.blocks(plan.numel, plan.block_elements), plan.blocks):
+        yield lo, hi, [streams.decode(stream, threads=threads) for stream in block]
 
 
 def float_split_bits(plan: FloatSplitPlan, *, threads: int = 1) -> np.ndarray:
     """A float_split tensor's elements as their storage bits (bfloat16 as uint16), shaped."""
-    bits = float_split.join(float_split_symbols(plan, threads=threads), plan.dtype)
-    return bits.view(DTYPE_STORAGE[plan.dtype]).reshape(plan.shape)
+    out = np.empty(plan.numel, dtype=float_split.bits_dtype(plan.dtype))
+    for lo, hi, symbols in float_split_blocks(plan, threads=threads):
+        out[lo:hi] = float_split.join(symbols, plan.dtype, plan.head_bits)
+    return out.view(DTYPE_STORAGE[plan.dtype]).reshape(plan.shape)
 
 
 def decode_quantized(plan: QuantPlan, *, threads: int = 1) -> QuantizedTensor:

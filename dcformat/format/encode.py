@@ -16,7 +16,7 @@ from ..quantize import QuantizedTensor
 from . import dtypes, float_split, sparse
 from .constants import FLOAT_DTYPES, MAX_CODEBOOK_SIZE, MAX_GAP_BITS, Coder, DType, Encoding
 from .encodings import decoded_nbytes, within_expansion
-from .structs import QUANT_HEADER_SIZE, QuantHeader
+from .structs import QUANT_HEADER_SIZE, FloatSplitHeader, QuantHeader
 
 LAYOUTS = ("auto", "dense", "sparse")
 DENSE_CHOICES = ("auto", "raw", "zstd", "float_split")
@@ -107,14 +107,17 @@ def encode_tensor(value, options: EncodeOptions, *, field: str) -> EncodedTensor
 
 
 def _float_split_payload(storage: np.ndarray, dtype: DType, options: EncodeOptions) -> bytes:
-    """Spec 6.6: the exponent stream, then a stream per sign/mantissa plane, each with its
-    smallest coder (or the forced one)."""
+    """Spec 6.6: the header, then per block the head stream and a stream per plane of the
+    rest, each with its smallest coder (or the forced one)."""
     bits = np.ascontiguousarray(storage).reshape(-1).view(float_split.bits_dtype(dtype))
-    symbols = float_split.split(bits, dtype)
-    return b"".join(
-        streams.encode(stream, alphabet, coder=options.coder_id, zstd_level=options.zstd_level)
-        for stream, alphabet in zip(symbols, float_split.alphabets(dtype))
-    )
+    head_bits = min(float_split.DEFAULT_HEAD_BITS, float_split.max_head_bits(dtype))
+    block_elements = float_split.DEFAULT_BLOCK_ELEMENTS
+    parts = [FloatSplitHeader.build(dict(head_bits=head_bits, reserved=b"\0\0\0", block_elements=block_elements))]
+    alphabets = float_split.alphabets(dtype, head_bits)
+    for lo, hi in float_split.blocks(bits.size, block_elements):
+        for stream, alphabet in zip(float_split.split(bits[lo:hi], dtype, head_bits), alphabets):
+            parts.append(streams.encode(stream, alphabet, coder=options.coder_id, zstd_level=options.zstd_level))
+    return b"".join(parts)
 
 
 def _zstd_may_win(raw: bytes, best_bytes: int, options: EncodeOptions) -> bool:

@@ -31,7 +31,7 @@ from .constants import (
     DType,
     Encoding,
 )
-from .structs import QUANT_HEADER_SIZE, QuantHeader
+from .structs import FLOAT_SPLIT_HEADER_SIZE, QUANT_HEADER_SIZE, STREAM_HEADER_SIZE, FloatSplitHeader, QuantHeader
 
 
 def numel_of(shape) -> int:
@@ -104,13 +104,15 @@ class QuantPlan:
 
 @dataclass(frozen=True)
 class FloatSplitPlan:
-    """A float_split payload (spec 6.6): the exponent stream, then one stream per plane of
-    the sign and mantissa bits, every stream framed and planned."""
+    """A float_split payload (spec 6.6): its header checked, every block's streams (the head
+    stream, then one per plane of the rest) framed and planned."""
 
     dtype: DType
     shape: tuple
     numel: int
-    streams: tuple  # of StreamPlan: exponents first, then the planes, most significant first
+    head_bits: int
+    block_elements: int
+    blocks: tuple  # per block, a tuple of StreamPlan: heads first, then the planes
     field: str
     offset: int
 
@@ -201,21 +203,44 @@ def _plan_quantized(dtype: DType, encoding: Encoding, shape: tuple, payload, *, 
 
 
 def _plan_float_split(dtype: DType, shape: tuple, payload, *, field: str, offset: int) -> FloatSplitPlan:
-    """Spec 6.6: a float dtype, then 1 + P streams back to back that end with the payload."""
+    """Spec 6.6: a float dtype, the 8-byte header, then every block's 1 + Q streams back to back,
+    ending with the payload. The number of blocks is checked against the payload's length
+    before any block is looked at."""
     if dtype not in FLOAT_DTYPES:
         raise FormatError(field + ".dtype", f"float_split stores float dtypes only, not {dtypes.name(dtype)}", offset=offset)
     numel = numel_of(shape)
-    alphabets = float_split.alphabets(dtype)
-    names = ["exponents"] + [f"planes[{k}]" for k in range(len(alphabets) - 1)]
-    framed, pos, end = [], 0, len(payload)
-    for name in names:  # the framing of every stream first: nothing is planned past a bad one
-        coder, start, stop = streams.read_header(payload, pos, end, field=f"{field}.{name}", base=offset)
-        framed.append((coder, start, stop))
-        pos = stop
+    end = len(payload)
+    if end < FLOAT_SPLIT_HEADER_SIZE:
+        raise FormatError(
+            field + ".float_split_header", f"payload of {end} bytes is shorter than the {FLOAT_SPLIT_HEADER_SIZE}-byte header", offset=offset
+        )
+    header = FloatSplitHeader.parse(bytes(payload[:FLOAT_SPLIT_HEADER_SIZE]))
+    if any(header.reserved):
+        raise FormatError(field + ".reserved", "reserved bytes are not zero", offset=offset + 1)
+    if header.head_bits > float_split.max_head_bits(dtype):
+        raise FormatError(
+            field + ".head_bits", f"{header.head_bits} is over {float_split.max_head_bits(dtype)} for {dtypes.name(dtype)}", offset=offset
+        )
+    if header.block_elements < float_split.MIN_BLOCK_ELEMENTS:
+        raise FormatError(
+            field + ".block_elements", f"{header.block_elements} is under the minimum of {float_split.MIN_BLOCK_ELEMENTS}", offset=offset + 4
+        )
+    alphabets = float_split.alphabets(dtype, header.head_bits)
+    count = -(-numel // header.block_elements)
+    if count * len(alphabets) * STREAM_HEADER_SIZE > end - FLOAT_SPLIT_HEADER_SIZE:
+        raise FormatError(field + ".payload", f"{count} blocks of {len(alphabets)} streams cannot fit in {end} bytes", offset=offset)
+    names = ["heads"] + [f"planes[{k}]" for k in range(len(alphabets) - 1)]
+    framed, pos = [], FLOAT_SPLIT_HEADER_SIZE
+    for block, (lo, hi) in enumerate(float_split.blocks(numel, header.block_elements)):  # a few per million elements
+        for name, alphabet in zip(names, alphabets):  # framing first: nothing is planned past a bad one
+            where = f"{field}.blocks[{block}].{name}"
+            coder, start, stop = streams.read_header(payload, pos, end, field=where, base=offset)
+            framed.append((coder, start, stop, hi - lo, alphabet, where))
+            pos = stop
     if pos != end:
         raise FormatError(field + ".payload", f"{end - pos} bytes follow the last stream", offset=offset + pos)
-    planned = tuple(
-        streams.plan(coder, payload[start:stop], numel, alphabet, field=f"{field}.{name}", offset=offset + start)
-        for (coder, start, stop), alphabet, name in zip(framed, alphabets, names)
-    )
-    return FloatSplitPlan(dtype, shape, numel, planned, field, offset)
+    planned = [
+        streams.plan(coder, payload[start:stop], n, alphabet, field=where, offset=offset + start) for coder, start, stop, n, alphabet, where in framed
+    ]
+    per_block = tuple(tuple(planned[k : k + len(alphabets)]) for k in range(0, len(planned), len(alphabets)))
+    return FloatSplitPlan(dtype, shape, numel, header.head_bits, header.block_elements, per_block, field, offset)

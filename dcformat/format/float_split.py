@@ -1,21 +1,18 @@
-"""The float_split encoding's bit arithmetic (spec 6.6): a float's bits into its exponent
-field and the planes of its sign and mantissa, and back, for whole arrays at once.
+"""The float_split encoding's bit arithmetic (spec 6.6): a float's bits into a *head* (its
+exponent field and the ``h`` highest mantissa bits) and the planes of the rest (its sign
+and the other mantissa bits), and back, for whole arrays at once.
 
 An element of a dtype with E exponent bits and M mantissa bits is ``sign | exponent |
 mantissa`` from its most significant bit down. The exponent field of trained weights
-carries a few bits of information in its E; the sign and mantissa are close to uniform.
-So the exponents form one symbol stream (alphabet ``2**E``, Huffman-coded in practice),
-and the R = 1 + M remaining bits, ``rest = sign << M | mantissa``, are cut into planes of
-8 bits from the most significant end (the last plane holds ``R mod 8`` bits when R is not
-a multiple of 8), each its own symbol stream: a plane that compresses (the top mantissa
-bits of float32 do, a little) gets zstd or Huffman, the others are stored as they are.
-
-| dtype | E | M | planes (bits) |
-|---|---|---|---|
-| float32 | 8 | 23 | 8, 8, 8 |
-| bfloat16 | 8 | 7 | 8 |
-| float16 | 5 | 10 | 8, 3 |
-| float64 | 11 | 52 | 8, 8, 8, 8, 8, 8, 5 |
+carries a few bits of information in its E, and the highest mantissa bits a little more
+once the exponent is known (the values within an octave are not uniform); the sign and the
+low mantissa bits are close to uniform. So the heads form one symbol stream (alphabet
+``2**(E + h)``, Huffman-coded in practice), and the ``R = 1 + M - h`` remaining bits,
+``rest = sign << (M - h) | low mantissa``, are cut into planes of 8 bits from the most
+significant end (the last plane holds ``R mod 8`` bits when R is not a multiple of 8), each
+its own symbol stream, so a plane that compresses gets zstd or Huffman and the others are
+stored as they are. A tensor is coded in blocks of elements, each with its own streams, so
+the Huffman tables follow the statistics along a large tensor.
 
 Every bit pattern survives: +-0, subnormals, infinities and NaNs of any payload are only
 bits to this encoding.
@@ -29,6 +26,16 @@ from .constants import DTYPE_ITEMSIZE, FLOAT_FIELDS, DType
 
 #: Unsigned integer type holding one element's bits, per itemsize.
 _BITS = {2: np.dtype("<u2"), 4: np.dtype("<u4"), 8: np.dtype("<u8")}
+#: The encoder's choices (spec 6.6.4): mantissa bits coded with the exponent, and elements
+#: per block. Measured on all-MiniLM-L6-v2 (tools/bench_lossless.py): two head bits and
+#: blocks of 2**18 elements gave the smallest files in float32, bfloat16 and float16.
+DEFAULT_HEAD_BITS = 2
+DEFAULT_BLOCK_ELEMENTS = 1 << 18
+#: The smallest block a file may declare (spec 6.6.2): it bounds the number of blocks, and
+#: so the work of a hostile payload, by the element count.
+MIN_BLOCK_ELEMENTS = 1 << 12
+#: Heads are at most 16 bits (spec 6.6.1), as every alphabet of the format is at most 2**16.
+MAX_HEAD_SYMBOL_BITS = 16
 
 
 def fields(dtype: DType) -> tuple[int, int]:
@@ -36,17 +43,23 @@ def fields(dtype: DType) -> tuple[int, int]:
     return FLOAT_FIELDS[dtype]
 
 
-def plane_widths(dtype: DType) -> list[int]:
-    """Bits in each plane of ``sign << M | mantissa``, most significant plane first."""
+def max_head_bits(dtype: DType) -> int:
+    """The largest valid ``h``: at most M, and E + h at most 16."""
+    exponent, mantissa = FLOAT_FIELDS[dtype]
+    return min(mantissa, MAX_HEAD_SYMBOL_BITS - exponent)
+
+
+def plane_widths(dtype: DType, head_bits: int) -> list[int]:
+    """Bits in each plane of the rest, most significant plane first."""
     _, mantissa = FLOAT_FIELDS[dtype]
-    rest = 1 + mantissa
+    rest = 1 + mantissa - head_bits
     return [8] * (rest // 8) + ([rest % 8] if rest % 8 else [])
 
 
-def alphabets(dtype: DType) -> list[int]:
-    """The alphabet size of every stream of the payload, in order: exponents, then planes."""
+def alphabets(dtype: DType, head_bits: int) -> list[int]:
+    """The alphabet size of every stream of a block, in order: heads, then planes."""
     exponent, _ = FLOAT_FIELDS[dtype]
-    return [1 << exponent] + [1 << width for width in plane_widths(dtype)]
+    return [1 << (exponent + head_bits)] + [1 << width for width in plane_widths(dtype, head_bits)]
 
 
 def bits_dtype(dtype: DType) -> np.dtype:
@@ -54,45 +67,52 @@ def bits_dtype(dtype: DType) -> np.dtype:
     return _BITS[DTYPE_ITEMSIZE[dtype]]
 
 
-def split(bits: np.ndarray, dtype: DType) -> list[np.ndarray]:
-    """The streams' symbols of a flat array of element bits: exponents, then every plane."""
+def split(bits: np.ndarray, dtype: DType, head_bits: int) -> list[np.ndarray]:
+    """The streams' symbols of a flat array of element bits: heads, then every plane."""
     exponent, mantissa = FLOAT_FIELDS[dtype]
     word = bits.dtype.type
-    total = exponent + mantissa  # the sign sits at this bit
-    exponents = (bits >> word(mantissa)) & word((1 << exponent) - 1)
-    rest = ((bits >> word(total)) << word(mantissa)) | (bits & word((1 << mantissa) - 1))
-    symbols = [exponents.astype(np.uint16 if exponent > 8 else np.uint8)]
-    shift = 1 + mantissa
-    for width in plane_widths(dtype):
+    low = mantissa - head_bits  # mantissa bits left in the rest
+    heads = (bits >> word(low)) & word((1 << (exponent + head_bits)) - 1)
+    rest = ((bits >> word(exponent + mantissa)) << word(low)) | (bits & word((1 << low) - 1))
+    symbols = [heads.astype(np.uint16 if exponent + head_bits > 8 else np.uint8)]
+    shift = 1 + low
+    for width in plane_widths(dtype, head_bits):
         shift -= width
         symbols.append(((rest >> word(shift)) & word((1 << width) - 1)).astype(np.uint8))
     return symbols
 
 
-def join(symbols: list[np.ndarray], dtype: DType) -> np.ndarray:
-    """The inverse of :func:`split`: element bits from the streams' symbols (any unsigned
-    integer arrays of equal length, each symbol already checked against its alphabet)."""
+def join(symbols: list[np.ndarray], dtype: DType, head_bits: int) -> np.ndarray:
+    """The inverse of :func:`split`: element bits from the streams' symbols (unsigned integer
+    arrays of equal length, each symbol already checked against its alphabet)."""
     exponent, mantissa = FLOAT_FIELDS[dtype]
     word_dtype = bits_dtype(dtype)
     word = word_dtype.type
+    low = mantissa - head_bits
     rest = np.zeros(symbols[0].size, dtype=word_dtype)
-    for plane, width in zip(symbols[1:], plane_widths(dtype)):
+    for plane, width in zip(symbols[1:], plane_widths(dtype, head_bits)):
         rest <<= word(width)
         rest |= plane.astype(word_dtype, copy=False)
-    out = (rest >> word(mantissa)) << word(exponent + mantissa)  # the sign
-    out |= symbols[0].astype(word_dtype, copy=False) << word(mantissa)
-    out |= rest & word((1 << mantissa) - 1)
+    out = (rest >> word(low)) << word(exponent + mantissa)  # the sign
+    out |= symbols[0].astype(word_dtype, copy=False) << word(low)
+    out |= rest & word((1 << low) - 1)
     return out
 
 
-def is_zero(symbols: list[np.ndarray], dtype: DType) -> np.ndarray:
+def is_zero(symbols: list[np.ndarray], dtype: DType, head_bits: int) -> np.ndarray:
     """Which elements are +-0 (exponent and mantissa zero), from the symbols alone."""
     _, mantissa = FLOAT_FIELDS[dtype]
+    low = mantissa - head_bits
     zero = symbols[0] == 0
-    shift = 1 + mantissa
-    for plane, width in zip(symbols[1:], plane_widths(dtype)):
+    shift = 1 + low
+    for plane, width in zip(symbols[1:], plane_widths(dtype, head_bits)):
         shift -= width
-        top = shift + width > mantissa  # the top plane holds the sign above its mantissa bits
-        mantissa_part = plane & ((1 << (mantissa - shift)) - 1) if top else plane
+        top = shift + width > low  # the top plane holds the sign above its mantissa bits
+        mantissa_part = plane & ((1 << (low - shift)) - 1) if top else plane
         zero &= mantissa_part == 0
     return zero
+
+
+def blocks(numel: int, block_elements: int) -> list[tuple[int, int]]:
+    """The element ranges of the blocks, in order (none for an empty tensor)."""
+    return [(lo, min(numel, lo + block_elements)) for lo in range(0, numel, block_elements)]

@@ -343,14 +343,16 @@ class DCFile:
         )
         numel = numel_of(entry.shape)
         if isinstance(plan, FloatSplitPlan):
-            symbols = decode.float_split_symbols(plan)
-            nonzero = numel - int(np.count_nonzero(float_split.is_zero(symbols, plan.dtype))) if numel else 0
+            zeros = sum(
+                int(np.count_nonzero(float_split.is_zero(symbols, plan.dtype, plan.head_bits))) for _, _, symbols in decode.float_split_blocks(plan)
+            )
             per_element = 8 / numel if numel else 0.0
-            exponents = plan.streams[0]
+            heads = [block[0] for block in plan.blocks]
+            coders = sorted({stream.coder.name.lower() for stream in heads})
             return TensorInfo(
-                density=nonzero / numel if numel else 0.0,
-                code_bits=exponents.stored_bytes * per_element,
-                codes_coder=exponents.coder.name.lower(),
+                density=(numel - zeros) / numel if numel else 0.0,
+                code_bits=sum(stream.stored_bytes for stream in heads) * per_element,
+                codes_coder="+".join(coders) or None,
                 **base,
             )
         if isinstance(plan, DensePlan):

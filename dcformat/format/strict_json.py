@@ -7,10 +7,14 @@ no duplicate keys, no NaN or infinity, no escaped lone surrogates, nesting at mo
 as a binary64 (``1e400`` and an integer of 2**1024 overflow it). Errors are
 :class:`FormatError` naming the field, never ``ValueError`` or ``RecursionError``.
 
-The depth is measured on the text before ``json.loads`` runs, so the parser never
-recurses deeper than that: strings are cut out with one regular expression that cannot
-backtrack, the brackets left are kept by ``bytes.translate``, and their running depth is
-a cumulative sum a chunk at a time. All of it is linear in the text and runs in C.
+The depth is measured on the text before ``json.loads`` runs (spec 4.1.1), so the parser
+never recurses deeper than that: escapes are dropped with ``bytes.replace``, quotes and
+brackets kept with ``bytes.translate``, and the running depth of the brackets outside
+strings is a cumulative sum, a chunk at a time. All of it is linear in the text and runs
+in C. Numbers are checked by ``json.loads``'s ``parse_float``/``parse_int`` hooks.
+
+Writers use :func:`dump_object`, which refuses (``EncodeError``) whatever
+:func:`load_object` would reject, so nothing dcformat writes fails its own reader.
 """
 
 from __future__ import annotations

@@ -62,3 +62,11 @@ StreamHeader = Struct(
     "body_length" / Int64ul,
 )
 STREAM_HEADER_SIZE = 9
+
+#: Spec section 6.6.2: the start of a float_split payload; the blocks' streams follow.
+FloatSplitHeader = Struct(
+    "head_bits" / Int8ul,
+    "reserved" / Bytes(3),
+    "block_elements" / Int32ul,
+)
+FLOAT_SPLIT_HEADER_SIZE = 8

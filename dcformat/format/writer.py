@@ -9,7 +9,6 @@ time and finishes with the index, then the header. Putting that file on disk ato
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import IO
 
 from .._version import __version__
 from ..errors import EncodeError
+from . import strict_json
 from .constants import (
     DATA_START,
     ENCODING_SINCE,
@@ -145,11 +145,7 @@ def encode_metadata(metadata: Mapping[str, object] | None) -> bytes:
         if key.startswith(RESERVED_KEY_PREFIX):
             raise EncodeError(f"metadata keys starting with {RESERVED_KEY_PREFIX!r} are reserved", field=repr(key))
     metadata[RESERVED_KEY_PREFIX + "producer"] = f"{PRODUCER} {__version__}"
-    try:
-        text = json.dumps(metadata, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        data = text.encode("utf-8")
-    except (TypeError, ValueError) as exc:  # UnicodeEncodeError (a lone surrogate) is a ValueError
-        raise EncodeError(f"metadata is not JSON-serialisable as UTF-8 ({exc})") from None
+    data = strict_json.dump_object(metadata, what="metadata")  # nothing the reader would reject (spec 4.1)
     if len(data) > MAX_METADATA_BYTES:
         raise EncodeError(f"metadata takes {len(data)} bytes, over the limit of {MAX_METADATA_BYTES}")
     return data

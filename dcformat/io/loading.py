@@ -47,7 +47,11 @@ def decode_all(reader, *, threads: int | None = None, writable: bool = True) -> 
 
 
 def load(data, *, max_expansion: int = MAX_EXPANSION, threads: int | None = None) -> dict[str, np.ndarray]:
-    """Decode every tensor of a file held in memory."""
+    """Decode every tensor of a file held in memory.
+
+    Decoding everything counts as verifying the whole file (spec 8), so every padding
+    run is checked too: a nonzero padding byte fails the load even when every tensor decodes.
+    """
     with DCFile(data, max_expansion=max_expansion) as reader:
         reader.check_padding()
         return decode_all(reader, threads=threads)
@@ -56,7 +60,8 @@ def load(data, *, max_expansion: int = MAX_EXPANSION, threads: int | None = None
 def load_file(path, *, max_expansion: int = MAX_EXPANSION, threads: int | None = None) -> dict[str, np.ndarray]:
     """Decode every tensor of a file (or of a sharded model's index) into writable arrays.
 
-    ``threads`` defaults to ``$DCFORMAT_THREADS``, else the usable CPU count.
+    ``threads`` defaults to ``$DCFORMAT_THREADS``, else the usable CPU count. Like
+    :func:`load`, it checks every padding run of every file first (spec 8).
     """
     with open_file(path, max_expansion=max_expansion) as reader:
         reader.check_padding()

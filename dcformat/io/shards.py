@@ -42,7 +42,7 @@ class ShardedWriter:
     def __init__(self, folder, *, prefix: str = "model", max_shard_bytes: int = 4 << 30, metadata=None, options: EncodeOptions | None = None):
         if max_shard_bytes < 1:
             raise EncodeError(f"max_shard_bytes must be positive, got {max_shard_bytes}")
-        if not prefix or os.sep in prefix or prefix.startswith("."):
+        if not prefix or prefix.startswith(".") or any(c in prefix for c in ("/", "\\", "\0")):  # spec 14: portable names
             raise EncodeError(f"prefix must be a plain file name prefix, got {prefix!r}")
         self.folder = os.fspath(folder)
         os.makedirs(self.folder, exist_ok=True)
@@ -145,7 +145,10 @@ class ShardedFile:
 
     def _reader(self, shard: str) -> DCFile:
         if shard not in self._readers:
-            reader = DCFile(os.path.join(self.folder, shard), max_expansion=self.max_expansion)
+            try:
+                reader = DCFile(os.path.join(self.folder, shard), max_expansion=self.max_expansion)
+            except FileNotFoundError:  # present when the index was read, gone since
+                raise FormatError(f"index.weight_map[{shard!r}]", f"shard {shard!r} is missing from {self.folder}", offset=0) from None
             expected = sorted((n for n, s in self._weight_map.items() if s == shard), key=lambda n: n.encode())
             if reader.keys() != expected:
                 reader.close()

@@ -130,18 +130,22 @@ _SIGNED = {2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 
 def float_split_tensor(plan: FloatSplitPlan, device) -> torch.Tensor:
-    """A float_split tensor's element bits (spec 6.6), assembled with torch operations, as
-    a flat signed integer tensor of the element's width (view it as the float dtype)."""
+    """A float_split tensor's element bits (spec 6.6), assembled with torch operations block
+    by block, as a flat signed integer tensor of the element's width (view it as the float dtype)."""
     exponent_bits, mantissa_bits = float_split.fields(plan.dtype)
-    exponents, *planes = (decode_stream(stream, device) for stream in plan.streams)
-    rest = torch.zeros(plan.numel, dtype=torch.int64, device=device)
-    for plane, width in zip(planes, float_split.plane_widths(plan.dtype)):
-        rest = (rest << width) | plane
-    bits = ((rest >> mantissa_bits) << (exponent_bits + mantissa_bits)) | (exponents << mantissa_bits) | (rest & ((1 << mantissa_bits) - 1))
+    low = mantissa_bits - plan.head_bits
     width = 8 * DTYPE_ITEMSIZE[plan.dtype]
-    if width < 64:  # two's complement of the top bit, so the narrowing below keeps every bit
-        bits = bits - (((bits >> (width - 1)) & 1) << width)
-    return bits.to(_SIGNED[DTYPE_ITEMSIZE[plan.dtype]])
+    out = torch.empty(plan.numel, dtype=_SIGNED[DTYPE_ITEMSIZE[plan.dtype]], device=device)
+    for (lo, hi), block in zip(float_split.blocks(plan.numel, plan.block_elements), plan.blocks):
+        heads, *planes = (decode_stream(stream, device) for stream in block)
+        rest = torch.zeros(hi - lo, dtype=torch.int64, device=device)
+        for plane, plane_width in zip(planes, float_split.plane_widths(plan.dtype, plan.head_bits)):
+            rest = (rest << plane_width) | plane
+        bits = ((rest >> low) << (exponent_bits + mantissa_bits)) | (heads << low) | (rest & ((1 << low) - 1))
+        if width < 64:  # two's complement of the top bit, so the narrowing keeps every bit
+            bits = bits - (((bits >> (width - 1)) & 1) << width)
+        out[lo:hi] = bits.to(out.dtype)
+    return out
 
 
 def load_file(path, *, device="cpu") -> dict[str, torch.Tensor]:

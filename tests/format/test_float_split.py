@@ -44,32 +44,56 @@ def test_auto_is_the_smallest_lossless_choice(array):
 
 
 @pytest.mark.parametrize(
-    ("dtype", "widths", "streams"),
-    [(DType.FLOAT32, [8, 8, 8], 4), (DType.FLOAT16, [8, 3], 3), (DType.BFLOAT16, [8], 2), (DType.FLOAT64, [8, 8, 8, 8, 8, 8, 5], 8)],
+    ("dtype", "head_bits", "widths"),
+    [
+        (DType.FLOAT32, 0, [8, 8, 8]),
+        (DType.FLOAT32, 2, [8, 8, 6]),
+        (DType.FLOAT16, 0, [8, 3]),
+        (DType.FLOAT16, 2, [8, 1]),
+        (DType.BFLOAT16, 0, [8]),
+        (DType.BFLOAT16, 2, [6]),
+        (DType.FLOAT64, 2, [8, 8, 8, 8, 8, 8, 3]),
+    ],
 )
-def test_plane_table_matches_the_spec(dtype, widths, streams):
+def test_plane_table_matches_the_spec(dtype, head_bits, widths):
     exponent, mantissa = float_split.fields(dtype)
-    assert float_split.plane_widths(dtype) == widths and sum(widths) == 1 + mantissa
-    assert float_split.alphabets(dtype) == [1 << exponent] + [1 << w for w in widths] and len(widths) + 1 == streams
+    assert float_split.plane_widths(dtype, head_bits) == widths and sum(widths) == 1 + mantissa - head_bits
+    assert float_split.alphabets(dtype, head_bits) == [1 << (exponent + head_bits)] + [1 << w for w in widths]
+    assert float_split.max_head_bits(dtype) == min(mantissa, 16 - exponent)
 
 
 def test_fields_worked_by_hand():
-    """float16 -1.5 = 0xBE00: sign 1, exponent 15, mantissa 0x200; rest = 1 << 10 | 0x200 = 0x600,
-    planes of 8 and 3 bits: 0x600 >> 3 = 0xC0, 0x600 & 7 = 0."""
+    """float16 -1.5 = 0xBE00: sign 1, exponent 15, mantissa 0x200.
+    h = 0: head 15; rest = 1 << 10 | 0x200 = 0x600, planes of 8 and 3 bits: 0xC0, 0.
+    h = 2: head = 15 << 2 | 0b10 = 62; rest = 1 << 8 | 0 = 0x100, planes of 8 and 1 bits: 0x80, 0."""
     bits = np.array([0xBE00], dtype="<u2")
-    exponents, top, low = float_split.split(bits, DType.FLOAT16)
-    assert (int(exponents[0]), int(top[0]), int(low[0])) == (15, 0xC0, 0)
-    assert float_split.join([exponents, top, low], DType.FLOAT16).tolist() == [0xBE00]
+    for head_bits, expected in ((0, (15, 0xC0, 0)), (2, (62, 0x80, 0))):
+        symbols = float_split.split(bits, DType.FLOAT16, head_bits)
+        assert tuple(int(s[0]) for s in symbols) == expected
+        assert float_split.join(symbols, DType.FLOAT16, head_bits).tolist() == [0xBE00]
     # float32 1.0 = 0x3F800000: exponent 127, rest 0; -0.0: exponent 0, rest 1 << 23 (the sign alone)
-    exponents, *planes = float_split.split(np.array([0x3F800000, 0x80000000], dtype="<u4"), DType.FLOAT32)
-    assert exponents.tolist() == [127, 0] and [p.tolist() for p in planes] == [[0, 0x80], [0, 0], [0, 0]]
+    heads, *planes = float_split.split(np.array([0x3F800000, 0x80000000], dtype="<u4"), DType.FLOAT32, 0)
+    assert heads.tolist() == [127, 0] and [p.tolist() for p in planes] == [[0, 0x80], [0, 0], [0, 0]]
 
 
 @needs_ml_dtypes
-def test_bfloat16_rest_is_one_byte():
-    values = np.array([1.0, -2.0, 0.0], dtype=BFLOAT16)
-    exponents, plane = float_split.split(values.view("<u2"), DType.BFLOAT16)
-    assert exponents.tolist() == [127, 128, 0] and plane.tolist() == [0, 0x80, 0]
+def test_bfloat16_head_and_rest():
+    """bfloat16 1.25 = 0x3FA0: exponent 127, mantissa 0b0100000; with h = 2 the head is
+    127 << 2 | 0b01 and the rest (sign, 5 low mantissa bits) one 6-bit plane."""
+    values = np.array([1.25, -2.0, 0.0], dtype=BFLOAT16)
+    heads, plane = float_split.split(values.view("<u2"), DType.BFLOAT16, 2)
+    assert heads.tolist() == [127 << 2 | 1, 128 << 2, 0] and plane.tolist() == [0, 0x20, 0]
+
+
+def test_blocks_cover_the_tensor():
+    assert float_split.blocks(0, 4096) == []
+    assert float_split.blocks(10_000, 4096) == [(0, 4096), (4096, 8192), (8192, 10_000)]
+    weights = (np.random.default_rng(3).standard_normal(3 * float_split.DEFAULT_BLOCK_ELEMENTS + 5) * 0.05).astype(np.float32)
+    blob = dcformat.save({"w": weights}, options=EncodeOptions(dense="float_split"))
+    with dcformat.open(blob) as f:
+        plan = f.plan("w")
+        assert len(plan.blocks) == 4 and plan.head_bits == float_split.DEFAULT_HEAD_BITS
+        assert_bit_exact(f.get("w"), weights)
 
 
 def test_version_follows_the_ids_used():
@@ -94,9 +118,10 @@ def test_raw_option_keeps_tensors_memory_mappable(tmp_path):
 
 
 def test_trained_like_weights_shrink():
-    """Weights of a trained layer's scale: the exponent stream takes about 2.6 of its 8 bits."""
+    """Weights of a trained layer's scale: the heads (exponent and two mantissa bits) take about
+    2.6 + 2 of their 10 bits."""
     weights = (np.random.default_rng(2).standard_normal((256, 256)) * 0.05).astype(np.float32)
     blob = dcformat.save({"w": weights})
     with dcformat.open(blob) as f:
         info = f.info("w")
-        assert info.encoding == "float_split" and 2.3 < info.code_bits < 3.0 and info.bits_per_element < 27.5
+        assert info.encoding == "float_split" and 4.3 < info.code_bits < 5.0 and info.bits_per_element < 27.5

@@ -8,6 +8,7 @@ where patching would be clumsy.
 
 from __future__ import annotations
 
+import json
 import struct
 import zlib
 
@@ -27,8 +28,10 @@ from dcformat import (
     QuantizedTensor,
     UnsupportedError,
 )
+from dcformat.format.constants import VERSION_MINOR
 from dcformat.format.structs import HEADER_CRC_COVERS, Header
-from fuzz.dcfbuild import DT, ENC, Ent, build_file, crc32, stream
+from fuzz.dcfbuild import DT, ENC, Ent, build_file, crc32, stream, zstd_block
+from fuzz.dcfbuild import zstd_frame as zstd_frame_by_hand
 from tests.support.strategies import (
     bitpack_stream,
     parse_file,
@@ -201,7 +204,11 @@ def test_unknown_major_version(major):
     expect(set_header(GOOD, version_major=major), UnsupportedError, "header.version_major")
 
 
-@pytest.mark.parametrize("minor", [1, 0xFFFF])
+#: A minor version newer than this reader's: its unknown ids fail only the tensors using them (5.3).
+NEWER_MINOR = VERSION_MINOR + 1
+
+
+@pytest.mark.parametrize("minor", [1, NEWER_MINOR, 0xFFFF])
 def test_newer_minor_version_opens(minor):
     blob = set_header(GOOD, version_minor=minor)
     with dcformat.open(blob) as f:
@@ -211,7 +218,7 @@ def test_newer_minor_version_opens(minor):
 
 @pytest.mark.parametrize("what, value", [("encoding", 9), ("dtype", 99)])
 def test_unknown_id_in_a_newer_minor_file_fails_only_at_get(what, value):
-    blob = set_header(set_entry(GOOD, "raw", **{what: value}), version_minor=1)
+    blob = set_header(set_entry(GOOD, "raw", **{what: value}), version_minor=NEWER_MINOR)
     with dcformat.open(blob) as f:
         assert "raw" in f.keys()
         for name in ("flag", "qb", "zs"):  # every other tensor still reads
@@ -226,7 +233,7 @@ def test_unknown_id_in_a_newer_minor_file_fails_only_at_get(what, value):
 
 
 def test_unknown_coder_in_a_newer_minor_file_fails_at_get():
-    blob = set_header(patch_payload(GOOD, "qb", lambda b: patch(bytes(b), 16 + 16, b"\x09")), version_minor=1)
+    blob = set_header(patch_payload(GOOD, "qb", lambda b: patch(bytes(b), 16 + 16, b"\x09")), version_minor=NEWER_MINOR)
     expect(blob, UnsupportedError, "tensors['qb'].codes.coder", get="qb")
 
 
@@ -339,6 +346,14 @@ def test_metadata_and_directory_too_large():
         b'{"a":[Infinity]}',
         b'{"a":-Infinity}',
         b"[" * 100000 + b"]" * 100000,  # nesting deep enough to exhaust a recursive parser
+        b"\xef\xbb\xbf{}",  # a byte-order mark (spec 4.1)
+        b'{"a":' * 64 + b"{}" + b"}" * 64,  # 65 levels deep, the top-level object counting as 1 (4.1.1)
+        b'{"a":' + b"[" * 64 + b"]" * 64 + b"}",
+        b'{"a":1e400}',  # overflows a binary64 (4.1.2)
+        b'{"a":[-1e400]}',
+        b'{"a":1' + b"0" * 400 + b"}",  # an integer of 401 digits
+        b'{"a":' + str(2**1024 - 2**970).encode() + b"}",  # the smallest integer that rounds to infinity
+        b'{"a":' + b"9" * 5000 + b"}",  # past Python's 4300-digit int limit too
     ],
     ids=[
         "not-utf8",
@@ -357,10 +372,36 @@ def test_metadata_and_directory_too_large():
         "infinity",
         "minus-infinity",
         "deep-nesting",
+        "bom",
+        "depth-65-objects",
+        "depth-65-arrays",
+        "1e400",
+        "minus-1e400",
+        "integer-401-digits",
+        "integer-2**1024-2**970",
+        "integer-5000-digits",
     ],
 )
 def test_bad_metadata(metadata):
     expect(set_metadata(GOOD, metadata), FormatError, "metadata")
+
+
+@pytest.mark.parametrize(
+    "metadata, check",
+    [
+        (b'{"a":' * 63 + b"{}" + b"}" * 63, lambda m: True),  # 64 levels: the most allowed
+        (b'{"a":' + b"[" * 63 + b"]" * 63 + b"}", lambda m: True),
+        (b'{"a":"' + b"[{" * 100 + b'\\"[[[\\\\"}', lambda m: m["a"].startswith("[{")),  # brackets in strings do not count
+        (b'{"a":1e-400}', lambda m: m["a"] == 0.0),  # underflow rounds to 0: finite
+        (b'{"a":' + str(2**1024 - 2**970 - 1).encode() + b"}", lambda m: m["a"] == 2**1024 - 2**970 - 1),  # rounds to the largest finite
+        (b'{"a":-1.7976931348623157e308}', lambda m: m["a"] == -1.7976931348623157e308),
+    ],
+    ids=["depth-64-objects", "depth-64-arrays", "brackets-in-strings", "1e-400", "largest-integer", "largest-float"],
+)
+def test_metadata_at_the_json_limits_opens(metadata, check):
+    """Spec 4.1.1 and 4.1.2 from the accepting side: the limits themselves are valid."""
+    with dcformat.open(set_metadata(GOOD, metadata)) as f:
+        assert check(f.metadata())
 
 
 def test_metadata_is_parsed_after_its_crc():
@@ -509,12 +550,47 @@ def test_nonzero_padding_between_payloads_fails_verify():
         dcformat.load(blob)
 
 
+def padded_badly() -> tuple[bytes, str]:
+    """GOOD with one padding byte after its first payload set to 1, and the field named."""
+    p = parse_file(GOOD)
+    first = min(p.entries, key=lambda e: e.offset)
+    after = sorted(p.entries, key=lambda e: e.offset)[1]
+    end = first.offset + len(first.payload)
+    return patch(GOOD, end, b"\x01"), f"tensors['{after.name.decode()}'].padding"
+
+
+def test_nonzero_padding_fails_load_and_load_file(tmp_path):
+    """Spec 8: decoding every tensor counts as verifying the whole file, so ``load`` and
+    ``load_file`` check every padding run although every tensor decodes."""
+    blob, field = padded_badly()
+    path = tmp_path / "padded.dcf"
+    path.write_bytes(blob)
+    for run in (lambda: dcformat.load(blob), lambda: dcformat.load_file(path), lambda: dcformat.load_file(path, threads=1)):
+        with pytest.raises(DCFormatError) as info:
+            run()
+        assert type(info.value) is FormatError and field in str(info.value)
+    with dcformat.open(path) as f:
+        for name in f.keys():
+            f.get(name)  # each tensor alone is intact: only a whole-file read sees the padding
+
+
+def test_nonzero_padding_in_a_shard_fails_load_file(tmp_path):
+    blob, field = padded_badly()
+    (tmp_path / "m-00001-of-00001.dcf").write_bytes(blob)
+    names = parse_file(blob).entries
+    index = {"metadata": {}, "weight_map": {e.name.decode(): "m-00001-of-00001.dcf" for e in names}}
+    (tmp_path / "m.dcf.index.json").write_text(json.dumps(index))
+    with pytest.raises(DCFormatError) as info:
+        dcformat.load_file(tmp_path / "m.dcf.index.json")
+    assert type(info.value) is FormatError and field in str(info.value)
+
+
 @pytest.mark.parametrize("dtype", [0, 14, 255])
 def test_unknown_dtype_id(dtype):
     expect(set_entry(GOOD, "raw", dtype=dtype), UnsupportedError, "directory[5].dtype")
 
 
-@pytest.mark.parametrize("encoding", [0, 5, 255])
+@pytest.mark.parametrize("encoding", [0, 6, 255])
 def test_unknown_encoding_id(encoding):
     expect(set_entry(GOOD, "raw", encoding=encoding), UnsupportedError, "directory[5].encoding")
 
@@ -590,6 +666,125 @@ def test_zstd_frame_whose_content_size_lies():
     assert frame[4] == 0x20 and frame[5] == 120  # single segment, 1-byte content size
     frame[5] = 128  # now it claims the 128 bytes the tensor needs
     expect(zstd_file(bytes(frame)), FormatError, "tensors['z'].payload", get="z")
+
+
+def window_byte(log: int, mantissa: int = 0) -> int:
+    """RFC 8878 Window_Descriptor: Window_Size = 2**log + mantissa * 2**log / 8 (log 10..41)."""
+    return (log - 10) << 3 | mantissa
+
+
+def raw_blocks(data: bytes, size: int) -> bytes:
+    """``data`` as raw blocks of ``size`` bytes (the last one marked last)."""
+    cuts = list(range(0, len(data), size)) or [0]
+    return b"".join(zstd_block(0, len(data[i : i + size]), data[i : i + size], last=i == cuts[-1]) for i in cuts)
+
+
+@pytest.mark.parametrize(
+    "log, mantissa",
+    [(27, 1), (28, 0), (31, 0), (41, 7)],
+    ids=["2**27+2**24", "2**28", "2**31", "largest"],
+)
+def test_zstd_window_over_the_limit(log, mantissa):
+    """Spec 6.2.1: Window_Size MUST NOT exceed max(content size, 2**27); libzstd's one-shot
+    decoder accepts these frames, so the decoder checks the window itself."""
+    frame = zstd_frame_by_hand(len(RAW32), raw_blocks(RAW32, 128), single_segment=False, window_byte=window_byte(log, mantissa))
+    error = expect(zstd_file(frame), FormatError, "tensors['z'].payload", get="z")
+    assert "window" in str(error) or "too much memory" in str(error)  # libzstd's own words past 2**31
+
+
+def test_zstd_window_at_the_limit_decodes():
+    frame = zstd_frame_by_hand(len(RAW32), raw_blocks(RAW32, 128), single_segment=False, window_byte=window_byte(27))
+    assert dcformat.load(zstd_file(frame))["z"].tobytes() == RAW32
+
+
+def test_zstd_window_over_the_limit_in_a_stream():
+    """7.4: a zstd-coded stream is a frame "as in 6.2", window rule included."""
+    frame = zstd_frame_by_hand(3, raw_blocks(bytes([1, 0, 2]), 3), single_segment=False, window_byte=window_byte(28))
+    payload = sparse_payload(streams=[stream(3, frame), bitpack_stream([1, 3, 0], 4)])
+    expect(quant_file(payload), FormatError, "tensors['q'].codes", get="q")
+    ok = zstd_frame_by_hand(3, raw_blocks(bytes([1, 0, 2]), 3), single_segment=False, window_byte=window_byte(27))
+    assert dcformat.load(quant_file(sparse_payload(streams=[stream(3, ok), bitpack_stream([1, 3, 0], 4)])))["q"][1] == 0.5
+
+
+@pytest.mark.parametrize("level", [1, 9, 19, 22])
+@pytest.mark.parametrize("size", [1, 100, 1000, 1025, 100_000, 131_073, 300_000])
+def test_frames_the_package_writes_keep_the_window_and_block_rules(level, size):
+    """libzstd writes a single-segment frame (window = content size) whenever its window
+    covers the content, so its frames keep 6.2.1 at any level, small content included."""
+    import zstandard
+
+    from dcformat.codecs import zstd as zstd_codec
+
+    data = np.random.default_rng(size).integers(0, 4, size, dtype=np.uint8).tobytes()
+    frame = zstd_codec.compress(data, level=level)
+    params = zstandard.get_frame_parameters(frame)
+    assert params.window_size <= max(size, 2**27)
+    zstd_codec.check_frame(frame, size, field="f", offset=0)  # the block walk too
+    assert zstd_codec.decompress_exact(frame, size, field="f", offset=0) == data
+
+
+BIG = 200_000  # over 128 KiB: one block of this is over every frame's Block_Maximum_Size
+RAW_BIG = np.arange(BIG // 4, dtype="<f4").tobytes()
+
+
+@pytest.mark.parametrize(
+    "frame, numel",
+    [
+        (zstd_frame_by_hand(BIG, zstd_block(0, BIG, RAW_BIG, last=True)), BIG // 4),
+        (zstd_frame_by_hand(BIG, zstd_block(1, BIG, b"\x00", last=True)), BIG // 4),
+        # window 1 KiB: blocks may hold at most 1 KiB, although the content is 2000 bytes
+        (zstd_frame_by_hand(2000, zstd_block(0, 2000, bytes(2000), last=True), single_segment=False, window_byte=window_byte(10)), 500),
+        (
+            zstd_frame_by_hand(
+                2000,
+                zstd_block(1, 1025, b"\x00", last=False) + zstd_block(0, 975, bytes(975), last=True),
+                single_segment=False,
+                window_byte=window_byte(10),
+            ),
+            500,
+        ),
+        # single segment: the window is the content size, so a block cannot exceed it either
+        (zstd_frame_by_hand(128, zstd_block(2, 129, bytes(129), last=True)), 32),
+    ],
+    ids=["raw-over-128KiB", "rle-over-128KiB", "raw-over-the-window", "rle-over-the-window", "compressed-over-the-content"],
+)
+def test_zstd_block_over_block_maximum_size(frame, numel):
+    """Spec 6.2.1: every Block_Size within min(Window_Size, 128 KiB) (RFC 8878 3.1.1.2);
+    libzstd's one-shot decoder accepts the raw and RLE cases, so the decoder walks the blocks."""
+    error = expect(zstd_file(frame, numel), FormatError, "tensors['z'].payload", get="z")
+    assert "Block_Maximum_Size" in str(error)
+
+
+def test_zstd_blocks_at_block_maximum_size_decode():
+    data = np.arange(BIG // 4, dtype="<f4").tobytes()
+    assert dcformat.load(zstd_file(zstd_frame_by_hand(BIG, raw_blocks(data, 128 * 1024)), BIG // 4))["z"].tobytes() == data
+    rle = zstd_block(1, 128 * 1024, b"\x00", last=False) + zstd_block(1, BIG - 128 * 1024, b"\x00", last=True)
+    assert not dcformat.load(zstd_file(zstd_frame_by_hand(BIG, rle), BIG // 4))["z"].any()
+    small_window = zstd_frame_by_hand(2000, raw_blocks(bytes(2000), 1024), single_segment=False, window_byte=window_byte(10))
+    assert not dcformat.load(zstd_file(small_window, 500))["z"].any()
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        zstd_frame_by_hand(128, zstd_block(3, 128, RAW32, last=True)),  # the reserved block type
+        zstd_frame_by_hand(128, zstd_block(0, 128, RAW32, last=False)),  # no last block
+        zstd_frame_by_hand(128, zstd_block(0, 128, RAW32, last=True)[:-1]),  # a block cut short
+        zstd_frame_by_hand(128, zstd_block(0, 128, RAW32, last=True), checksum=True),  # the checksum missing
+        zstd_frame_by_hand(128, zstd_block(0, 128, RAW32, last=True) + zstd_block(0, 0, b"", last=True)),  # a block after the last
+        zstd_frame_by_hand(128, zstd_block(0, 0, b"", last=False) * 1000 + zstd_block(0, 128, RAW32, last=True) + b"\x00"),
+    ],
+    ids=["reserved-type", "no-last-block", "block-cut-short", "checksum-missing", "block-after-the-last", "garbage-after-empty-blocks"],
+)
+def test_zstd_block_walk(frame):
+    expect(zstd_file(frame), FormatError, "tensors['z'].payload", get="z")
+
+
+def test_zstd_empty_blocks_are_valid_and_the_walk_is_bounded():
+    """Empty blocks are valid (RFC 8878), so only the payload bounds their number: the walk
+    takes a step per 3 bytes at most, and reads nothing past the payload."""
+    frame = zstd_frame_by_hand(128, zstd_block(0, 0, b"", last=False) * 10_000 + zstd_block(0, 128, RAW32, last=True))
+    assert dcformat.load(zstd_file(frame))["z"].tobytes() == RAW32
 
 
 # ======================================================================================
@@ -774,6 +969,269 @@ def test_get_quantized_checks_the_same():
     with dcformat.open(quant_file(sparse_payload(gap_bits=4, streams=[bitpack_stream([1, 0, 2], 3), bitpack_stream([15, 3, 0], 16)]))) as f:
         with pytest.raises(FormatError):
             f.get_quantized("q")
+
+
+def test_gap_sum_past_the_tensor_is_spec_6_5_1():
+    """Spec 6.5.1 (positions exact, the last one < N): the catalogue's case is
+    ``test_gaps_running_past_the_end``; here the largest gaps of the widest gap_bits."""
+    payload = sparse_payload(gap_bits=16, streams=[bitpack_stream([1, 0, 2], 3), bitpack_stream([65535] * 3, 1 << 16)])
+    expect(quant_file(payload), FormatError, "tensors['q'].gaps", get="q")
+    assert dcformat.format.sparse.last_position(np.full(3, 65535, np.uint16)) == 3 * 65536 - 1
+
+
+# ======================================================================================
+# float_split (spec 6.6)
+# ======================================================================================
+
+FLOAT_SPLIT = 5
+F16 = np.array([0.0, -0.0, 1.0, -2.5, 65504.0, 6e-8, np.inf, np.nan], dtype="<f2")
+MIN_BLOCK = 4096  # spec 6.6.2: the smallest block_elements
+#: 2 * 4096 + 3 float16 values: three blocks (4096, 4096, 3) at the smallest B
+F16_MANY = (np.arange(2 * MIN_BLOCK + 3, dtype=np.uint16) * np.uint16(40503)).view("<f2")
+
+
+def fs_header(head_bits: int = 2, block_elements: int = MIN_BLOCK, reserved: bytes = bytes(3)) -> bytes:
+    """Spec 6.6.2: u8 head_bits, 3 reserved bytes, u32 block_elements."""
+    return struct.pack("<B3sI", head_bits, reserved, block_elements)
+
+
+def f16_streams(values: np.ndarray = F16, head_bits: int = 2) -> list[bytes]:
+    """One block's streams by spec 6.6.1 for float16 (E = 5, M = 10), worked by hand: with
+    L = 10 - h, the head stream (alphabet 2**(5 + h)) of ``x >> L``, then the planes of the
+    R = 1 + L bits ``sign << L | low mantissa``, 8 bits from the top, then R mod 8."""
+    bits = values.view("<u2").astype(np.int64)
+    low = 10 - head_bits
+    heads = (bits >> low) & ((1 << (5 + head_bits)) - 1)
+    rest = (bits >> 15) << low | (bits & ((1 << low) - 1))
+    out, shift = [bitpack_stream(heads.tolist(), 1 << (5 + head_bits))], 1 + low
+    for width in [8] * ((1 + low) // 8) + ([(1 + low) % 8] if (1 + low) % 8 else []):
+        shift -= width
+        out.append(bitpack_stream(((rest >> shift) & ((1 << width) - 1)).tolist(), 1 << width))
+    return out
+
+
+def f16_payload(values: np.ndarray = F16, head_bits: int = 2, block_elements: int = MIN_BLOCK) -> bytes:
+    """The header, then every block's streams."""
+    blocks = [values[lo : lo + block_elements] for lo in range(0, values.size, block_elements)]
+    return fs_header(head_bits, block_elements) + b"".join(b"".join(f16_streams(block, head_bits)) for block in blocks)
+
+
+def many_blocks() -> list[bytes]:
+    """F16_MANY's three blocks, each its streams joined."""
+    return [b"".join(f16_streams(F16_MANY[lo : lo + MIN_BLOCK])) for lo in range(0, F16_MANY.size, MIN_BLOCK)]
+
+
+def float_split_file(payload: bytes, *, dtype: str = "float16", numel: int | tuple = F16.size, version=(1, 1)) -> bytes:
+    shape = numel if isinstance(numel, tuple) else (numel,)
+    return build_file([Ent("f", DT[dtype], FLOAT_SPLIT, shape, payload)], version=version)
+
+
+def test_float_split_helpers_make_a_valid_file():
+    assert dcformat.load(float_split_file(f16_payload()))["f"].tobytes() == F16.tobytes()
+    for head_bits in (0, 3, 10):  # planes of 8 and 3; one of 8; one of 1
+        assert dcformat.load(float_split_file(f16_payload(head_bits=head_bits)))["f"].tobytes() == F16.tobytes()
+    many = float_split_file(fs_header() + b"".join(many_blocks()), numel=F16_MANY.size)
+    assert dcformat.load(many)["f"].tobytes() == F16_MANY.tobytes()
+    with dcformat.open(many) as f:
+        assert f.info("f").encoding == "float_split"
+
+
+@pytest.mark.parametrize("dtype", ["int16", "uint16", "int8", "bool"])
+def test_float_split_of_a_non_float_dtype(dtype):
+    """6.6.2: the dtype MUST be a float; an int16 tensor has the same width but no exponent."""
+    expect(float_split_file(f16_payload(), dtype=dtype), FormatError, "tensors['f'].dtype", get="f")
+
+
+@pytest.mark.parametrize("size", [0, 1, 7])
+def test_float_split_payload_shorter_than_its_header(size):
+    expect(float_split_file(fs_header()[:size], numel=0), FormatError, "tensors['f'].float_split_header", get="f")
+
+
+@pytest.mark.parametrize("reserved", [b"\1\0\0", b"\0\x80\0", b"\0\0\xff", b"\xff\xff\xff"])
+def test_float_split_reserved_not_zero(reserved):
+    """6.6.2: the 3 reserved bytes MUST be zero, whatever follows (here an empty tensor's header alone)."""
+    error = expect(float_split_file(fs_header(reserved=reserved), numel=0), FormatError, "tensors['f'].reserved", get="f")
+    assert error.offset is not None
+    good = float_split_file(fs_header(), numel=0)
+    assert dcformat.load(good)["f"].size == 0
+
+
+@pytest.mark.parametrize(
+    "dtype, head_bits",
+    [("float32", 9), ("float16", 11), ("bfloat16", 8), ("float64", 6), ("float16", 255), ("float64", 52)],
+)
+def test_float_split_head_bits_too_large(dtype, head_bits):
+    """6.6.2: h is at most min(M, 16 - E): 8, 10, 7 and 5 (heads of at most 16 bits)."""
+    expect(float_split_file(fs_header(head_bits), numel=0, dtype=dtype), FormatError, "tensors['f'].head_bits", get="f")
+
+
+@pytest.mark.parametrize("dtype, head_bits", [("float32", 8), ("float16", 10), ("bfloat16", 7), ("float64", 5)])
+def test_float_split_largest_head_bits_is_valid(dtype, head_bits):
+    assert dcformat.load(float_split_file(fs_header(head_bits), numel=(0, 2), dtype=dtype))["f"].shape == (0, 2)
+
+
+@pytest.mark.parametrize("block_elements", [0, 1, 1024, MIN_BLOCK - 1])
+def test_float_split_block_elements_too_small(block_elements):
+    """6.6.2: B is at least 4096, which bounds the number of blocks by the element count."""
+    payload = fs_header(block_elements=block_elements) + b"".join(f16_streams())
+    expect(float_split_file(payload), FormatError, "tensors['f'].block_elements", get="f")
+    expect(float_split_file(fs_header(block_elements=block_elements), numel=0), FormatError, "tensors['f'].block_elements", get="f")
+
+
+@pytest.mark.parametrize("block_elements", [MIN_BLOCK, 5000, F16.size * 1000, 2**32 - 1])
+def test_float_split_block_elements_at_and_above_the_minimum(block_elements):
+    assert dcformat.load(float_split_file(f16_payload(block_elements=block_elements)))["f"].tobytes() == F16.tobytes()
+
+
+@pytest.mark.parametrize("shape", [(10 * MIN_BLOCK,), (4096, MIN_BLOCK), (2**19, 256)])
+def test_float_split_block_count_that_cannot_fit(shape):
+    """6.6.2: ceil(N / B) * (1 + Q) * 9 bytes of stream headers must fit after the header; a
+    decoder checks it before reading any block (here 10 blocks of 3 streams in 269 bytes, and
+    4096 blocks behind one block's streams)."""
+    payload = fs_header() + (bytes(269) if shape[0] == 10 * MIN_BLOCK else many_blocks()[0])
+    error = expect(float_split_file(payload, numel=shape), FormatError, "tensors['f'].payload", get="f")
+    assert "blocks" in str(error)
+
+
+def test_float_split_block_count_bound_is_exact():
+    """With 270 bytes the bound of 10 blocks of 3 streams holds, so the first stream is read
+    (its coder 0 is unknown) before anything else is said."""
+    expect(float_split_file(fs_header() + bytes(270), numel=10 * MIN_BLOCK), UnsupportedError, "tensors['f'].blocks[0].heads.coder", get="f")
+
+
+def test_float_split_missing_block():
+    """Three blocks declared by N = 2 * 4096 + 3 and B = 4096; the payload holds two."""
+    blocks = many_blocks()
+    expect(float_split_file(fs_header() + blocks[0] + blocks[1], numel=F16_MANY.size), FormatError, "tensors['f'].blocks[2].heads", get="f")
+
+
+def test_float_split_extra_block():
+    blocks = many_blocks()
+    payload = fs_header() + b"".join(blocks) + blocks[2]
+    expect(float_split_file(payload, numel=F16_MANY.size), FormatError, "tensors['f'].payload", get="f")
+
+
+def test_float_split_blocks_out_of_order():
+    """Block 1 holds 4096 symbols per stream: the 3-element block in its place is too short for it."""
+    blocks = many_blocks()
+    payload = fs_header() + blocks[0] + blocks[2] + blocks[1]
+    expect(float_split_file(payload, numel=F16_MANY.size), FormatError, "tensors['f'].blocks[1].heads", get="f")
+
+
+@pytest.mark.parametrize("stream", [0, 1, 2])
+def test_float_split_block_with_a_short_stream(stream):
+    """A stream of block 1 one symbol short (its bit-packed body of the wrong length)."""
+    streams = f16_streams(F16_MANY[MIN_BLOCK : 2 * MIN_BLOCK])
+    short = f16_streams(F16_MANY[MIN_BLOCK : 2 * MIN_BLOCK - 8])[stream]  # 8 symbols: whole bytes even for the 1-bit plane
+    streams[stream] = short
+    blocks = many_blocks()
+    payload = fs_header() + blocks[0] + b"".join(streams) + blocks[2]
+    name = "heads" if stream == 0 else f"planes[{stream - 1}]"
+    expect(float_split_file(payload, numel=F16_MANY.size), FormatError, f"tensors['f'].blocks[1].{name}", get="f")
+
+
+@pytest.mark.parametrize("kept, missing", [(2, "blocks[0].planes[1]"), (1, "payload")])
+def test_float_split_too_few_streams(kept, missing):
+    """6.6.2: a block is 1 + Q streams (3 for float16 at h = 2); the payload ends where a
+    stream header should start, or (one stream of 14 bytes) before the 27 bytes of one
+    block's stream headers, which the block count check sees first."""
+    expect(float_split_file(fs_header() + b"".join(f16_streams()[:kept])), FormatError, f"tensors['f'].{missing}", get="f")
+
+
+def test_float_split_no_stream_at_all():
+    """The header alone for a tensor of 8 elements: one block's 27 bytes of stream headers cannot fit."""
+    expect(float_split_file(fs_header()), FormatError, "tensors['f'].payload", get="f")
+
+
+def test_float_split_without_its_header():
+    """The layout of the 1.1 drafts (streams only): the first stream's header read as 6.6.2's is
+    head_bits 1, then reserved bytes holding the body length."""
+    expect(float_split_file(b"".join(f16_streams())), FormatError, "tensors['f'].reserved", get="f")
+
+
+def test_float_split_float32_streams_for_a_float16_tensor():
+    streams = f16_streams() + [bitpack_stream([0] * F16.size, 256)]  # four streams: a float32's count
+    expect(float_split_file(fs_header() + b"".join(streams)), FormatError, "tensors['f'].payload", get="f")
+
+
+def test_float_split_streams_of_another_head_width():
+    """h = 0's streams (5-bit heads) under a header saying h = 2 (7-bit heads): the bodies' lengths disagree."""
+    expect(float_split_file(fs_header(2) + b"".join(f16_streams(head_bits=0))), FormatError, "tensors['f'].blocks[0]", get="f")
+
+
+@pytest.mark.parametrize("extra", [b"\0", b"\x01\x00\x00\x00\x00\x00\x00\x00\x00"], ids=["one-byte", "an-empty-stream"])
+def test_float_split_bytes_after_the_last_stream(extra):
+    expect(float_split_file(f16_payload() + extra), FormatError, "tensors['f'].payload", get="f")
+    expect(float_split_file(fs_header() + extra, numel=0), FormatError, "tensors['f'].payload", get="f")
+
+
+@pytest.mark.parametrize("head_bits, bad", [(0, 32), (2, 128)])
+def test_float_split_head_out_of_range_zstd(head_bits, bad):
+    """7.1: every symbol < A; float16's head alphabet is 2**(5 + h), and a zstd-coded stream
+    (u8 symbols) can hold any byte, so 32 (h = 0) and 128 (h = 2) must be rejected."""
+    heads = ((F16.view("<u2").astype(np.int64) >> (10 - head_bits)) & ((1 << (5 + head_bits)) - 1)).astype(np.uint8)
+    planes = f16_streams(head_bits=head_bits)[1:]
+    assert dcformat.load(float_split_file(fs_header(head_bits) + b"".join([stream(3, zstd_frame(heads.tobytes()))] + planes)))
+    heads[3] = bad
+    payload = fs_header(head_bits) + b"".join([stream(3, zstd_frame(heads.tobytes()))] + planes)
+    expect(float_split_file(payload), FormatError, "tensors['f'].blocks[0].heads", get="f")
+
+
+def test_float_split_head_out_of_range_zstd_u16():
+    """At h = 4 float16's heads have alphabet 512: a zstd stream of u16 symbols, where 512 is out of range."""
+    heads = ((F16.view("<u2").astype(np.int64) >> 6) & 511).astype("<u2")
+    planes = f16_streams(head_bits=4)[1:]
+    assert dcformat.load(float_split_file(fs_header(4) + b"".join([stream(3, zstd_frame(heads.tobytes()))] + planes)))
+    heads[0] = 512
+    payload = fs_header(4) + b"".join([stream(3, zstd_frame(heads.tobytes()))] + planes)
+    expect(float_split_file(payload), FormatError, "tensors['f'].blocks[0].heads", get="f")
+
+
+def test_float_split_one_bit_plane_out_of_range_zstd():
+    """At h = 2 float16's last plane has 1 bit: a zstd-coded symbol 2 is out of range."""
+    streams = f16_streams()
+    plane = np.zeros(F16.size, np.uint8)
+    plane[5] = 2
+    payload = fs_header() + streams[0] + streams[1] + stream(3, zstd_frame(plane.tobytes()))
+    expect(float_split_file(payload), FormatError, "tensors['f'].blocks[0].planes[1]", get="f")
+
+
+@pytest.mark.parametrize("plane", [0, 1])
+def test_float_split_truncated_plane_stream(plane):
+    """A plane body one byte short: as a bit-packed body of the wrong length, and as a
+    body_length that runs past the payload once the payload is cut."""
+    streams = f16_streams(head_bits=0)  # planes of 8 and 3 bits: 8 and 3 bytes for 8 symbols
+    body = streams[1 + plane][9:]
+    streams[1 + plane] = stream(1, body[:-1])
+    expect(float_split_file(fs_header(0) + b"".join(streams)), FormatError, f"tensors['f'].blocks[0].planes[{plane}]", get="f")
+    whole = fs_header(0) + b"".join(f16_streams(head_bits=0)[: 2 + plane])
+    expect(float_split_file(whole[:-1]), FormatError, f"tensors['f'].blocks[0].planes[{plane}].body_length", get="f")
+
+
+@pytest.mark.parametrize("coder", ["huffman", "zstd"])
+def test_float_split_truncated_plane_stream_other_coders(coder):
+    """The same cut inside a Huffman or zstd plane body, behind a valid CRC."""
+    blob = dcformat.save({"f": np.linspace(-3, 3, 4000, dtype=np.float32)}, options=EncodeOptions(dense="float_split", coder=coder))
+    p = parse_file(blob)
+    e = p.entry("f")
+    assert e.encoding == FLOAT_SPLIT
+    assert e.payload[0] == 2 and int.from_bytes(e.payload[4:8], "little") == 2**18  # the encoder's h and B
+    # the first plane stream: skip the header and the head stream
+    at = 8 + 9 + int.from_bytes(e.payload[9:17], "little")
+    length = int.from_bytes(e.payload[at + 1 : at + 9], "little")
+    cut = bytearray(e.payload)
+    cut[at + 1 : at + 9] = (length - 1).to_bytes(8, "little")
+    del cut[at + 9 + length - 1]
+    expect(patch_payload(blob, "f", lambda b: bytes(cut)), FormatError, "tensors['f'].blocks[0].planes[0]", get="f")
+
+
+def test_float_split_in_a_version_1_0_file():
+    """10.4: encoding 5 is defined from 1.1; a file declaring 1.0 MUST NOT use it, and a
+    decoder that knows the id rejects the file at open, as an invalid id."""
+    blob = float_split_file(f16_payload(), version=(1, 0))
+    error = expect(blob, FormatError, "directory[0].encoding")
+    assert "1.1" in str(error)
+    assert dcformat.load(set_header(blob, version_minor=1))["f"].tobytes() == F16.tobytes()
 
 
 # ======================================================================================

@@ -11,13 +11,16 @@ import hashlib
 import io
 import json
 import random
+import struct
 import sys
 
 import numpy as np
 import pytest
+import zstandard
 
 import dcformat
 from fuzz import dcfbuild, harness
+from tests.hostile.test_malformed import raw_blocks, window_byte
 from tests.support.optional import needs_ml_dtypes
 from tests.support.paths import REPO_ROOT
 
@@ -188,6 +191,12 @@ def test_huffman_streams_agree_on_mutants():
         assert package == reference, (case, alphabet, n)
 
 
+def _float_split_header_file(head_bits: int, reserved: bytes, block_elements: int, *, shape=(0,), streams: bytes = b"") -> bytes:
+    """A float16 float_split tensor (format 1.1): the 8-byte header of 6.6.2, then ``streams``."""
+    payload = struct.pack("<B3sI", head_bits, reserved, block_elements) + streams
+    return dcfbuild.build([dcfbuild.T(b"f", 2, 5, shape, payload)], version=(1, 1))
+
+
 def test_reference_rejects_what_the_spec_forbids():
     """A few hand-built violations, one per rule, that a mutation rarely reaches."""
     T = dcfbuild.T
@@ -216,7 +225,15 @@ def test_reference_rejects_what_the_spec_forbids():
         ),
         "unknown dtype in 1.0": dcfbuild.build([T(b"a", 200, 1, (1,), b"\0")]),
         "huge dimension, no element": dcfbuild.build([T(b"a", 1, 1, (2**30, 2**30, 0), b"")]),
+        # float_split's header (6.6.2), on an empty float16 tensor: the header is its whole payload
+        "float_split reserved byte": _float_split_header_file(2, b"\0\1\0", 4096),
+        "float_split head_bits 11": _float_split_header_file(11, bytes(3), 4096),
+        "float_split block_elements 4095": _float_split_header_file(2, bytes(3), 4095),
+        "float_split 10 blocks in 269 bytes": _float_split_header_file(2, bytes(3), 4096, shape=(10 * 4096,), streams=bytes(269)),
+        "float_split header cut": dcfbuild.build([T(b"f", 2, 5, (0,), bytes(7))], version=(1, 1)),
     }
+    assert isinstance(_reference(_float_split_header_file(10, bytes(3), 4096)), dict)  # the same, valid
+    assert isinstance(_package(_float_split_header_file(10, bytes(3), 4096)), dict)
     for label, data in bad.items():
         assert isinstance(_reference(data), str), label
         assert isinstance(_package(data), str), label
@@ -268,3 +285,260 @@ def test_package_rejects_bytes_after_an_empty_zstd_frame(data):
     without reading its blocks; spec 6.2 and 7.4 still require exactly one whole frame."""
     assert isinstance(_package(data), str)
     assert isinstance(_reference(data), str)
+
+
+# ---------------------------------------------------------------- spec 1.1's new MUSTs (4.1, 6.2.1, 7.4)
+# For each rule: a file both decoders reject (the reference citing the rule's section) and the
+# boundary case both accept. The package reports through dcformat.open / .get / dcformat.load.
+
+
+def _package_error(data: bytes, *, get: str | None = None) -> dcformat.DCFormatError:
+    """The package's error: on open (``get`` None), or only when ``get`` is decoded."""
+    if get is None:
+        with pytest.raises(dcformat.DCFormatError) as info:
+            dcformat.open(data)
+    else:
+        with dcformat.open(data) as f, pytest.raises(dcformat.DCFormatError) as info:
+            f.get(get)
+    return info.value
+
+
+def _reference_error(data: bytes, *, get: str | None = None) -> str:
+    with pytest.raises(refdecode.RefDecodeError) as info:
+        ref = refdecode.RefFile(data)
+        if get is not None:
+            ref.decode(get)
+    return str(info.value)
+
+
+DEEP_OBJECTS = lambda levels: b'{"a":' * (levels - 1) + b"{}" + b"}" * (levels - 1)  # noqa: E731
+DEEP_ARRAYS = lambda levels: b'{"a":' + b"[" * (levels - 1) + b"]" * (levels - 1) + b"}"  # noqa: E731
+LARGEST_INT = 2**1024 - 2**970 - 1  # rounds down to the largest finite binary64; one more rounds to infinity
+
+
+@pytest.mark.parametrize(
+    "metadata, section",
+    [
+        (DEEP_OBJECTS(65), "§4.1.1"),
+        (DEEP_ARRAYS(65), "§4.1.1"),
+        (b"[" * 100_000 + b"]" * 100_000, "§4.1.1"),  # found before a recursive parser would recurse
+        (b'{"a":1e400}', "§4.1.2"),
+        (b'{"a":[-1e400]}', "§4.1.2"),
+        (b'{"a":' + str(LARGEST_INT + 1).encode() + b"}", "§4.1.2"),
+        (b'{"a":-' + str(LARGEST_INT + 1).encode() + b"}", "§4.1.2"),
+        (b'{"a":1' + b"0" * 309 + b"}", "§4.1.2"),  # 310 digits
+        (b'{"a":' + b"9" * 5000 + b"}", "§4.1.2"),  # past Python's 4300-digit int() limit too
+        (b"\xef\xbb\xbf{}", "§4.1"),  # a byte-order mark
+        (b'{"a":"\\ud800"}', "§4.1"),  # an escaped lone surrogate
+        (b'{"\\udc00":1}', "§4.1"),
+    ],
+    ids=[
+        "depth-65-objects",
+        "depth-65-arrays",
+        "depth-100000",
+        "1e400",
+        "minus-1e400",
+        "int-2**1024-2**970",
+        "minus-int-2**1024-2**970",
+        "int-310-digits",
+        "int-5000-digits",
+        "bom",
+        "lone-surrogate-value",
+        "lone-surrogate-key",
+    ],
+)
+def test_both_reject_metadata_breaking_4_1(metadata, section):
+    data = dcfbuild.build(metadata=metadata)
+    assert section in _reference_error(data)
+    assert isinstance(_package_error(data), dcformat.FormatError)
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        DEEP_OBJECTS(64),
+        DEEP_ARRAYS(64),
+        b'{"a":"' + b"[{" * 100 + b'\\"[[[\\\\", "b":"\\\\\\"{{"}',  # brackets in strings, after escapes, do not count
+        b'{"a":1e-400, "b":-1e-400}',  # underflows to zero: finite
+        b'{"a":' + str(LARGEST_INT).encode() + b', "b":-' + str(LARGEST_INT).encode() + b"}",
+        b'{"a":1.7976931348623157e308, "b":1797693134862315807e290}',  # the largest finite binary64, twice
+        b'{"a":' + b"0." + b"0" * 400 + b"1}",  # many digits are fine when the value is finite
+        b'{"a":"\\ud83d\\ude00"}',  # an escaped surrogate pair is one code point
+    ],
+    ids=["depth-64-objects", "depth-64-arrays", "brackets-in-strings", "1e-400", "largest-int", "largest-float", "long-fraction", "pair"],
+)
+def test_both_accept_metadata_at_the_limits_of_4_1(metadata):
+    data = dcfbuild.build(metadata=metadata)
+    reference = refdecode.RefFile(data).metadata
+    with dcformat.open(data) as f:
+        assert f.metadata() == reference == json.loads(metadata)
+
+
+def test_depth_count_matches_the_package_on_random_texts():
+    """4.1.1's pre-parse count, on texts of brackets, quotes and escapes (valid JSON or not)."""
+    from dcformat.format.strict_json import nesting_depth
+
+    rnd = random.Random(41)
+    for _ in range(3000):
+        text = "".join(rnd.choice('[]{}""\\\\a') for _ in range(rnd.randint(0, 40)))
+        assert refdecode.json_depth(text) == nesting_depth(text.encode(), limit=10**9), text
+
+
+RAW32 = np.arange(32, dtype="<f4").tobytes()
+BIG = 200_000  # more than 128 KiB
+RAW_BIG = np.arange(BIG // 4, dtype="<f4").tobytes()
+
+
+def _frame(content: bytes, blocks: bytes | None = None, **kw) -> bytes:
+    return dcfbuild.zstd_frame(len(content), raw_blocks(content, 128) if blocks is None else blocks, **kw)
+
+
+def _zstd_tensor(frame: bytes, numel: int) -> bytes:
+    return dcfbuild.build([dcfbuild.T(b"z", 1, 2, (numel,), frame)])
+
+
+def _zstd_codes(frame: bytes) -> bytes:
+    """quant_dense of 3 entries whose codes stream (7.4) is ``frame``, holding codes 1, 0, 2."""
+    payload = dcfbuild.quant(dcfbuild.f32(0.0, 0.5, -1.0), 3, 3, dcfbuild.stream(3, frame))
+    return dcfbuild.build([dcfbuild.T(b"q", 1, 3, (3,), payload)])
+
+
+ZB = dcfbuild.zstd_block
+BAD_FRAMES = {  # (frame, elements of the float32 tensor): every one breaks 6.2.1
+    "window-2**27+2**24": (_frame(RAW32, single_segment=False, window_byte=window_byte(27, 1)), 32),
+    "window-2**28": (_frame(RAW32, single_segment=False, window_byte=window_byte(28)), 32),
+    "window-largest": (_frame(RAW32, single_segment=False, window_byte=window_byte(41, 7)), 32),
+    "raw-block-over-128KiB": (dcfbuild.zstd_frame(BIG, ZB(0, BIG, RAW_BIG, last=True)), BIG // 4),
+    "rle-block-over-128KiB": (dcfbuild.zstd_frame(BIG, ZB(1, BIG, b"\0", last=True)), BIG // 4),
+    "raw-block-over-the-window": (
+        dcfbuild.zstd_frame(2000, ZB(0, 2000, bytes(2000), last=True), single_segment=False, window_byte=window_byte(10)),
+        500,
+    ),
+    "rle-block-over-the-window": (
+        dcfbuild.zstd_frame(2000, ZB(1, 1025, b"\0", last=False) + ZB(0, 975, bytes(975), last=True), single_segment=False, window_byte=0),
+        500,
+    ),
+    "block-over-the-content-single-segment": (dcfbuild.zstd_frame(128, ZB(2, 129, bytes(129), last=True)), 32),
+    "reserved-block-type": (dcfbuild.zstd_frame(128, ZB(3, 128, RAW32, last=True)), 32),
+    "no-last-block": (dcfbuild.zstd_frame(128, ZB(0, 128, RAW32, last=False)), 32),
+    "block-cut-short": (dcfbuild.zstd_frame(128, ZB(0, 128, RAW32, last=True)[:-1]), 32),
+    "block-header-cut-short": (dcfbuild.zstd_frame(128, ZB(0, 0, b"", last=False) + b"\x01\x04"), 32),
+    "checksum-missing": (dcfbuild.zstd_frame(128, ZB(0, 128, RAW32, last=True), checksum=True), 32),
+    "byte-after-the-frame": (_frame(RAW32) + b"\0", 32),
+    "block-after-the-last": (_frame(RAW32) + ZB(0, 0, b"", last=True), 32),
+    # content size 0: the frame must still end where its blocks say, and regenerate nothing
+    "empty-content-raw-block": (dcfbuild.zstd_frame(0, ZB(0, 5, b"abcde", last=True), single_segment=False), 0),
+    "empty-content-rle-block": (dcfbuild.zstd_frame(0, ZB(1, 1000, b"a", last=True), single_segment=False), 0),
+    "empty-content-block-single-segment": (dcfbuild.zstd_frame(0, ZB(0, 1, b"a", last=True)), 0),
+}
+GOOD_FRAMES = {  # the boundaries, which both accept
+    "window-exactly-2**27": (_frame(RAW32, single_segment=False, window_byte=window_byte(27)), 32),
+    "raw-blocks-of-128KiB": (dcfbuild.zstd_frame(BIG, raw_blocks(RAW_BIG, 131072)), BIG // 4),
+    "rle-block-of-128KiB": (dcfbuild.zstd_frame(BIG, ZB(1, 131072, b"\0", last=False) + ZB(1, BIG - 131072, b"\0", last=True)), BIG // 4),
+    "blocks-of-the-window": (
+        dcfbuild.zstd_frame(2000, raw_blocks(bytes(2000), 1024), single_segment=False, window_byte=window_byte(10)),
+        500,
+    ),
+    "one-block-of-the-content": (dcfbuild.zstd_frame(128, ZB(0, 128, RAW32, last=True)), 32),
+    "empty-blocks": (dcfbuild.zstd_frame(128, ZB(0, 0, b"", last=False) * 1000 + ZB(0, 128, RAW32, last=True)), 32),
+    "empty-content-window-2**27": (dcfbuild.zstd_frame(0, single_segment=False, window_byte=window_byte(27)), 0),
+    "libzstd-checksum": (zstandard.ZstdCompressor(write_checksum=True).compress(RAW32), 32),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FRAMES))
+def test_both_reject_zstd_tensor_frames_breaking_6_2_1(name):
+    frame, numel = BAD_FRAMES[name]
+    data = _zstd_tensor(frame, numel)
+    # the frame check fires (6.2.1), not the decompressor; with no content, only decompression
+    # finds that a block regenerates bytes (6.2: "a frame that produces a different number of bytes")
+    assert ("§6.2" if name.startswith("empty-content") else "§6.2.1") in _reference_error(data, get="z")
+    assert isinstance(_package_error(data, get="z"), dcformat.FormatError)
+
+
+@pytest.mark.parametrize("name", sorted(GOOD_FRAMES))
+def test_both_accept_zstd_tensor_frames_at_the_limits_of_6_2_1(name):
+    frame, numel = GOOD_FRAMES[name]
+    data = _zstd_tensor(frame, numel)
+    want = zstandard.ZstdDecompressor().decompressobj().decompress(frame)
+    assert len(want) == numel * 4
+    assert refdecode.RefFile(data).decode("z").data == want
+    assert dcformat.load(data)["z"].tobytes() == want
+
+
+CODES = bytes([1, 0, 2])
+BAD_STREAM_FRAMES = {  # 7.4: a zstd-coded stream is a frame "as in 6.2"
+    "window-2**28": _frame(CODES, single_segment=False, window_byte=window_byte(28)),
+    "block-over-the-content": dcfbuild.zstd_frame(3, ZB(1, 4, b"\1", last=True)),
+    "reserved-block-type": dcfbuild.zstd_frame(3, ZB(3, 3, CODES, last=True)),
+    "checksum-missing": dcfbuild.zstd_frame(3, ZB(0, 3, CODES, last=True), checksum=True),
+    "byte-after-the-frame": _frame(CODES) + b"\0",
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_STREAM_FRAMES))
+def test_both_reject_zstd_stream_frames_breaking_6_2_1(name):
+    data = _zstd_codes(BAD_STREAM_FRAMES[name])
+    assert "§6.2.1" in _reference_error(data, get="q")
+    assert isinstance(_package_error(data, get="q"), dcformat.FormatError)
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        _frame(CODES, single_segment=False, window_byte=window_byte(27)),
+        _frame(CODES),
+        dcfbuild.zstd_frame(3, ZB(1, 1, b"\1", last=False) + ZB(0, 2, b"\0\2", last=True)),
+    ],
+    ids=["window-exactly-2**27", "single-segment", "rle-then-raw"],
+)
+def test_both_accept_zstd_stream_frames_at_the_limits_of_6_2_1(frame):
+    data = _zstd_codes(frame)
+    assert refdecode.RefFile(data).decode("q").tolist() == [0.5, 0.0, -1.0]
+    assert dcformat.load(data)["q"].tolist() == [0.5, 0.0, -1.0]
+
+
+def _zstd_outcome(decode, frame: bytes, expected: int):
+    try:
+        return bytes(decode(frame, expected))
+    except (refdecode.RefDecodeError, dcformat.DCFormatError):
+        return None
+
+
+def test_zstd_frame_checks_agree_on_mutants():
+    """The reference's frame walk (6.2.1) and the package's (dcformat.codecs.zstd) accept and
+    reject the same mutated frames, and decode the same bytes when both accept."""
+    from dcformat.codecs import zstd as zstd_codec
+
+    data = np.arange(700, dtype="<u2").tobytes()[:1300]
+    bases = [
+        zstandard.ZstdCompressor(level=3).compress(data),
+        zstandard.ZstdCompressor(level=3, write_checksum=True).compress(data),
+        zstandard.ZstdCompressor().compress(b""),
+        dcfbuild.zstd_frame(len(data), raw_blocks(data, 1024), single_segment=False, window_byte=window_byte(10)),
+        dcfbuild.zstd_frame(len(data), ZB(1, 700, b"\7", last=False) + ZB(0, 600, data[:600], last=True), single_segment=False, window_byte=0),
+        dcfbuild.zstd_frame(0, ZB(0, 0, b"", last=False) * 3 + ZB(0, 0, b"", last=True), single_segment=False, window_byte=window_byte(27)),
+    ]
+    package = lambda f, n: zstd_codec.decompress_exact(f, n, field="f", offset=0)  # noqa: E731
+    reference = lambda f, n: refdecode._zstd_decompress(f, n, "f")  # noqa: E731
+    rnd = random.Random(621)
+    accepted = 0
+    for _ in range(1500):
+        base = rnd.choice(bases)
+        expected = len(zstandard.ZstdDecompressor().decompressobj().decompress(base))
+        frame = bytearray(base)
+        for _ in range(rnd.randint(1, 2)):
+            kind = rnd.random()
+            at = rnd.randrange(min(len(frame), 24))  # mostly the frame and first block headers
+            if kind < 0.4:
+                frame[at] ^= 1 << rnd.randrange(8)
+            elif kind < 0.7:
+                frame[at] = rnd.choice([0, 1, 2, 3, 4, 5, 6, 7, 0x20, 0x24, 0x60, 0x80, 0x88, 0x90, 0xFF, rnd.randrange(256)])
+            elif kind < 0.85:
+                del frame[rnd.randrange(1, len(frame) + 1) :]  # keeps at least a byte
+            else:
+                frame += bytes(rnd.randrange(1, 4))
+        got = _zstd_outcome(reference, bytes(frame), expected)
+        assert got == _zstd_outcome(package, bytes(frame), expected), (bytes(frame).hex(), expected)
+        accepted += got is not None
+    assert accepted > 50  # the mutants are not all trivially broken
