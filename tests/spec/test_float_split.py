@@ -9,10 +9,8 @@ decoders read, or reject, alike.
 
 from __future__ import annotations
 
-import json
 import random
 import struct
-import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,14 +18,9 @@ import pytest
 
 import dcformat
 from fuzz import dcfbuild
+from tests.support.differential import MANIFEST, VECTORS, package_result, refdecode, reference_result
 from tests.support.optional import needs_ml_dtypes
-from tests.support.paths import REPO_ROOT
 
-sys.path.insert(0, str(REPO_ROOT / "tools"))
-import refdecode
-
-VECTORS = REPO_ROOT / "spec" / "vectors"
-MANIFEST = json.loads((VECTORS / "vectors.json").read_text(encoding="utf-8"))
 FLOAT_SPLIT = 5
 FLOAT_DTYPES = {"float32": 1, "float16": 2, "bfloat16": 3, "float64": 4}
 #: spec 6.6.1: dtype id -> (E, M, largest h), restated here rather than taken from either decoder
@@ -181,23 +174,6 @@ def test_float_split_vectors_declare_1_1_and_the_others_1_0():
 # ------------------------------------------------------------------------- version rule (10.4)
 
 
-def _package(data: bytes):
-    """Every tensor's storage bytes as the package decodes them, or the error type."""
-    try:
-        with dcformat.DCFile(data) as f:
-            f.check_padding()
-            return {name: np.ascontiguousarray(f.get(name)).tobytes() for name in f.keys()}
-    except dcformat.DCFormatError as exc:
-        return type(exc).__name__
-
-
-def _reference(data: bytes):
-    try:
-        return {t.name: t.data for t in refdecode.RefFile(data).verify()}
-    except refdecode.RefDecodeError as exc:
-        return str(exc)
-
-
 @pytest.mark.parametrize("key", ["float_split_bitpack", "float_split_huffman", "float_split_zstd", "float_split"])
 def test_float_split_in_a_1_0_file_is_rejected(key):
     """A float_split tensor in a file whose header says 1.0 (CRC fixed) is an invalid id (10.4)."""
@@ -214,11 +190,11 @@ def test_float_split_in_1_1_and_newer_files_is_read(minor):
     """1.1 defines encoding 5; a newer minor version keeps it (10.2)."""
     key = "float_split_zstd"
     data = (VECTORS / MANIFEST[key]["file"]).read_bytes()
-    expected = _reference(data)
+    expected = reference_result(data)
     assert isinstance(expected, dict)
     mutant = dcfbuild.patch_header(data, version_minor=minor)
-    assert _reference(mutant) == expected
-    assert _package(mutant) == expected
+    assert reference_result(mutant) == expected
+    assert package_result(mutant) == expected
 
 
 def test_a_1_1_file_without_float_split_is_read():
@@ -274,7 +250,7 @@ def _payload(words: list[int], dtype: int, head_bits: int = 2, block_elements: i
 
 
 def _both(data: bytes):
-    reference, package = _reference(data), _package(data)
+    reference, package = reference_result(data), package_result(data)
     assert reference == package or (isinstance(reference, str) and isinstance(package, str)), (reference, package)
     return package
 
@@ -418,16 +394,16 @@ def test_hand_built_float16_is_valid():
 @pytest.mark.parametrize("label", sorted(BAD))
 def test_both_decoders_reject(label):
     """Spec 6.6.2 (dtype, header, block count, framing), 7.1-7.4 (each stream's checks) and 10.4."""
-    assert isinstance(_reference(BAD[label]), str), label
-    assert isinstance(_package(BAD[label]), str), label
+    assert isinstance(reference_result(BAD[label]), str), label
+    assert isinstance(package_result(BAD[label]), str), label
 
 
 def test_the_block_count_is_checked_before_any_block():
     """6.6.2: ceil(N / B) * (1 + Q) * 9 must fit in the payload after the header, checked before
     a block is read: the reference says so in its error, and 270 bytes pass that check."""
-    assert "blocks of 3 streams cannot fit" in _reference(BAD["10 blocks in 269 bytes"])
-    assert "block[0].head" in _reference(BAD["10 blocks in 270 bytes"])
-    assert "cannot fit" in _reference(BAD["4096 blocks, one block's streams"])
+    assert "blocks of 3 streams cannot fit" in reference_result(BAD["10 blocks in 269 bytes"])
+    assert "block[0].head" in reference_result(BAD["10 blocks in 270 bytes"])
+    assert "cannot fit" in reference_result(BAD["4096 blocks, one block's streams"])
 
 
 # ------------------------------------------------------------------------- differential
@@ -474,7 +450,7 @@ def test_reference_and_package_agree_on_float_split_mutants():
             else:
                 data[at] = rnd.choice([0, 1, 2, 3, 4, 5, 0x0F, 0x10, 0x1F, 0x20, 0x7F, 0x80, 0xFF])
         mutant = dcfbuild.fix_crcs(bytes(data))
-        package, reference = _package(mutant), _reference(mutant)
+        package, reference = package_result(mutant), reference_result(mutant)
         if isinstance(package, str) != isinstance(reference, str) or (isinstance(package, dict) and package != reference):
             disagreements.append((package if isinstance(package, str) else "accepted", reference if isinstance(reference, str) else "accepted"))
         accepted += isinstance(package, dict)
@@ -490,5 +466,5 @@ def test_package_and_reference_agree_on_bfloat16_specials():
     bits = np.arange(0, 1 << 16, 97, dtype=np.uint16)
     bits = np.concatenate([bits, np.array([0x7F81, 0xFF81, 0x7FC0, 0xFFFF, 0x8000, 0x0001], np.uint16)])
     data = dcformat.save({"x": bits.view(BFLOAT16)}, options=dcformat.EncodeOptions(dense="float_split"))
-    assert _reference(data) == {"x": bits.tobytes()}
-    assert _package(data) == {"x": bits.tobytes()}
+    assert reference_result(data) == {"x": bits.tobytes()}
+    assert package_result(data) == {"x": bits.tobytes()}

@@ -12,7 +12,6 @@ import io
 import json
 import random
 import struct
-import sys
 
 import numpy as np
 import pytest
@@ -21,23 +20,11 @@ import zstandard
 import dcformat
 from fuzz import dcfbuild, harness
 from tests.hostile.test_malformed import raw_blocks, window_byte
+from tests.support.differential import MANIFEST, VECTORS, package_result, refdecode, reference_result, storage_bytes
 from tests.support.optional import needs_ml_dtypes
 from tests.support.paths import REPO_ROOT
 
 ROOT = REPO_ROOT
-sys.path.insert(0, str(ROOT / "tools"))
-import refdecode  # noqa: E402
-
-VECTORS = ROOT / "spec" / "vectors"
-MANIFEST = json.loads((VECTORS / "vectors.json").read_text(encoding="utf-8"))
-
-
-def storage_bytes(array: np.ndarray) -> bytes:
-    """C-order little-endian storage bytes (bool as 0/1 bytes, bfloat16 as its 16 bits)."""
-    array = np.ascontiguousarray(array)
-    if array.dtype.kind in "fiu" and array.dtype.itemsize > 1 and array.dtype.byteorder == ">":
-        array = array.astype(array.dtype.newbyteorder("<"))
-    return array.tobytes()
 
 
 def test_check_vectors_all_match():
@@ -110,23 +97,6 @@ def test_package_decodes_the_same_bytes(key):
         assert hashlib.sha256(data).hexdigest() == MANIFEST[key]["tensors"][name]["sha256"], name
 
 
-def _package(data: bytes):
-    """Every tensor's storage bytes as the package decodes them, or the error type."""
-    try:
-        with dcformat.DCFile(data) as f:
-            f.check_padding()
-            return {name: storage_bytes(f.get(name)) for name in f.keys()}
-    except dcformat.DCFormatError as exc:
-        return type(exc).__name__
-
-
-def _reference(data: bytes):
-    try:
-        return {t.name: t.data for t in refdecode.RefFile(data).verify()}
-    except refdecode.RefDecodeError as exc:
-        return str(exc)
-
-
 SMALL = [p.read_bytes() for p in sorted((ROOT / "fuzz" / "corpus").iterdir()) if p.stat().st_size <= 4096]
 
 
@@ -152,12 +122,12 @@ def test_reference_and_package_agree_on_mutants():
     disagreements = []
     for data in _mutants(800, seed=2026):
         try:
-            package = _package(data)
+            package = package_result(data)
         except Exception as exc:
             if harness.known_open_bug(data, exc) is None:
                 raise
             continue
-        reference = _reference(data)
+        reference = reference_result(data)
         if isinstance(package, str) != isinstance(reference, str) or (isinstance(package, dict) and package != reference):
             disagreements.append((package if isinstance(package, str) else "accepted", reference if isinstance(reference, str) else "accepted"))
     assert not disagreements, disagreements[:5]
@@ -232,11 +202,11 @@ def test_reference_rejects_what_the_spec_forbids():
         "float_split 10 blocks in 269 bytes": _float_split_header_file(2, bytes(3), 4096, shape=(10 * 4096,), streams=bytes(269)),
         "float_split header cut": dcfbuild.build([T(b"f", 2, 5, (0,), bytes(7))], version=(1, 1)),
     }
-    assert isinstance(_reference(_float_split_header_file(10, bytes(3), 4096)), dict)  # the same, valid
-    assert isinstance(_package(_float_split_header_file(10, bytes(3), 4096)), dict)
+    assert isinstance(reference_result(_float_split_header_file(10, bytes(3), 4096)), dict)  # the same, valid
+    assert isinstance(package_result(_float_split_header_file(10, bytes(3), 4096)), dict)
     for label, data in bad.items():
-        assert isinstance(_reference(data), str), label
-        assert isinstance(_package(data), str), label
+        assert isinstance(reference_result(data), str), label
+        assert isinstance(package_result(data), str), label
 
 
 def test_newer_minor_version_defers_unknown_ids():
@@ -266,10 +236,10 @@ def _empty_zstd_stream_file(trailing: bytes) -> bytes:
 
 
 def test_reference_rejects_bytes_after_an_empty_zstd_frame():
-    assert "zstd" in _reference(EMPTY_FRAME_GARBAGE)
-    assert "after the zstd frame" in _reference(_empty_zstd_stream_file(dcfbuild.zstd_frame(0)))
-    assert _reference(_empty_zstd_stream_file(b"")) == {"w": bytes(32)}
-    assert _package(_empty_zstd_stream_file(b"")) == {"w": bytes(32)}
+    assert "zstd" in reference_result(EMPTY_FRAME_GARBAGE)
+    assert "after the zstd frame" in reference_result(_empty_zstd_stream_file(dcfbuild.zstd_frame(0)))
+    assert reference_result(_empty_zstd_stream_file(b"")) == {"w": bytes(32)}
+    assert package_result(_empty_zstd_stream_file(b"")) == {"w": bytes(32)}
 
 
 @pytest.mark.parametrize(
@@ -283,8 +253,8 @@ def test_reference_rejects_bytes_after_an_empty_zstd_frame():
 def test_package_rejects_bytes_after_an_empty_zstd_frame(data):
     """python-zstandard's one-shot decompress() returns b"" for a frame declaring content size 0
     without reading its blocks; spec 6.2 and 7.4 still require exactly one whole frame."""
-    assert isinstance(_package(data), str)
-    assert isinstance(_reference(data), str)
+    assert isinstance(package_result(data), str)
+    assert isinstance(reference_result(data), str)
 
 
 # ---------------------------------------------------------------- spec 1.1's new MUSTs (4.1, 6.2.1, 7.4)
