@@ -27,11 +27,12 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench_codec import median_time  # tools/ is the script's folder, first on sys.path
 
 import dcformat
 from dcformat.interop.convert import convert, read_safetensors, write_safetensors
@@ -73,15 +74,6 @@ def variants(tensors: dict) -> dict[str, dict[str, np.ndarray]]:
 
     casts = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16, "float16": np.float16}
     return {name: {k: v.astype(dtype) if v.dtype.kind == "f" else v for k, v in tensors.items()} for name, dtype in casts.items()}
-
-
-def median_time(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return float(np.median(times))
 
 
 def same_bits(a: np.ndarray, b: np.ndarray) -> bool:

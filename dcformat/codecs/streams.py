@@ -180,8 +180,3 @@ def decode(stream: StreamPlan, *, threads: int = 1) -> np.ndarray:
     if symbols.size:
         check_symbols(stream, int(symbols.max()))
     return symbols
-
-
-def decode_body(coder: Coder, body, count: int, alphabet_size: int, *, field: str, offset: int, threads: int = 1) -> np.ndarray:
-    """Plan and decode one stream body in one call (tools and tests)."""
-    return decode(plan(coder, body, count, alphabet_size, field=field, offset=offset), threads=threads)

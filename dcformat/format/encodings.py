@@ -60,10 +60,6 @@ class DensePlan:
     offset: int
 
     @property
-    def numel(self) -> int:
-        return numel_of(self.shape)
-
-    @property
     def nbytes(self) -> int:
         return decoded_nbytes(self.dtype, self.shape)
 
