@@ -17,6 +17,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "dcformat"
 LAYERS = [
     ("dcformat._version", 0),
     ("dcformat.errors", 0),
+    ("dcformat.kernels", 0),  # which kernels run: the compiled extension or numpy
+    ("dcformat._kernels", 0),  # the compiled extension (C)
     ("dcformat.parallel", 0),
     ("dcformat.progress", 0),
     ("dcformat.format.constants", 1),  # the spec's tables and byte layouts: what every layer speaks
@@ -72,7 +74,9 @@ def imports_of(path: Path) -> set[str]:
 
 
 MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
-GRAPH = {name: imports_of(path) for name, path in MODULES.items()}
+#: Compiled modules (their sources are C): they import nothing of the package.
+MODULES.update({module_name(p.with_suffix(".py")): p for p in sorted(PACKAGE.rglob("*.c"))})
+GRAPH = {name: imports_of(path) if path.suffix == ".py" else set() for name, path in MODULES.items()}
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import kernels
 from ..errors import FormatError
 
 #: Symbols handled per block, a multiple of 8 so blocks end on byte boundaries; it bounds
@@ -36,6 +37,11 @@ def pack(values: np.ndarray, width: int) -> bytes:
         return b""
     if width in _BYTE_WIDTHS:  # whole bytes: symbol i is simply bytes [i*w/8, (i+1)*w/8), little-endian
         return values.astype(_BYTE_WIDTHS[width], copy=False).tobytes()
+    native = kernels.compiled()
+    if native is not None:
+        if values.dtype.kind not in "ui" or values.dtype.itemsize not in (1, 2, 4, 8):
+            values = values.astype(np.uint64)
+        return native.pack(values.view(np.uint8), values.dtype.itemsize, width)
     values = values.astype(np.uint64, copy=False)
     parts = []
     for start in range(0, values.size, _BLOCK_SYMBOLS):
@@ -49,6 +55,10 @@ def unpack(data, count: int, width: int, *, dtype=np.uint32) -> np.ndarray:
         return np.frombuffer(data, dtype=_BYTE_WIDTHS[width], count=count).astype(dtype)
     out = np.zeros(count, dtype=dtype)
     if width == 0 or count == 0:
+        return out
+    native = kernels.compiled()
+    if native is not None and out.dtype.kind == "u" and 8 * out.dtype.itemsize >= width:
+        native.unpack(data, count, width, out.view(np.uint8), out.dtype.itemsize)
         return out
     buf = np.frombuffer(data, dtype=np.uint8)
     for start in range(0, count, _BLOCK_SYMBOLS):

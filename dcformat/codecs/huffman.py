@@ -45,6 +45,7 @@ import numpy as np
 
 from ..errors import EncodeError, FormatError, LimitError
 from ..format.constants import HUFFMAN_LENGTH_BITS, MAX_CODEBOOK_SIZE, MAX_HUFFMAN_CODE_LENGTH, MAX_LANE_SYMBOLS
+from .. import kernels
 from ..parallel import map_threads
 from . import bitpack
 from .alphabet import symbol_dtype
@@ -233,7 +234,7 @@ def encode(
     n = sym.size
     if n == 0:
         return bytes(4)
-    hist = np.bincount(sym, minlength=1)
+    hist = histogram(sym, alphabet_size)
     lengths = default_lengths(hist) if max_length is None else code_lengths(hist, max_length)
     table_symbols = int(np.flatnonzero(lengths)[-1]) + 1
     lengths = lengths[:table_symbols]
@@ -248,10 +249,14 @@ def encode(
         lanes = -(-n // lane_symbols)
     lanes = max(1, -(-n // MAX_LANE_SYMBOLS), min(lanes, n, 0xFFFFFFFF))
 
-    lane_major = _lane_major(sym, lanes)
     len_table = lengths.astype(np.uint8)
-    code_table = _reverse_bits(codes, lengths.astype(np.int64)).astype(np.uint64)
-    lane_bits, payload = _write_codes(lane_major, len_table, code_table, lanes, n)
+    code_table = _reverse_bits(codes, lengths.astype(np.int64))
+    native = kernels.compiled()
+    if native is not None:
+        lane_bits = np.empty(lanes, dtype=np.int64)
+        payload = native.huffman_encode(np.ascontiguousarray(sym), sym.dtype.itemsize, code_table.astype(np.uint32), len_table, lanes, lane_bits)
+    else:
+        lane_bits, payload = _write_codes(_lane_major(sym, lanes), len_table, code_table.astype(np.uint64), lanes, n)
 
     base = int(lane_bits.min())
     deltas = lane_bits - base
@@ -268,6 +273,18 @@ def encode(
         payload,
     ]
     return b"".join(parts)
+
+
+def histogram(symbols: np.ndarray, alphabet_size: int) -> np.ndarray:
+    """Counts (int64) of each symbol ``0 .. alphabet_size - 1`` of a flat array of unsigned symbols
+    (each already checked to be in the alphabet)."""
+    native = kernels.compiled()
+    if native is not None and symbols.dtype in (np.uint8, np.uint16):
+        counts = np.empty(alphabet_size, dtype=np.int64)
+        if native.histogram(np.ascontiguousarray(symbols), symbols.dtype.itemsize, counts):
+            return counts
+        raise EncodeError(f"a symbol is outside the alphabet 0..{alphabet_size - 1}")
+    return np.bincount(symbols.reshape(-1), minlength=alphabet_size).astype(np.int64, copy=False)
 
 
 def _check_alphabet(alphabet_size) -> int:
@@ -433,8 +450,9 @@ def _as_bytes(body) -> np.ndarray:
 class LanePlan:
     """A Huffman body whose every field is checked, ready for a lockstep kernel.
 
-    :func:`prepare` makes one; :func:`decode_plan` runs the numpy kernels on it, and the
-    torch decoder runs its own kernel and then :func:`check_lane_ends`.
+    :func:`prepare` makes one; :func:`decode_plan` runs a kernel on it (compiled or numpy),
+    and the torch decoder runs its own kernel and then :func:`check_lane_ends`. Decode
+    tables are built when a kernel first asks for them, each sized for that kernel.
     """
 
     count: int
@@ -445,12 +463,26 @@ class LanePlan:
     per_lane: np.ndarray  # symbols of each lane
     payload: np.ndarray  # uint8
     payload_bits: int
-    sym_table: np.ndarray | None  # indexed by the next max_len bits, first bit lowest
-    len_table: np.ndarray | None
+    symbols_sorted: np.ndarray | None  # present symbols in canonical order (by length, then symbol)
+    lens_sorted: np.ndarray | None  # their code lengths (int64)
     max_len: int
     single_symbol: int | None  # the only present symbol, when there is just one
     reader: _Reader
     payload_at: int
+
+    @functools.cached_property
+    def _full_tables(self):
+        return _decode_tables(self.symbols_sorted, self.lens_sorted, self.dtype)
+
+    @property
+    def sym_table(self) -> np.ndarray:
+        """The symbol of the code the next ``max_len`` bits start with (first bit lowest)."""
+        return self._full_tables[0]
+
+    @property
+    def len_table(self) -> np.ndarray:
+        """The length (int64) of the code the next ``max_len`` bits start with."""
+        return self._full_tables[1]
 
 
 def decode(body, count: int, alphabet_size: int, *, field: str = "stream", offset: int = 0, threads: int = 1) -> np.ndarray:
@@ -462,19 +494,101 @@ def decode(body, count: int, alphabet_size: int, *, field: str = "stream", offse
     return decode_plan(prepare(body, count, alphabet_size, field=field, offset=offset), threads=threads)
 
 
-def decode_plan(plan: LanePlan, *, threads: int = 1) -> np.ndarray:
-    """Run the numpy kernels on a prepared body and check every lane's end."""
+def decode_plan(plan: LanePlan, *, threads: int = 1, values: np.ndarray | None = None) -> np.ndarray:
+    """Decode a prepared body and check every lane's end.
+
+    Returns the symbols (``plan.dtype``), or with ``values`` (a table of at least
+    ``max(symbol) + 1`` entries: a codebook) ``values[symbols]``, fused into the decode
+    by the compiled kernel so the symbols are never stored.
+    """
+    out_dtype = plan.dtype if values is None else values.dtype
     if plan.count == 0:
-        return np.zeros(0, dtype=plan.dtype)
+        return np.zeros(0, dtype=out_dtype)
     if plan.single_symbol is not None:
-        return _decode_single(plan.payload, plan.count, plan.single_symbol, plan.dtype, plan.reader, plan.payload_at)
-    args = (plan.count, plan.lanes, plan.lane_start, plan.sym_table, plan.len_table, plan.max_len)
-    if _prefer_jumping(plan.count, plan.lanes, plan.payload_bits):
-        out, end = _decode_jumping(plan.payload, plan.payload_bits, *args)
+        symbols = _decode_single(plan.payload, plan.count, plan.single_symbol, plan.dtype, plan.reader, plan.payload_at)
+        return symbols if values is None else np.full(plan.count, values[plan.single_symbol], dtype=out_dtype)
+    native = kernels.compiled()
+    if native is not None:
+        out, end = _decode_compiled(native, plan, values, threads)
     else:
-        out, end = _decode_lanes(plan.payload, *args, threads=threads)
+        args = (plan.count, plan.lanes, plan.lane_start, plan.sym_table, plan.len_table, plan.max_len)
+        if _prefer_jumping(plan.count, plan.lanes, plan.payload_bits):
+            out, end = _decode_jumping(plan.payload, plan.payload_bits, *args)
+        else:
+            out, end = _decode_lanes(plan.payload, *args, threads=threads)
     check_lane_ends(plan, end)
+    if values is not None and native is None:
+        out = gather(values, out)
     return out
+
+
+def gather(values: np.ndarray, symbols: np.ndarray) -> np.ndarray:
+    """``values[symbols]`` into a fresh array (symbols already checked against the table).
+
+    numpy: a chunk at a time, as np.take converts its indices to intp first (in one call
+    over a whole tensor that copy would take 8 bytes per element).
+    """
+    out = np.empty(symbols.size, dtype=values.dtype)
+    native = kernels.compiled()
+    if native is not None and symbols.dtype.itemsize <= 2 and values.size:
+        native.gather(_bytes_view(symbols), symbols.dtype.itemsize, _bytes_view(values), values.dtype.itemsize, _bytes_view(out))
+        return out
+    for lo in range(0, symbols.size, GATHER_CHUNK):
+        np.take(values, symbols[lo : lo + GATHER_CHUNK], out=out[lo : lo + GATHER_CHUNK])
+    return out
+
+
+#: Symbols gathered per np.take call by the numpy path of :func:`gather`.
+GATHER_CHUNK = 1 << 20
+#: Width of the compiled kernel's first table: codes up to this long are one lookup, longer
+#: ones (rare: the encoder limits most streams to 11-12 bits) a binary search over the
+#: canonical codes. 4096 entries stay in L1 cache and cost nothing to build for a short stream.
+_PRIMARY_BITS = 12
+#: Lanes below which splitting a stream over threads is not worth a thread.
+_MIN_COMPILED_LANES_PER_THREAD = 64
+
+
+def _bytes_view(array: np.ndarray) -> np.ndarray:
+    """A contiguous array's bytes, for the compiled kernels (any dtype, bfloat16 included)."""
+    return np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+
+
+def _compiled_tables(plan: LanePlan, values: np.ndarray | None):
+    """The compiled kernel's tables: a primary table of ``min(max_len, 12)`` bits (length 0
+    where a code is longer) and the canonical codes left-justified to 20 bits, each with the
+    value to write (the symbol itself, or ``values[symbol]``)."""
+    symbols, lens = plan.symbols_sorted, plan.lens_sorted
+    table_values = symbols.astype(plan.dtype) if values is None else values[symbols]
+    primary_bits = min(plan.max_len, _PRIMARY_BITS)
+    short = lens <= primary_bits
+    reps = np.left_shift(np.int64(1), primary_bits - lens[short])
+    size = 1 << primary_bits
+    by_code = np.full(size, -1, dtype=np.int64)  # index = next primary_bits bits, MSB first
+    by_code[: int(reps.sum())] = np.repeat(np.flatnonzero(short), reps)  # canonical: short codes come first
+    entry = by_code[_reversed_index(primary_bits)]
+    present = entry >= 0
+    primary_len = np.where(present, lens[np.maximum(entry, 0)], 0).astype(np.uint8)
+    primary_value = table_values[np.maximum(entry, 0)]
+    long_start = np.concatenate([[0], np.cumsum(np.left_shift(np.int64(1), MAX_HUFFMAN_CODE_LENGTH - lens))[:-1]]).astype(np.uint32)
+    return primary_bits, primary_len, primary_value, long_start, lens.astype(np.uint8), table_values
+
+
+def _decode_compiled(native, plan: LanePlan, values: np.ndarray | None, threads: int):
+    primary_bits, primary_len, primary_value, long_start, long_len, long_value = _compiled_tables(plan, values)
+    out = np.empty(plan.count, dtype=long_value.dtype)
+    end = np.empty(plan.lanes, dtype=np.int64)
+    groups = min(max(int(threads), 1), max(plan.lanes // _MIN_COMPILED_LANES_PER_THREAD, 1))
+    bounds = np.linspace(0, plan.lanes, groups + 1).astype(np.int64)
+    args = (plan.payload, plan.lane_start, plan.count, plan.lanes)
+    tables = (primary_bits, plan.max_len, primary_len, _bytes_view(primary_value), long_start, long_len, _bytes_view(long_value))
+    out_bytes = _bytes_view(out)
+
+    def run(span):
+        native.huffman_decode(*args, *span, *tables, long_value.dtype.itemsize, out_bytes, end)
+
+    spans = [(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+    map_threads(run, spans, len(spans))
+    return out, end
 
 
 def check_lane_ends(plan: LanePlan, end: np.ndarray) -> None:
@@ -592,13 +706,9 @@ def prepare(body, count: int, alphabet_size: int, *, field: str = "stream", offs
         raise rd.error("payload_bits", f"is {payload_bits} but the lanes add up to {total} bits", bits_at)
     lane_start = np.cumsum(lane_bits) - lane_bits
 
-    if symbols_sorted.size == 1:
-        return LanePlan(
-            n, np.dtype(dtype), lanes, lane_start, lane_bits, per_lane, payload, payload_bits, None, None, 1, int(symbols_sorted[0]), rd, payload_at
-        )
-    sym_table, len_table = _decode_tables(symbols_sorted, lens_sorted, dtype)
+    single = int(symbols_sorted[0]) if symbols_sorted.size == 1 else None
     return LanePlan(
-        n, np.dtype(dtype), lanes, lane_start, lane_bits, per_lane, payload, payload_bits, sym_table, len_table, max_len, None, rd, payload_at
+        n, np.dtype(dtype), lanes, lane_start, lane_bits, per_lane, payload, payload_bits, symbols_sorted, lens_sorted, max_len, single, rd, payload_at
     )
 
 

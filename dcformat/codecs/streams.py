@@ -73,7 +73,7 @@ def _huffman_may_win(symbols: np.ndarray, alphabet_size: int) -> bool:
     count = int(np.asarray(symbols).size)
     if count == 0:
         return True
-    histogram = np.bincount(np.asarray(symbols).reshape(-1), minlength=alphabet_size)
+    histogram = huffman.histogram(np.asarray(symbols).reshape(-1), alphabet_size)
     lower_bound = huffman.encoded_size(histogram, count=count) - -(-huffman.default_lane_count(count) // 8)
     return lower_bound < bitpack.packed_size(count, bitpack.width_for(alphabet_size))
 
@@ -167,11 +167,13 @@ def check_symbols(stream: StreamPlan, largest: int) -> None:
         raise FormatError(stream.field, f"symbol {largest} is outside the alphabet of {stream.alphabet_size}", offset=stream.offset)
 
 
-def decode(stream: StreamPlan, *, threads: int = 1) -> np.ndarray:
-    """The numpy kernel: the stream's symbols, checked, as :attr:`StreamPlan.symbol_dtype`."""
+def decode(stream: StreamPlan, *, threads: int = 1, values: np.ndarray | None = None) -> np.ndarray:
+    """The stream's symbols, checked, as :attr:`StreamPlan.symbol_dtype`; with ``values`` (a
+    table of ``alphabet_size`` entries, a codebook) ``values[symbols]`` instead, which the
+    compiled Huffman kernel produces without storing the symbols."""
     dtype = stream.symbol_dtype
     if stream.coder == Coder.HUFFMAN:
-        return huffman.decode_plan(stream.lanes, threads=threads)
+        return huffman.decode_plan(stream.lanes, threads=threads, values=values)
     if stream.coder == Coder.BITPACK:
         symbols = bitpack.unpack(stream.body, stream.count, stream.bit_width, dtype=dtype)
     else:
@@ -179,4 +181,4 @@ def decode(stream: StreamPlan, *, threads: int = 1) -> np.ndarray:
         symbols = np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype, copy=False)
     if symbols.size:
         check_symbols(stream, int(symbols.max()))
-    return symbols
+    return symbols if values is None else huffman.gather(values, symbols)

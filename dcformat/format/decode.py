@@ -17,10 +17,6 @@ from . import dtypes, float_split, sparse
 from .constants import DTYPE_STORAGE, DType, Encoding
 from .encodings import DensePlan, FloatSplitPlan, QuantPlan
 
-#: Codes gathered per np.take call when decoding quant_dense (see _gather).
-GATHER_CHUNK = 1 << 20
-
-
 def storage_array(plan: DensePlan) -> np.ndarray:
     """A raw or zstd tensor's elements in their storage type (bfloat16 as its uint16 bits),
     shaped; raw tensors are read-only views of the payload. Bool bytes are checked to be 0/1."""
@@ -41,10 +37,10 @@ def decode(plan: DensePlan | QuantPlan | FloatSplitPlan, *, threads: int = 1) ->
         if plan.dtype in (DType.BOOL, DType.BFLOAT16):
             array = array.view(dtypes.numpy_dtype(plan.dtype, field=plan.field, offset=plan.offset))
         return array
-    codes, gap_symbols = decode_streams(plan, threads=threads)
     values = plan.values()
-    if gap_symbols is None:
-        return _gather(values, codes).reshape(plan.shape)
+    if plan.gaps is None:  # quant_dense: the codes through the codebook, fused where the kernel can
+        return streams.decode(plan.codes, threads=threads, values=values).reshape(plan.shape)
+    codes, gap_symbols = decode_streams(plan, threads=threads)
     out = np.zeros(plan.numel, dtype=values.dtype)
     sparse.scatter(out, gap_symbols, codes, values, threads=threads)
     return out.reshape(plan.shape)
@@ -80,15 +76,3 @@ def decode_streams(plan: QuantPlan, *, threads: int = 1) -> tuple[np.ndarray, np
     if gap_symbols.size:
         plan.check_last_position(sparse.last_position(gap_symbols))
     return codes, gap_symbols
-
-
-def _gather(values: np.ndarray, codes: np.ndarray) -> np.ndarray:
-    """``values[codes]`` into a fresh array, a chunk at a time.
-
-    np.take converts its indices to intp first: in one call over a whole tensor that copy
-    would hold 8 bytes per element beside the 1-2 of the codes and the output itself.
-    """
-    out = np.empty(codes.size, dtype=values.dtype)
-    for lo in range(0, codes.size, GATHER_CHUNK):
-        np.take(values, codes[lo : lo + GATHER_CHUNK], out=out[lo : lo + GATHER_CHUNK])
-    return out

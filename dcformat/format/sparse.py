@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import kernels
 from ..codecs.alphabet import symbol_dtype
 from ..parallel import map_threads
 
@@ -65,6 +66,16 @@ def scatter(out: np.ndarray, gap_symbols: np.ndarray, codes: np.ndarray, table: 
     :func:`last_position`), so every index is in range.
     """
     count = gap_symbols.size
+    native = kernels.compiled()
+    symbol_types = (np.dtype(np.uint8), np.dtype(np.uint16))
+    if native is not None and out.flags.c_contiguous and table.size and gap_symbols.dtype in symbol_types and codes.dtype in symbol_types:
+        # one sequential pass, no positions stored: fast enough that threads would not pay
+        view = np.ascontiguousarray
+        native.scatter(
+            view(gap_symbols), gap_symbols.dtype.itemsize, view(codes), codes.dtype.itemsize, view(table).view(np.uint8), table.dtype.itemsize,
+            out.reshape(-1).view(np.uint8),
+        )  # fmt: skip
+        return
     spans = max(1, min(int(threads), count // _BLOCK_ENTRIES))
     edges = np.linspace(0, count, spans + 1).astype(np.int64)
     # position before each span = sum of (gap + 1) over the entries before it, minus one

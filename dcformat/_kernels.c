@@ -1,0 +1,652 @@
+/* dcformat._kernels: the compiled decoding and encoding loops (issue 12).
+ *
+ * Everything here runs over plans the Python validation path (format/encodings.py,
+ * codecs/streams.py, codecs/huffman.py) has already checked; nothing here validates a
+ * file. Still, a kernel trusts no count or offset it is given: every buffer's length is
+ * checked against the counts before the loop, every payload read is clamped (bytes past
+ * the end read as zero, as in the numpy kernels), every table index is masked or bounded,
+ * and every write index is below a length checked up front. Misuse from Python raises
+ * ValueError; bad data gives the same symbols and lane ends as the numpy kernels, so the
+ * Python checks that follow a decode raise the same errors.
+ *
+ * Loops run without the GIL, so threads decoding different lanes or tensors scale.
+ * The numpy kernels stay the reference: tests compare the two bit for bit.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+/* Lanes decoded side by side: independent dependency chains for the CPU to overlap, and
+ * 16 lanes of 4-byte values fill one 64-byte cache line per step. */
+#define LANE_GROUP 16
+/* Bits a 64-bit load holds after shifting out the partial first byte. */
+#define WINDOW_BITS 57
+#define MAX_CODE_BITS 20
+#define MAX_PRIMARY_BITS 12
+
+static uint16_t reverse10[1 << 10];
+
+/* Little-endian 64-bit load of payload bytes at..at+7; bytes past len read as zero. */
+static inline uint64_t load64(const uint8_t *data, size_t len, uint64_t at)
+{
+    uint64_t word = 0;
+    if (at < len && len - at >= 8) {
+        memcpy(&word, data + at, 8);
+        return word;
+    }
+    for (unsigned k = 0; k < 8 && at + k < len; k++)
+        word |= (uint64_t)data[at + k] << (8 * k);
+    return word;
+}
+
+static inline void copy_value(uint8_t *dst, const uint8_t *src, size_t size)
+{
+    switch (size) {
+    case 1: *dst = *src; break;
+    case 2: memcpy(dst, src, 2); break;
+    case 4: memcpy(dst, src, 4); break;
+    default: memcpy(dst, src, 8); break;
+    }
+}
+
+static int valid_item_size(Py_ssize_t size) { return size == 1 || size == 2 || size == 4 || size == 8; }
+
+static PyObject *misuse(const char *what)
+{
+    PyErr_Format(PyExc_ValueError, "dcformat._kernels: %s", what);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ Huffman decode */
+
+typedef struct {
+    const uint8_t *payload;
+    size_t payload_len;
+    unsigned primary_bits;       /* the primary table has 2**primary_bits entries */
+    const uint8_t *primary_len;  /* code length, or 0: the code is longer than primary_bits */
+    const uint8_t *primary_value;
+    size_t long_count;           /* every present symbol, in canonical order */
+    const uint32_t *long_start;  /* its code left-justified to 20 bits (ascending) */
+    const uint8_t *long_len;
+    const uint8_t *long_value;
+    size_t value_size;
+} HuffmanTables;
+
+/* A code longer than the primary table: the 20 next bits, first bit as most significant,
+ * fall in [start[k], start[k+1]) for exactly one canonical code k (the code is complete). */
+static inline const uint8_t *decode_long(const HuffmanTables *t, uint64_t window, unsigned *length)
+{
+    uint32_t bits = (uint32_t)(window & 0xFFFFF);
+    uint32_t value = ((uint32_t)reverse10[bits & 1023] << 10) | reverse10[bits >> 10];
+    size_t lo = 0, hi = t->long_count; /* invariant: start[lo] <= value (start[0] == 0) */
+    while (hi - lo > 1) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (t->long_start[mid] <= value)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    *length = t->long_len[lo];
+    return t->long_value + lo * t->value_size;
+}
+
+/* Lanes lo..hi-1 of a stream of `count` symbols in `lanes` lanes: symbol s of lane j goes to
+ * out[(s * lanes + j) * value_size]; end[j] gets the bit where lane j stopped. */
+static void huffman_lanes(const HuffmanTables *t, const int64_t *lane_start, size_t lanes, size_t count, size_t lo, size_t hi,
+                          unsigned max_len, uint8_t *out, int64_t *end)
+{
+    const size_t full = count / lanes, extra = count % lanes, size = t->value_size;
+    const uint64_t mask = ((uint64_t)1 << t->primary_bits) - 1;
+    const size_t per_load = WINDOW_BITS / max_len; /* codes one load is sure to hold */
+    const size_t row = lanes * size;
+    uint64_t pos[LANE_GROUP];
+    for (size_t first = lo; first < hi; first += LANE_GROUP) {
+        size_t group = hi - first < LANE_GROUP ? hi - first : LANE_GROUP;
+        for (size_t q = 0; q < group; q++)
+            pos[q] = (uint64_t)lane_start[first + q];
+        for (size_t step = 0; step < full; step += per_load) {
+            size_t steps = full - step < per_load ? full - step : per_load;
+            for (size_t q = 0; q < group; q++) {
+                uint64_t p = pos[q];
+                uint64_t window = load64(t->payload, t->payload_len, p >> 3) >> (p & 7);
+                uint8_t *dst = out + (step * lanes + first + q) * size;
+                for (size_t k = 0; k < steps; k++) {
+                    uint64_t index = window & mask;
+                    unsigned length = t->primary_len[index];
+                    const uint8_t *value = t->primary_value + index * size;
+                    if (length == 0)
+                        value = decode_long(t, window, &length);
+                    copy_value(dst, value, size);
+                    window >>= length;
+                    p += length;
+                    dst += row;
+                }
+                pos[q] = p;
+            }
+        }
+        for (size_t q = 0; q < group; q++) {
+            size_t lane = first + q;
+            if (lane < extra) { /* the lanes holding one more symbol */
+                uint64_t p = pos[q];
+                uint64_t window = load64(t->payload, t->payload_len, p >> 3) >> (p & 7);
+                uint64_t index = window & mask;
+                unsigned length = t->primary_len[index];
+                const uint8_t *value = t->primary_value + index * size;
+                if (length == 0)
+                    value = decode_long(t, window, &length);
+                copy_value(out + (full * lanes + lane) * size, value, size);
+                pos[q] = p + length;
+            }
+            end[lane] = (int64_t)pos[q];
+        }
+    }
+}
+
+static PyObject *huffman_decode(PyObject *self, PyObject *args)
+{
+    Py_buffer payload, lane_start, primary_len, primary_value, long_start, long_len, long_value, out, end;
+    Py_ssize_t count, lanes, lo, hi, value_size;
+    unsigned int primary_bits, max_len;
+    if (!PyArg_ParseTuple(args, "y*y*nnnnIIy*y*y*y*y*nw*w*", &payload, &lane_start, &count, &lanes, &lo, &hi, &primary_bits, &max_len,
+                          &primary_len, &primary_value, &long_start, &long_len, &long_value, &value_size, &out, &end))
+        return NULL;
+    PyObject *result = NULL;
+    const char *problem = NULL;
+    size_t long_count = (size_t)long_len.len;
+    if (!valid_item_size(value_size))
+        problem = "value size must be 1, 2, 4 or 8";
+    else if (max_len < 1 || max_len > MAX_CODE_BITS || primary_bits < 1 || primary_bits > MAX_PRIMARY_BITS || primary_bits > max_len)
+        problem = "table widths out of range";
+    else if (primary_len.len != ((Py_ssize_t)1 << primary_bits) || primary_value.len != primary_len.len * value_size)
+        problem = "primary tables do not match their width";
+    else if (long_count < 1 || long_start.len != (Py_ssize_t)(4 * long_count) || long_value.len != (Py_ssize_t)long_count * value_size)
+        problem = "canonical tables do not match";
+    else if (lanes < 1 || count < lanes || lo < 0 || lo > hi || hi > lanes)
+        problem = "lane range out of bounds";
+    else if (lane_start.len != lanes * 8 || end.len != lanes * 8)
+        problem = "lane arrays do not match the lane count";
+    else if (out.len / value_size < count)
+        problem = "output is smaller than the symbol count";
+    if (!problem) { /* the tables' lengths index and shift: each must be a valid code length */
+        const uint8_t *lengths = primary_len.buf;
+        for (Py_ssize_t k = 0; k < primary_len.len && !problem; k++)
+            if (lengths[k] > primary_bits)
+                problem = "primary table length out of range";
+        const uint8_t *longs = long_len.buf;
+        const uint32_t *starts = long_start.buf;
+        for (size_t k = 0; k < long_count && !problem; k++)
+            if (longs[k] < 1 || longs[k] > max_len || starts[k] >= (1u << MAX_CODE_BITS) || (k ? starts[k] <= starts[k - 1] : starts[k] != 0))
+                problem = "canonical table out of range";
+        const int64_t *starts64 = lane_start.buf;
+        for (Py_ssize_t j = 0; j < lanes && !problem; j++)
+            if (starts64[j] < 0 || starts64[j] > ((int64_t)1 << 60))
+                problem = "lane start out of range";
+    }
+    if (problem) {
+        misuse(problem);
+    } else {
+        HuffmanTables t = {payload.buf, (size_t)payload.len, primary_bits, primary_len.buf, primary_value.buf,
+                           long_count, long_start.buf, long_len.buf, long_value.buf, (size_t)value_size};
+        Py_BEGIN_ALLOW_THREADS
+        huffman_lanes(&t, lane_start.buf, (size_t)lanes, (size_t)count, (size_t)lo, (size_t)hi, max_len, out.buf, end.buf);
+        Py_END_ALLOW_THREADS
+        result = Py_NewRef(Py_None);
+    }
+    PyBuffer_Release(&payload);
+    PyBuffer_Release(&lane_start);
+    PyBuffer_Release(&primary_len);
+    PyBuffer_Release(&primary_value);
+    PyBuffer_Release(&long_start);
+    PyBuffer_Release(&long_len);
+    PyBuffer_Release(&long_value);
+    PyBuffer_Release(&out);
+    PyBuffer_Release(&end);
+    return result;
+}
+
+/* ------------------------------------------------------------------ Huffman encode */
+
+static inline unsigned read_symbol(const uint8_t *symbols, size_t size, size_t i)
+{
+    if (size == 1)
+        return symbols[i];
+    uint16_t s;
+    memcpy(&s, symbols + 2 * i, 2);
+    return s;
+}
+
+/* OR the low `bytes` bytes of `bits` into dst[at..]; bytes past len are dropped. */
+static inline void or_bytes(uint8_t *dst, size_t len, size_t at, uint64_t bits, unsigned bytes)
+{
+    for (unsigned k = 0; k < bytes && at + k < len; k++)
+        dst[at + k] |= (uint8_t)(bits >> (8 * k));
+}
+
+/* Symbols in the order of the stream (symbol i in lane i % lanes); codes bit-reversed so they
+ * can be written LSB-first. Returns the payload as bytes and fills lane_bits. */
+static PyObject *huffman_encode(PyObject *self, PyObject *args)
+{
+    Py_buffer symbols, codes, lengths, lane_bits_buf;
+    Py_ssize_t symbol_size, lanes;
+    if (!PyArg_ParseTuple(args, "y*ny*y*nw*", &symbols, &symbol_size, &codes, &lengths, &lanes, &lane_bits_buf))
+        return NULL;
+    PyObject *result = NULL;
+    const char *problem = NULL;
+    size_t table = (size_t)lengths.len;
+    size_t count = symbol_size > 0 ? (size_t)(symbols.len / symbol_size) : 0;
+    if (symbol_size != 1 && symbol_size != 2)
+        problem = "symbols must be 1 or 2 bytes";
+    else if (symbols.len % symbol_size || lanes < 1 || (size_t)lanes > count)
+        problem = "lane count out of range";
+    else if (codes.len != (Py_ssize_t)(4 * table) || lane_bits_buf.len != lanes * 8)
+        problem = "tables or lane array do not match";
+    else {
+        const uint8_t *len = lengths.buf;
+        for (size_t k = 0; k < table && !problem; k++)
+            if (len[k] > MAX_CODE_BITS)
+                problem = "code length out of range";
+    }
+    if (problem) {
+        misuse(problem);
+        goto done;
+    }
+    const uint8_t *sym = symbols.buf, *len = lengths.buf;
+    const uint32_t *code = codes.buf;
+    int64_t *lane_bits = lane_bits_buf.buf;
+    size_t n_lanes = (size_t)lanes;
+    int bad_symbol = 0;
+    Py_BEGIN_ALLOW_THREADS
+    memset(lane_bits, 0, n_lanes * 8);
+    for (size_t i = 0, j = 0; i < count; i++) { /* symbol i is in lane i % lanes */
+        unsigned s = read_symbol(sym, (size_t)symbol_size, i);
+        if (s >= table) {
+            bad_symbol = 1;
+            break;
+        }
+        lane_bits[j] += len[s];
+        if (++j == n_lanes)
+            j = 0;
+    }
+    Py_END_ALLOW_THREADS
+    if (bad_symbol) {
+        misuse("symbol outside the code table");
+        goto done;
+    }
+    uint64_t total = 0;
+    for (size_t j = 0; j < n_lanes; j++)
+        total += (uint64_t)lane_bits[j];
+    size_t nbytes = (size_t)((total + 7) / 8);
+    result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)nbytes);
+    if (!result)
+        goto done;
+    uint8_t *dst = (uint8_t *)PyBytes_AS_STRING(result);
+    Py_BEGIN_ALLOW_THREADS
+    memset(dst, 0, nbytes);
+    const size_t full = count / n_lanes, extra = count % n_lanes;
+    uint64_t acc[LANE_GROUP];
+    unsigned held[LANE_GROUP];
+    size_t at[LANE_GROUP];
+    uint64_t start = 0;
+    for (size_t first = 0; first < n_lanes; first += LANE_GROUP) {
+        size_t group = n_lanes - first < LANE_GROUP ? n_lanes - first : LANE_GROUP;
+        for (size_t q = 0; q < group; q++) { /* the lane's first byte may be shared: start mid-byte */
+            at[q] = (size_t)(start >> 3);
+            held[q] = (unsigned)(start & 7);
+            acc[q] = 0;
+            start += (uint64_t)lane_bits[first + q];
+        }
+        size_t steps = full + (first < extra ? 1 : 0);
+        for (size_t step = 0; step < steps; step++) {
+            const size_t base = step * n_lanes + first;
+            for (size_t q = 0; q < group; q++) {
+                if (base + q >= count)
+                    break;
+                unsigned s = read_symbol(sym, (size_t)symbol_size, base + q);
+                acc[q] |= (uint64_t)code[s] << held[q];
+                held[q] += len[s];
+                if (held[q] >= 32) {
+                    or_bytes(dst, nbytes, at[q], acc[q], 4);
+                    at[q] += 4;
+                    acc[q] >>= 32;
+                    held[q] -= 32;
+                }
+            }
+        }
+        for (size_t q = 0; q < group; q++)
+            or_bytes(dst, nbytes, at[q], acc[q], (held[q] + 7) / 8);
+    }
+    Py_END_ALLOW_THREADS
+done:
+    PyBuffer_Release(&symbols);
+    PyBuffer_Release(&codes);
+    PyBuffer_Release(&lengths);
+    PyBuffer_Release(&lane_bits_buf);
+    return result;
+}
+
+/* Counts of each symbol (int64, `bins` of them); symbols >= bins are counted nowhere and
+ * make the call return False. */
+static PyObject *histogram(PyObject *self, PyObject *args)
+{
+    Py_buffer symbols, counts;
+    Py_ssize_t symbol_size;
+    if (!PyArg_ParseTuple(args, "y*nw*", &symbols, &symbol_size, &counts))
+        return NULL;
+    PyObject *result = NULL;
+    if ((symbol_size != 1 && symbol_size != 2) || symbols.len % symbol_size || counts.len % 8) {
+        misuse("histogram arguments do not match");
+    } else {
+        size_t count = (size_t)(symbols.len / symbol_size), bins = (size_t)(counts.len / 8), outside = 0;
+        int64_t *c = counts.buf;
+        const uint8_t *sym = symbols.buf;
+        Py_BEGIN_ALLOW_THREADS
+        memset(c, 0, bins * 8);
+        if (symbol_size == 1 && bins >= 256) {
+            int64_t part[4][256]; /* four tables: no store-to-load stall on runs of one symbol */
+            memset(part, 0, sizeof part);
+            size_t i = 0;
+            for (; i + 4 <= count; i += 4) {
+                part[0][sym[i]]++;
+                part[1][sym[i + 1]]++;
+                part[2][sym[i + 2]]++;
+                part[3][sym[i + 3]]++;
+            }
+            for (; i < count; i++)
+                part[0][sym[i]]++;
+            for (size_t b = 0; b < 256; b++)
+                c[b] = part[0][b] + part[1][b] + part[2][b] + part[3][b];
+        } else {
+            for (size_t i = 0; i < count; i++) {
+                unsigned s = read_symbol(sym, (size_t)symbol_size, i);
+                if (s < bins)
+                    c[s]++;
+                else
+                    outside++;
+            }
+        }
+        Py_END_ALLOW_THREADS
+        result = PyBool_FromLong(outside == 0);
+    }
+    PyBuffer_Release(&symbols);
+    PyBuffer_Release(&counts);
+    return result;
+}
+
+/* ------------------------------------------------------------------ bit packing */
+
+/* count symbols of `width` bits (1..64), LSB-first, into items of out_size bytes. */
+static PyObject *unpack(PyObject *self, PyObject *args)
+{
+    Py_buffer data, out;
+    Py_ssize_t count, width, out_size;
+    if (!PyArg_ParseTuple(args, "y*nnw*n", &data, &count, &width, &out, &out_size))
+        return NULL;
+    PyObject *result = NULL;
+    if (width < 1 || width > 64 || !valid_item_size(out_size) || count < 0 || out.len / out_size < count)
+        misuse("unpack arguments do not match");
+    else {
+        const uint8_t *src = data.buf;
+        size_t len = (size_t)data.len;
+        uint8_t *dst = out.buf;
+        uint64_t mask = width == 64 ? ~(uint64_t)0 : (((uint64_t)1 << width) - 1);
+        Py_BEGIN_ALLOW_THREADS
+        for (size_t i = 0; i < (size_t)count; i++) {
+            uint64_t bit = (uint64_t)i * (uint64_t)width;
+            unsigned shift = (unsigned)(bit & 7);
+            uint64_t value = load64(src, len, bit >> 3) >> shift;
+            if (shift + (unsigned)width > 64) /* wider than what one load holds after the shift */
+                value |= load64(src, len, (bit >> 3) + 8) << (64 - shift);
+            value &= mask;
+            switch (out_size) {
+            case 1: dst[i] = (uint8_t)value; break;
+            case 2: { uint16_t v = (uint16_t)value; memcpy(dst + 2 * i, &v, 2); } break;
+            case 4: { uint32_t v = (uint32_t)value; memcpy(dst + 4 * i, &v, 4); } break;
+            default: memcpy(dst + 8 * i, &value, 8); break;
+            }
+        }
+        Py_END_ALLOW_THREADS
+        result = Py_NewRef(Py_None);
+    }
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&out);
+    return result;
+}
+
+/* Items of in_size bytes, each below 2**width, packed LSB-first into bytes. */
+static PyObject *pack(PyObject *self, PyObject *args)
+{
+    Py_buffer values;
+    Py_ssize_t in_size, width;
+    if (!PyArg_ParseTuple(args, "y*nn", &values, &in_size, &width))
+        return NULL;
+    PyObject *result = NULL;
+    if (width < 1 || width > 64 || !valid_item_size(in_size) || values.len % in_size) {
+        misuse("pack arguments do not match");
+        goto done;
+    }
+    size_t count = (size_t)(values.len / in_size);
+    size_t nbytes = (size_t)(((uint64_t)count * (uint64_t)width + 7) / 8);
+    result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)nbytes);
+    if (!result)
+        goto done;
+    uint8_t *dst = (uint8_t *)PyBytes_AS_STRING(result);
+    const uint8_t *src = values.buf;
+    uint64_t mask = width == 64 ? ~(uint64_t)0 : (((uint64_t)1 << width) - 1);
+    Py_BEGIN_ALLOW_THREADS
+    memset(dst, 0, nbytes);
+    uint64_t acc = 0; /* bits not yet written, `held` of them */
+    unsigned held = 0;
+    size_t at = 0;
+    for (size_t i = 0; i < count; i++) {
+        uint64_t v = 0;
+        memcpy(&v, src + i * (size_t)in_size, (size_t)in_size);
+        v &= mask;
+        acc |= v << held;
+        unsigned spill = held + (unsigned)width > 64 ? held + (unsigned)width - 64 : 0;
+        uint64_t high = spill ? v >> (64 - held) : 0; /* the bits that did not fit in acc */
+        held += (unsigned)width;
+        while (held >= 8) {
+            if (at < nbytes)
+                dst[at] = (uint8_t)acc;
+            at++;
+            acc = (acc >> 8) | (held > 64 ? (high << 56) : 0);
+            if (held > 64)
+                high >>= 8;
+            held -= 8;
+        }
+    }
+    if (held && at < nbytes)
+        dst[at] = (uint8_t)acc;
+    Py_END_ALLOW_THREADS
+done:
+    PyBuffer_Release(&values);
+    return result;
+}
+
+/* ------------------------------------------------------------------ gather and scatter */
+
+/* out[i] = values[symbols[i]]; a symbol past the table writes values[0]. Returns the largest
+ * symbol, for the caller's alphabet check. */
+static PyObject *gather(PyObject *self, PyObject *args)
+{
+    Py_buffer symbols, values, out;
+    Py_ssize_t symbol_size, value_size;
+    if (!PyArg_ParseTuple(args, "y*ny*nw*", &symbols, &symbol_size, &values, &value_size, &out))
+        return NULL;
+    PyObject *result = NULL;
+    size_t count = symbol_size > 0 ? (size_t)(symbols.len / symbol_size) : 0;
+    if ((symbol_size != 1 && symbol_size != 2) || !valid_item_size(value_size) || values.len < value_size || values.len % value_size ||
+        out.len / value_size < (Py_ssize_t)count)
+        misuse("gather arguments do not match");
+    else {
+        size_t table = (size_t)(values.len / value_size), size = (size_t)value_size;
+        const uint8_t *sym = symbols.buf, *val = values.buf;
+        uint8_t *dst = out.buf;
+        unsigned largest = 0;
+        Py_BEGIN_ALLOW_THREADS
+        for (size_t i = 0; i < count; i++) {
+            unsigned s = read_symbol(sym, (size_t)symbol_size, i);
+            largest = s > largest ? s : largest;
+            copy_value(dst + i * size, val + (s < table ? s : 0) * size, size);
+        }
+        Py_END_ALLOW_THREADS
+        result = PyLong_FromUnsignedLong(largest);
+    }
+    PyBuffer_Release(&symbols);
+    PyBuffer_Release(&values);
+    PyBuffer_Release(&out);
+    return result;
+}
+
+/* quant_sparse: entry i lands at p_i = p_{i-1} + gap_i + 1 (p_{-1} = -1) with the value of its
+ * code. Writes stop at the end of `out`; the caller has checked the last position. */
+static PyObject *scatter(PyObject *self, PyObject *args)
+{
+    Py_buffer gaps, codes, values, out;
+    Py_ssize_t gap_size, code_size, value_size;
+    if (!PyArg_ParseTuple(args, "y*ny*ny*nw*", &gaps, &gap_size, &codes, &code_size, &values, &value_size, &out))
+        return NULL;
+    PyObject *result = NULL;
+    size_t count = gap_size > 0 ? (size_t)(gaps.len / gap_size) : 0;
+    if ((gap_size != 1 && gap_size != 2) || (code_size != 1 && code_size != 2) || !valid_item_size(value_size) ||
+        codes.len != (Py_ssize_t)count * code_size || values.len < value_size || values.len % value_size || out.len % value_size)
+        misuse("scatter arguments do not match");
+    else {
+        size_t table = (size_t)(values.len / value_size), size = (size_t)value_size, numel = (size_t)(out.len / value_size);
+        const uint8_t *g = gaps.buf, *c = codes.buf, *val = values.buf;
+        uint8_t *dst = out.buf;
+        uint64_t position = 0; /* p_i + 1 */
+        Py_BEGIN_ALLOW_THREADS
+        for (size_t i = 0; i < count; i++) {
+            position += (uint64_t)read_symbol(g, (size_t)gap_size, i) + 1;
+            if (position > numel)
+                break;
+            unsigned s = read_symbol(c, (size_t)code_size, i);
+            copy_value(dst + (position - 1) * size, val + (s < table ? s : 0) * size, size);
+        }
+        Py_END_ALLOW_THREADS
+        result = Py_NewRef(Py_None);
+    }
+    PyBuffer_Release(&gaps);
+    PyBuffer_Release(&codes);
+    PyBuffer_Release(&values);
+    PyBuffer_Release(&out);
+    return result;
+}
+
+/* ------------------------------------------------------------------ float_split */
+
+/* Element bits from a block's symbols: heads (1 or 2 bytes each) and the planes of the rest
+ * (1 byte each, most significant plane first, widths given). See format/float_split.py. */
+static PyObject *float_split_join(PyObject *self, PyObject *args)
+{
+    Py_buffer heads, out, widths_buf;
+    PyObject *planes;
+    Py_ssize_t head_size, item_size, exponent, mantissa, head_bits;
+    if (!PyArg_ParseTuple(args, "y*nO!y*w*nnnn", &heads, &head_size, &PyTuple_Type, &planes, &widths_buf, &out, &item_size, &exponent, &mantissa,
+                          &head_bits))
+        return NULL;
+    PyObject *result = NULL;
+    Py_ssize_t nplanes = PyTuple_GET_SIZE(planes);
+    Py_buffer plane[8];
+    Py_ssize_t got = 0;
+    size_t count = head_size > 0 ? (size_t)(heads.len / head_size) : 0;
+    const char *problem = NULL;
+    if ((head_size != 1 && head_size != 2) || heads.len % head_size || (item_size != 2 && item_size != 4 && item_size != 8))
+        problem = "float_split sizes do not match";
+    else if (nplanes < 1 || nplanes > 8 || widths_buf.len != nplanes || out.len != (Py_ssize_t)count * item_size)
+        problem = "float_split planes do not match";
+    else if (exponent < 1 || mantissa < 1 || head_bits < 0 || head_bits > mantissa || exponent + mantissa + 1 != 8 * item_size)
+        problem = "float_split fields do not match the item size";
+    else {
+        const uint8_t *w = widths_buf.buf;
+        Py_ssize_t total = 0;
+        for (Py_ssize_t k = 0; k < nplanes; k++) {
+            if (w[k] < 1 || w[k] > 8)
+                problem = "plane width out of range";
+            total += w[k];
+        }
+        if (!problem && total != 1 + mantissa - head_bits)
+            problem = "plane widths do not add up to the rest";
+    }
+    for (; !problem && got < nplanes; got++) {
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(planes, got), &plane[got], PyBUF_SIMPLE) < 0)
+            goto release;
+        if (plane[got].len != (Py_ssize_t)count)
+            problem = "a plane's length differs from the heads'";
+    }
+    if (problem) {
+        misuse(problem);
+        goto release;
+    }
+    {
+        const uint8_t *w = widths_buf.buf;
+        const unsigned low = (unsigned)(mantissa - head_bits), sign_shift = (unsigned)(exponent + mantissa);
+        const uint64_t low_mask = low == 64 ? ~(uint64_t)0 : (((uint64_t)1 << low) - 1);
+        const uint64_t head_mask = ((uint64_t)1 << (exponent + head_bits)) - 1;
+        const uint8_t *src[8];
+        for (Py_ssize_t k = 0; k < nplanes; k++)
+            src[k] = plane[k].buf;
+        const uint8_t *h = heads.buf;
+        uint8_t *dst = out.buf;
+        Py_BEGIN_ALLOW_THREADS
+        for (size_t i = 0; i < count; i++) {
+            uint64_t rest = 0;
+            for (Py_ssize_t k = 0; k < nplanes; k++)
+                rest = (rest << w[k]) | (src[k][i] & ((1u << w[k]) - 1));
+            uint64_t head = read_symbol(h, (size_t)head_size, i) & head_mask;
+            uint64_t bits = ((rest >> low) << sign_shift) | (head << low) | (rest & low_mask);
+            switch (item_size) {
+            case 2: { uint16_t v = (uint16_t)bits; memcpy(dst + 2 * i, &v, 2); } break;
+            case 4: { uint32_t v = (uint32_t)bits; memcpy(dst + 4 * i, &v, 4); } break;
+            default: memcpy(dst + 8 * i, &bits, 8); break;
+            }
+        }
+        Py_END_ALLOW_THREADS
+        result = Py_NewRef(Py_None);
+    }
+release:
+    for (Py_ssize_t k = 0; k < got; k++)
+        PyBuffer_Release(&plane[k]);
+    PyBuffer_Release(&heads);
+    PyBuffer_Release(&widths_buf);
+    PyBuffer_Release(&out);
+    return result;
+}
+
+/* ------------------------------------------------------------------ module */
+
+static PyMethodDef methods[] = {
+    {"huffman_decode", huffman_decode, METH_VARARGS, "Decode lanes lo..hi of a checked Huffman body through value tables."},
+    {"huffman_encode", huffman_encode, METH_VARARGS, "Write the payload of a Huffman body; fills the lane lengths."},
+    {"histogram", histogram, METH_VARARGS, "Symbol counts into an int64 buffer; False if a symbol is past it."},
+    {"unpack", unpack, METH_VARARGS, "Unpack fixed-width LSB-first symbols."},
+    {"pack", pack, METH_VARARGS, "Pack fixed-width LSB-first symbols into bytes."},
+    {"gather", gather, METH_VARARGS, "out[i] = values[symbols[i]]; returns the largest symbol."},
+    {"scatter", scatter, METH_VARARGS, "quant_sparse: values of the codes at the positions the gaps give."},
+    {"float_split_join", float_split_join, METH_VARARGS, "Element bits from a float_split block's symbols."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, .m_name = "_kernels", .m_doc = "dcformat's compiled kernels (see dcformat/kernels.py).", .m_size = -1, .m_methods = methods,
+};
+
+PyMODINIT_FUNC PyInit__kernels(void)
+{
+    const uint16_t probe = 1;
+    uint8_t first;
+    memcpy(&first, &probe, 1);
+    if (first != 1) { /* the loads above assume a little-endian host; numpy serves the others */
+        PyErr_SetString(PyExc_ImportError, "dcformat._kernels needs a little-endian machine");
+        return NULL;
+    }
+    for (unsigned i = 0; i < (1u << 10); i++) {
+        unsigned r = 0;
+        for (unsigned b = 0; b < 10; b++)
+            r |= ((i >> b) & 1u) << (9 - b);
+        reverse10[i] = (uint16_t)r;
+    }
+    return PyModule_Create(&module);
+}
