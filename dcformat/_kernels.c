@@ -17,9 +17,10 @@
 #include <stdint.h>
 #include <string.h>
 
-/* Lanes decoded side by side: independent dependency chains for the CPU to overlap, and
- * 16 lanes of 4-byte values fill one 64-byte cache line per step. */
-#define LANE_GROUP 16
+/* Lanes decoded side by side: independent dependency chains for the CPU to overlap, each
+ * step writing a run of LANE_GROUP values, and few passes over the output's rows (each row
+ * of a large stream is on its own page). */
+#define LANE_GROUP 256
 /* Bits a 64-bit load holds after shifting out the partial first byte. */
 #define WINDOW_BITS 57
 #define MAX_CODE_BITS 20
@@ -71,6 +72,7 @@ typedef struct {
     const uint8_t *long_len;
     const uint8_t *long_value;
     size_t value_size;
+    const uint64_t *combined; /* value_size <= 4: value | length << 32, per primary entry */
 } HuffmanTables;
 
 /* A code longer than the primary table: the 20 next bits, first bit as most significant,
@@ -92,32 +94,82 @@ static inline const uint8_t *decode_long(const HuffmanTables *t, uint64_t window
 }
 
 /* Lanes lo..hi-1 of a stream of `count` symbols in `lanes` lanes: symbol s of lane j goes to
- * out[(s * lanes + j) * value_size]; end[j] gets the bit where lane j stopped. */
-static void huffman_lanes(const HuffmanTables *t, const int64_t *lane_start, size_t lanes, size_t count, size_t lo, size_t hi,
-                          unsigned max_len, uint8_t *out, int64_t *end)
+ * out[(s * lanes + j) * size]; end[j] gets the bit where lane j stopped.
+ *
+ * Lanes are taken LANE_GROUP at a time, and within a group in lockstep chunks of a few steps:
+ * each lane of the group decodes the symbols one 64-bit load holds, then the next lane. The
+ * lanes' chains are independent, so the CPU overlaps them, and each chunk writes whole rows of
+ * the output side by side. Always inlined with a constant `size`, so each value size gets its
+ * own loop with plain loads and stores. */
+static inline __attribute__((always_inline)) void huffman_lanes(const HuffmanTables *t, const int64_t *lane_start, size_t lanes, size_t count,
+                                                                size_t lo, size_t hi, unsigned max_len, uint8_t *out, int64_t *end,
+                                                                const size_t size)
 {
-    const size_t full = count / lanes, extra = count % lanes, size = t->value_size;
+    const size_t full = count / lanes, extra = count % lanes;
     const uint64_t mask = ((uint64_t)1 << t->primary_bits) - 1;
     const size_t per_load = WINDOW_BITS / max_len; /* codes one load is sure to hold */
     const size_t row = lanes * size;
+    const uint8_t *primary_len = t->primary_len, *primary_value = t->primary_value;
     uint64_t pos[LANE_GROUP];
     for (size_t first = lo; first < hi; first += LANE_GROUP) {
-        size_t group = hi - first < LANE_GROUP ? hi - first : LANE_GROUP;
+        const size_t group = hi - first < LANE_GROUP ? hi - first : LANE_GROUP;
         for (size_t q = 0; q < group; q++)
             pos[q] = (uint64_t)lane_start[first + q];
         for (size_t step = 0; step < full; step += per_load) {
-            size_t steps = full - step < per_load ? full - step : per_load;
-            for (size_t q = 0; q < group; q++) {
+            const size_t steps = full - step < per_load ? full - step : per_load;
+            uint8_t *base = out + (step * lanes + first) * size;
+            size_t q = 0;
+            for (; q + 4 <= group; q += 4) { /* four lanes' chains interleaved instruction by instruction */
+                uint64_t p0 = pos[q], p1 = pos[q + 1], p2 = pos[q + 2], p3 = pos[q + 3];
+                uint64_t w0 = load64(t->payload, t->payload_len, p0 >> 3) >> (p0 & 7);
+                uint64_t w1 = load64(t->payload, t->payload_len, p1 >> 3) >> (p1 & 7);
+                uint64_t w2 = load64(t->payload, t->payload_len, p2 >> 3) >> (p2 & 7);
+                uint64_t w3 = load64(t->payload, t->payload_len, p3 >> 3) >> (p3 & 7);
+                uint8_t *dst = base + q * size;
+                for (size_t k = 0; k < steps; k++) {
+                    const uint64_t i0 = w0 & mask, i1 = w1 & mask, i2 = w2 & mask, i3 = w3 & mask;
+                    unsigned l0, l1, l2, l3;
+                    const uint8_t *v0, *v1, *v2, *v3;
+                    if (size <= 4) { /* one load gives the length and the value */
+                        const uint64_t *e0 = t->combined + i0, *e1 = t->combined + i1, *e2 = t->combined + i2, *e3 = t->combined + i3;
+                        l0 = (unsigned)(*e0 >> 32), l1 = (unsigned)(*e1 >> 32), l2 = (unsigned)(*e2 >> 32), l3 = (unsigned)(*e3 >> 32);
+                        v0 = (const uint8_t *)e0, v1 = (const uint8_t *)e1, v2 = (const uint8_t *)e2, v3 = (const uint8_t *)e3;
+                    } else {
+                        l0 = primary_len[i0], l1 = primary_len[i1], l2 = primary_len[i2], l3 = primary_len[i3];
+                        v0 = primary_value + i0 * size, v1 = primary_value + i1 * size;
+                        v2 = primary_value + i2 * size, v3 = primary_value + i3 * size;
+                    }
+                    if (__builtin_expect((l0 == 0) | (l1 == 0) | (l2 == 0) | (l3 == 0), 0)) {
+                        if (l0 == 0)
+                            v0 = decode_long(t, w0, &l0);
+                        if (l1 == 0)
+                            v1 = decode_long(t, w1, &l1);
+                        if (l2 == 0)
+                            v2 = decode_long(t, w2, &l2);
+                        if (l3 == 0)
+                            v3 = decode_long(t, w3, &l3);
+                    }
+                    memcpy(dst, v0, size);
+                    memcpy(dst + size, v1, size);
+                    memcpy(dst + 2 * size, v2, size);
+                    memcpy(dst + 3 * size, v3, size);
+                    w0 >>= l0, w1 >>= l1, w2 >>= l2, w3 >>= l3;
+                    p0 += l0, p1 += l1, p2 += l2, p3 += l3;
+                    dst += row;
+                }
+                pos[q] = p0, pos[q + 1] = p1, pos[q + 2] = p2, pos[q + 3] = p3;
+            }
+            for (; q < group; q++) {
                 uint64_t p = pos[q];
                 uint64_t window = load64(t->payload, t->payload_len, p >> 3) >> (p & 7);
-                uint8_t *dst = out + (step * lanes + first + q) * size;
+                uint8_t *dst = base + q * size;
                 for (size_t k = 0; k < steps; k++) {
-                    uint64_t index = window & mask;
-                    unsigned length = t->primary_len[index];
-                    const uint8_t *value = t->primary_value + index * size;
-                    if (length == 0)
+                    const uint64_t index = window & mask;
+                    unsigned length = primary_len[index];
+                    const uint8_t *value = primary_value + index * size;
+                    if (__builtin_expect(length == 0, 0))
                         value = decode_long(t, window, &length);
-                    copy_value(dst, value, size);
+                    memcpy(dst, value, size);
                     window >>= length;
                     p += length;
                     dst += row;
@@ -126,20 +178,31 @@ static void huffman_lanes(const HuffmanTables *t, const int64_t *lane_start, siz
             }
         }
         for (size_t q = 0; q < group; q++) {
-            size_t lane = first + q;
+            const size_t lane = first + q;
             if (lane < extra) { /* the lanes holding one more symbol */
                 uint64_t p = pos[q];
                 uint64_t window = load64(t->payload, t->payload_len, p >> 3) >> (p & 7);
                 uint64_t index = window & mask;
-                unsigned length = t->primary_len[index];
-                const uint8_t *value = t->primary_value + index * size;
+                unsigned length = primary_len[index];
+                const uint8_t *value = primary_value + index * size;
                 if (length == 0)
                     value = decode_long(t, window, &length);
-                copy_value(out + (full * lanes + lane) * size, value, size);
+                memcpy(out + (full * lanes + lane) * size, value, size);
                 pos[q] = p + length;
             }
             end[lane] = (int64_t)pos[q];
         }
+    }
+}
+
+static void huffman_lanes_any(const HuffmanTables *t, const int64_t *lane_start, size_t lanes, size_t count, size_t lo, size_t hi,
+                              unsigned max_len, uint8_t *out, int64_t *end)
+{
+    switch (t->value_size) {
+    case 1: huffman_lanes(t, lane_start, lanes, count, lo, hi, max_len, out, end, 1); break;
+    case 2: huffman_lanes(t, lane_start, lanes, count, lo, hi, max_len, out, end, 2); break;
+    case 4: huffman_lanes(t, lane_start, lanes, count, lo, hi, max_len, out, end, 4); break;
+    default: huffman_lanes(t, lane_start, lanes, count, lo, hi, max_len, out, end, 8); break;
     }
 }
 
@@ -187,12 +250,29 @@ static PyObject *huffman_decode(PyObject *self, PyObject *args)
         misuse(problem);
     } else {
         HuffmanTables t = {payload.buf, (size_t)payload.len, primary_bits, primary_len.buf, primary_value.buf,
-                           long_count, long_start.buf, long_len.buf, long_value.buf, (size_t)value_size};
+                           long_count, long_start.buf, long_len.buf, long_value.buf, (size_t)value_size, NULL};
+        uint64_t *combined = NULL;
+        if (value_size <= 4) {
+            combined = PyMem_Malloc(sizeof(uint64_t) << primary_bits);
+            if (!combined)
+                goto release;
+            const uint8_t *lengths = primary_len.buf, *values = primary_value.buf;
+            for (size_t k = 0; k < ((size_t)1 << primary_bits); k++) {
+                uint32_t value = 0;
+                memcpy(&value, values + k * (size_t)value_size, (size_t)value_size);
+                combined[k] = value | ((uint64_t)lengths[k] << 32);
+            }
+            t.combined = combined;
+        }
         Py_BEGIN_ALLOW_THREADS
-        huffman_lanes(&t, lane_start.buf, (size_t)lanes, (size_t)count, (size_t)lo, (size_t)hi, max_len, out.buf, end.buf);
+        huffman_lanes_any(&t, lane_start.buf, (size_t)lanes, (size_t)count, (size_t)lo, (size_t)hi, max_len, out.buf, end.buf);
         Py_END_ALLOW_THREADS
+        PyMem_Free(combined);
         result = Py_NewRef(Py_None);
     }
+release:
+    if (!result && !PyErr_Occurred())
+        PyErr_NoMemory();
     PyBuffer_Release(&payload);
     PyBuffer_Release(&lane_start);
     PyBuffer_Release(&primary_len);
