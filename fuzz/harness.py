@@ -7,7 +7,8 @@ tensor and ``verify``, and swallows only :class:`dcformat.DCFormatError`. Anythi
 (an ``IndexError``, ``ValueError``, ``MemoryError``, a failed consistency check) escapes
 and is a finding. Beyond "no crash" it checks that what it decodes is consistent:
 shapes and dtypes agree with ``info``, a quantized tensor dequantizes to what ``get``
-returns, and ``verify`` passes only when every tensor decoded.
+returns, ``verify`` passes only when every tensor decoded, and the compiled kernels (when in
+use) agree with the numpy kernels byte for byte, or fail with the same message.
 
 ``python fuzz/harness.py [libFuzzer flags] CORPUS_DIR...`` runs it under atheris, with a
 custom mutator that re-fixes the CRCs of half of the mutants (otherwise almost every
@@ -112,9 +113,11 @@ def _check_tensor(f, name: str) -> bool:
         array = f.get(name)
     except dcformat.UnsupportedError:
         return False  # e.g. bfloat16 without ml_dtypes: info() counts on the bits, get() cannot
-    except dcformat.DCFormatError:
+    except dcformat.DCFormatError as error:
+        _numpy_kernels_agree(f, name, str(error))
         assert info is None, f"{name!r}: info() passed but get() failed"
         return False
+    _numpy_kernels_agree(f, name, array)
     assert info is not None, f"{name!r}: get() passed but info() failed"
     shape = tuple(entry.shape)
     assert array.shape == shape == tuple(info.shape), f"{name!r}: get() shape {array.shape} != directory {shape}"
@@ -126,6 +129,28 @@ def _check_tensor(f, name: str) -> bool:
         assert dense.shape == array.shape and dense.dtype == array.dtype
         assert np.array_equal(dense.reshape(-1).view(np.uint8), array.reshape(-1).view(np.uint8)), f"{name!r}: dequantize() != get()"
     return True
+
+
+def _numpy_kernels_agree(f, name: str, result) -> None:
+    """When the compiled kernels decoded, the numpy kernels (the reference) must give the same
+    bytes, or fail with the same message."""
+    if dcformat.kernels.in_use() != "compiled":
+        return
+    saved = os.environ.get(dcformat.kernels.ENV_KERNELS)
+    os.environ[dcformat.kernels.ENV_KERNELS] = "numpy"
+    try:
+        reference = f.get(name)
+    except dcformat.DCFormatError as error:
+        reference = str(error)
+    finally:
+        if saved is None:
+            del os.environ[dcformat.kernels.ENV_KERNELS]
+        else:
+            os.environ[dcformat.kernels.ENV_KERNELS] = saved
+    if isinstance(result, str) or isinstance(reference, str):
+        assert result == reference, f"{name!r}: compiled kernels gave {result!r}, numpy {reference!r}"
+    else:
+        assert result.dtype == reference.dtype and result.tobytes() == reference.tobytes(), f"{name!r}: compiled and numpy kernels differ"
 
 
 def _fix_crcs(data: bytes) -> bytes:
@@ -176,6 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     if atheris is None:
         print("atheris is not installed: pip install atheris", file=sys.stderr)
         return 0
+    # The compiled kernels are what fuzzing is for (bounds in C); a missing extension must fail,
+    # not fall back. check_input compares them with the numpy kernels on every tensor.
+    os.environ.setdefault(dcformat.kernels.ENV_KERNELS, "compiled")
+    dcformat.kernels.compiled()
     argv = list(sys.argv if argv is None else argv)
     if not any(a.startswith("-max_len") for a in argv):
         argv.append("-max_len=65536")

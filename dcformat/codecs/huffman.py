@@ -43,9 +43,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import kernels
 from ..errors import EncodeError, FormatError, LimitError
 from ..format.constants import HUFFMAN_LENGTH_BITS, MAX_CODEBOOK_SIZE, MAX_HUFFMAN_CODE_LENGTH, MAX_LANE_SYMBOLS
-from .. import kernels
 from ..parallel import map_threads
 from . import bitpack
 from .alphabet import symbol_dtype
@@ -708,7 +708,20 @@ def prepare(body, count: int, alphabet_size: int, *, field: str = "stream", offs
 
     single = int(symbols_sorted[0]) if symbols_sorted.size == 1 else None
     return LanePlan(
-        n, np.dtype(dtype), lanes, lane_start, lane_bits, per_lane, payload, payload_bits, symbols_sorted, lens_sorted, max_len, single, rd, payload_at
+        n,
+        np.dtype(dtype),
+        lanes,
+        lane_start,
+        lane_bits,
+        per_lane,
+        payload,
+        payload_bits,
+        symbols_sorted,
+        lens_sorted,
+        max_len,
+        single,
+        rd,
+        payload_at,
     )
 
 

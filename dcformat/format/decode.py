@@ -17,6 +17,7 @@ from . import dtypes, float_split, sparse
 from .constants import DTYPE_STORAGE, DType, Encoding
 from .encodings import DensePlan, FloatSplitPlan, QuantPlan
 
+
 def storage_array(plan: DensePlan) -> np.ndarray:
     """A raw or zstd tensor's elements in their storage type (bfloat16 as its uint16 bits),
     shaped; raw tensors are read-only views of the payload. Bool bytes are checked to be 0/1."""

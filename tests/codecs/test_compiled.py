@@ -1,0 +1,219 @@
+"""The compiled kernels against the numpy kernels, bit for bit (issue 12).
+
+Every other codec test runs with the default kernels (compiled where built); CI runs the
+codec, format, spec and hostile tests a second time with ``DCFORMAT_KERNELS=numpy``. The
+properties here compare the two paths directly on the same inputs, including the corner
+cases the compiled loops treat specially: codes longer than the primary table, lanes of
+one more symbol, symbol outputs of one and two bytes, value outputs of two to eight,
+corrupted payloads (same symbols, same lane ends, same error) and misuse from Python
+(a kernel checks its buffers against its counts).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dcformat import kernels
+from dcformat.codecs import bitpack, huffman
+from dcformat.errors import DCFormatError
+from dcformat.format import float_split, sparse
+from dcformat.format.constants import DType
+
+native = kernels._load()[0]
+pytestmark = pytest.mark.skipif(native is None, reason="dcformat._kernels is not built (tests/test_kernels.py fails in CI instead)")
+
+
+def both(fn):
+    """``fn()`` under the numpy kernels, then under the compiled ones: results or error messages.
+    The environment is restored after each (hypothesis runs many examples per test call)."""
+    results = []
+    for choice in ("numpy", "compiled"):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv(kernels.ENV_KERNELS, choice)
+            try:
+                results.append(fn())
+            except DCFormatError as error:
+                results.append(f"{type(error).__name__}: {error}")
+    return results
+
+
+def assert_same(a, b):
+    if isinstance(a, str) or isinstance(b, str):
+        assert a == b
+    elif isinstance(a, bytes):
+        assert a == b
+    else:
+        assert a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+@st.composite
+def symbol_streams(draw):
+    """Symbols of a random alphabet with a skew from uniform to geometric (long codes)."""
+    alphabet = draw(st.sampled_from([1, 2, 3, 17, 32, 256, 300, 4096, 65536]))
+    count = draw(st.integers(0, 20_000))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    skew = draw(st.sampled_from(["uniform", "laplace", "geometric"]))
+    if skew == "uniform":
+        symbols = rng.integers(0, alphabet, count)
+    elif skew == "laplace":
+        symbols = np.minimum(np.abs(rng.laplace(0, max(alphabet / 20, 0.3), count)).astype(np.int64), alphabet - 1)
+    else:
+        symbols = np.minimum(rng.geometric(draw(st.sampled_from([0.3, 0.5, 0.7])), count) - 1, alphabet - 1)
+    return symbols, alphabet
+
+
+@given(symbol_streams(), st.sampled_from([None, 1, 3, 64, 1024]), st.sampled_from([None, 20]))
+def test_huffman_encode_and_decode_agree(case, lane_symbols, max_length):
+    symbols, alphabet = case
+    bodies = both(lambda: huffman.encode(symbols, alphabet, lane_symbols=lane_symbols, max_length=max_length))
+    assert_same(*bodies)
+    decoded = both(lambda: huffman.decode(bodies[0], symbols.size, alphabet, threads=2))
+    assert_same(*decoded)
+    assert np.array_equal(decoded[1], symbols)
+
+
+@given(symbol_streams(), st.sampled_from(["float16", "float32", "float64"]), st.integers(1, 3))
+def test_huffman_decode_through_a_codebook_agrees(case, dtype, threads):
+    symbols, alphabet = case
+    body = huffman.encode(symbols, alphabet, max_length=20)
+    values = np.random.default_rng(alphabet).standard_normal(alphabet).astype(dtype)
+    decoded = both(lambda: huffman.decode_plan(huffman.prepare(body, symbols.size, alphabet), threads=threads, values=values))
+    assert_same(*decoded)
+    assert np.array_equal(decoded[1], values[symbols])
+
+
+@given(symbol_streams(), st.data())
+def test_corrupted_huffman_payloads_fail_alike(case, data):
+    """Same symbols and lane ends on any payload bits, so the same error (or none)."""
+    symbols, alphabet = case
+    if symbols.size < 2:
+        return
+    body = bytearray(huffman.encode(symbols, alphabet, max_length=20))
+    for _ in range(data.draw(st.integers(1, 4))):
+        at = data.draw(st.integers(len(body) - max(len(body) // 2, 1), len(body) - 1))  # the payload is at the end
+        body[at] ^= 1 << data.draw(st.integers(0, 7))
+    results = both(lambda: huffman.decode(bytes(body), symbols.size, alphabet))
+    assert_same(*results)
+
+
+@given(st.integers(1, 64), st.integers(0, 3000), st.integers(0, 2**32 - 1))
+def test_bitpack_agrees(width, count, seed):
+    rng = np.random.default_rng(seed)
+    values = rng.integers(0, 2**63, count, dtype=np.uint64) * 2 + 1 if width == 64 else rng.integers(0, 1 << width, count, dtype=np.uint64)
+    packed = both(lambda: bitpack.pack(values, width))
+    assert_same(*packed)
+    out_dtype = np.uint64 if width > 32 else np.uint32
+    unpacked = both(lambda: bitpack.unpack(packed[0], count, width, dtype=out_dtype))
+    assert_same(*unpacked)
+    assert np.array_equal(unpacked[1], values)
+
+
+@given(st.integers(0, 5000), st.sampled_from([1, 4, 8, 16]), st.integers(0, 2**32 - 1))
+def test_sparse_scatter_agrees(entries, gap_bits, seed):
+    rng = np.random.default_rng(seed)
+    gaps = rng.integers(0, 1 << gap_bits, entries).astype(np.uint8 if gap_bits <= 8 else np.uint16)
+    codes = rng.integers(0, 7, entries).astype(np.uint8)
+    table = rng.standard_normal(7).astype(np.float32)
+    numel = sparse.last_position(gaps) + 1 + int(rng.integers(0, 3)) if entries else 5
+
+    def run():
+        out = np.zeros(numel, dtype=np.float32)
+        sparse.scatter(out, gaps, codes, table, threads=2)
+        return out
+
+    assert_same(*both(run))
+
+
+@given(st.sampled_from([DType.FLOAT16, DType.BFLOAT16, DType.FLOAT32, DType.FLOAT64]), st.data(), st.integers(0, 2000))
+def test_float_split_join_agrees(dtype, data, count):
+    head_bits = data.draw(st.integers(0, float_split.max_head_bits(dtype)))
+    rng = np.random.default_rng(count)
+    word = float_split.bits_dtype(dtype)
+    bits = rng.integers(0, np.iinfo(word).max, count, dtype=word, endpoint=True)
+    symbols = float_split.split(bits, dtype, head_bits)
+    joined = both(lambda: float_split.join(symbols, dtype, head_bits))
+    assert_same(*joined)
+    assert np.array_equal(joined[1], bits)
+
+
+def test_histogram_agrees_and_rejects_outsiders(monkeypatch):
+    symbols = np.random.default_rng(0).integers(0, 300, 10_000).astype(np.uint16)
+    counts = both(lambda: huffman.histogram(symbols, 300))
+    assert_same(*counts)
+    monkeypatch.setenv(kernels.ENV_KERNELS, "compiled")
+    with pytest.raises(DCFormatError, match="outside the alphabet"):
+        huffman.histogram(symbols, 200)
+
+
+# --------------------------------------------------------------------------- misuse
+
+
+def _decode_args(**changes):
+    """Arguments of a valid huffman_decode call on a tiny stream, with some replaced."""
+    plan = huffman.prepare(huffman.encode(np.array([0, 1, 2, 3, 0, 0, 1, 2]), 4, lane_symbols=3), 8, 4)
+    primary_bits, primary_len, primary_value, long_start, long_len, long_value = huffman._compiled_tables(plan, None)
+    args = dict(
+        payload=plan.payload, lane_start=plan.lane_start, count=8, lanes=plan.lanes, lo=0, hi=plan.lanes, primary_bits=primary_bits,
+        max_len=plan.max_len, primary_len=primary_len, primary_value=primary_value, long_start=long_start, long_len=long_len,
+        long_value=long_value, value_size=1, out=np.empty(8, np.uint8), end=np.empty(plan.lanes, np.int64),
+    )  # fmt: skip
+    args.update(changes)
+    return list(args.values())
+
+
+def test_decode_kernel_runs_on_valid_arguments():
+    args = _decode_args()
+    native.huffman_decode(*args)
+    assert args[-2].tolist() == [0, 1, 2, 3, 0, 0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        dict(count=9),  # more symbols than the output holds
+        dict(lanes=4),  # lane arrays of another length
+        dict(hi=5),  # lanes past the last
+        dict(lo=2, hi=1),
+        dict(value_size=3),
+        dict(primary_bits=13),
+        dict(max_len=21),
+        dict(primary_len=np.full(4, 9, np.uint8)),  # a length longer than the table
+        dict(long_start=np.array([0, 5, 5, 9], np.uint32)),  # not ascending
+        dict(lane_start=np.array([-1, 0, 0], np.int64)),
+        dict(out=np.empty(7, np.uint8)),
+        dict(end=np.empty(1, np.int64)),
+    ],
+)
+def test_decode_kernel_checks_its_buffers_against_its_counts(changes):
+    with pytest.raises(ValueError, match="dcformat._kernels"):
+        native.huffman_decode(*_decode_args(**changes))
+
+
+def test_other_kernels_check_their_arguments():
+    with pytest.raises(ValueError, match="dcformat._kernels"):
+        native.unpack(b"\x00", 9, 1, np.empty(8, np.uint8), 1)  # output too small
+    with pytest.raises(ValueError, match="dcformat._kernels"):
+        native.unpack(b"\x00", 1, 65, np.empty(8, np.uint8), 1)
+    with pytest.raises(ValueError, match="dcformat._kernels"):
+        native.pack(np.zeros(3, np.uint8), 3, 5)  # item size 3
+    with pytest.raises(ValueError, match="dcformat._kernels"):
+        native.gather(np.zeros(4, np.uint8), 1, np.zeros(4, np.float32).view(np.uint8), 4, np.empty(3, np.float32).view(np.uint8))
+    with pytest.raises(ValueError, match="dcformat._kernels"):
+        native.scatter(np.zeros(4, np.uint8), 1, np.zeros(3, np.uint8), 1, np.zeros(8, np.uint8), 4, np.zeros(8, np.uint8))
+    with pytest.raises(ValueError, match="dcformat._kernels"):
+        native.huffman_encode(np.zeros(4, np.uint8), 1, np.zeros(2, np.uint32), np.ones(2, np.uint8), 5, np.empty(5, np.int64))
+    with pytest.raises(ValueError, match="dcformat._kernels"):
+        native.float_split_join(np.zeros(4, np.uint8), 1, (np.zeros(3, np.uint8),), np.array([8], np.uint8), np.empty(16, np.uint8), 4, 8, 23, 0)
+
+
+def test_bounded_reads_past_short_buffers():
+    """Unpacking and scattering never read or write past what they were given."""
+    out = np.empty(4, np.uint64)
+    native.unpack(b"\xff\xff", 4, 16, out.view(np.uint8), 8)  # the last two symbols read zeros
+    assert out.tolist() == [0xFFFF, 0, 0, 0]
+    dense = np.zeros(3, np.float32)
+    native.scatter(np.array([0, 5, 0], np.uint8), 1, np.zeros(3, np.uint8), 1, np.ones(1, np.float32).view(np.uint8), 4, dense.view(np.uint8))
+    assert dense.tolist() == [1.0, 0.0, 0.0]  # the second entry is past the end: writes stop
