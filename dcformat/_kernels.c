@@ -695,6 +695,210 @@ release:
     return result;
 }
 
+/* The planes of the rest merged into element bits that already hold their heads (decoded
+ * through a table of head << low): out[i] = heads[i] | sign << sign_shift | low mantissa.
+ * A plane is either its decoded symbols (one byte each) or, stored bit-packed, its packed
+ * body read in place. Always inlined with a constant plane count and item size. */
+typedef struct {
+    const uint8_t *data;
+    size_t len;
+    unsigned width;
+    int packed;
+} Plane;
+
+static inline unsigned plane_symbol(const Plane *plane, size_t i)
+{
+    if (!plane->packed || plane->width == 8)
+        return i < plane->len ? plane->data[i] : 0;
+    uint64_t bit = (uint64_t)i * plane->width;
+    size_t at = (size_t)(bit >> 3);
+    unsigned pair = at < plane->len ? plane->data[at] : 0;
+    if (at + 1 < plane->len)
+        pair |= (unsigned)plane->data[at + 1] << 8;
+    return (pair >> (bit & 7)) & ((1u << plane->width) - 1);
+}
+
+/* Symbols first .. first+count-1 (first a multiple of 8) of a packed plane of `width` bits as
+ * bytes: eight symbols fill exactly `width` bytes. Inlined with a constant width. */
+static inline __attribute__((always_inline)) void unpack_bytes(const uint8_t *data, size_t len, size_t first, size_t count, uint8_t *dst,
+                                                               const unsigned width)
+{
+    const uint64_t mask = ((uint64_t)1 << width) - 1;
+    for (size_t g = 0; g < count; g += 8) {
+        const size_t at = (first + g) / 8 * width;
+        uint64_t word = 0;
+        if (at < len && len - at >= 8)
+            memcpy(&word, data + at, 8);
+        else
+            for (unsigned b = 0; b < width && at + b < len; b++)
+                word |= (uint64_t)data[at + b] << (8 * b);
+        for (unsigned e = 0; e < 8; e++)
+            dst[g + e] = (uint8_t)((word >> (e * width)) & mask);
+    }
+}
+
+static void unpack_bytes_any(const uint8_t *data, size_t len, size_t first, size_t count, uint8_t *dst, unsigned width)
+{
+    switch (width) {
+    case 1: unpack_bytes(data, len, first, count, dst, 1); break;
+    case 2: unpack_bytes(data, len, first, count, dst, 2); break;
+    case 3: unpack_bytes(data, len, first, count, dst, 3); break;
+    case 4: unpack_bytes(data, len, first, count, dst, 4); break;
+    case 5: unpack_bytes(data, len, first, count, dst, 5); break;
+    case 6: unpack_bytes(data, len, first, count, dst, 6); break;
+    default: unpack_bytes(data, len, first, count, dst, 7); break;
+    }
+}
+
+#define MERGE_CHUNK 256
+
+/* In chunks of MERGE_CHUNK elements: packed planes narrower than a byte are unpacked to
+ * bytes first, then one simple loop (vectorised by the compiler: the shifts are the same for
+ * every element) ORs the rest into the element bits. Symbols past a plane's end read zero. */
+static inline __attribute__((always_inline)) void merge_planes(const uint8_t *restrict heads, const Plane *planes, size_t count,
+                                                               uint8_t *restrict out, unsigned low, unsigned sign_shift, const size_t nplanes,
+                                                               const size_t size)
+{
+    uint8_t scratch[7][MERGE_CHUNK];
+    unsigned shift[7];
+    unsigned below = 0;
+    for (size_t k = nplanes; k-- > 0;) { /* the last plane holds the lowest bits of the rest */
+        shift[k] = below;
+        below += planes[k].width;
+    }
+    for (size_t first = 0; first < count; first += MERGE_CHUNK) {
+        const size_t n = count - first < MERGE_CHUNK ? count - first : MERGE_CHUNK;
+        const uint8_t *src[7];
+        for (size_t k = 0; k < nplanes; k++) {
+            const Plane *plane = &planes[k];
+            if ((!plane->packed || plane->width == 8) && first + n <= plane->len) {
+                src[k] = plane->data + first; /* bytes as they are */
+            } else if (plane->packed && plane->width < 8) {
+                unpack_bytes_any(plane->data, plane->len, first, (n + 7) / 8 * 8, scratch[k], plane->width);
+                src[k] = scratch[k];
+            } else {
+                for (size_t i = 0; i < n; i++)
+                    scratch[k][i] = (uint8_t)plane_symbol(plane, first + i);
+                src[k] = scratch[k];
+            }
+        }
+        if (size == 2) {
+            for (size_t i = 0; i < n; i++) {
+                uint32_t rest = 0;
+                for (size_t k = 0; k < nplanes; k++)
+                    rest |= (uint32_t)src[k][i] << shift[k];
+                uint16_t h;
+                memcpy(&h, heads + 2 * (first + i), 2);
+                h |= (uint16_t)(((rest >> low) << sign_shift) | (rest & ((1u << low) - 1)));
+                memcpy(out + 2 * (first + i), &h, 2);
+            }
+        } else if (size == 4) {
+            for (size_t i = 0; i < n; i++) {
+                uint32_t rest = 0;
+                for (size_t k = 0; k < nplanes; k++)
+                    rest |= (uint32_t)src[k][i] << shift[k];
+                uint32_t h;
+                memcpy(&h, heads + 4 * (first + i), 4);
+                h |= ((rest >> low) << sign_shift) | (rest & (uint32_t)(((uint64_t)1 << low) - 1));
+                memcpy(out + 4 * (first + i), &h, 4);
+            }
+        } else {
+            for (size_t i = 0; i < n; i++) {
+                uint64_t rest = 0;
+                for (size_t k = 0; k < nplanes; k++)
+                    rest |= (uint64_t)src[k][i] << shift[k];
+                uint64_t h;
+                memcpy(&h, heads + 8 * (first + i), 8);
+                h |= ((rest >> low) << sign_shift) | (rest & (((uint64_t)1 << low) - 1));
+                memcpy(out + 8 * (first + i), &h, 8);
+            }
+        }
+    }
+}
+
+#define MERGE_CASE(n)                                                                                  \
+    case n:                                                                                            \
+        if (size == 2)                                                                                 \
+            merge_planes(heads, planes, count, out, low, sign_shift, n, 2);                            \
+        else if (size == 4)                                                                            \
+            merge_planes(heads, planes, count, out, low, sign_shift, n, 4);                            \
+        else                                                                                           \
+            merge_planes(heads, planes, count, out, low, sign_shift, n, 8);                            \
+        break;
+
+static void merge_any(const uint8_t *heads, const Plane *planes, size_t nplanes, size_t count, uint8_t *out, unsigned low, unsigned sign_shift,
+                      size_t size)
+{
+    switch (nplanes) {
+        MERGE_CASE(1)
+        MERGE_CASE(2)
+        MERGE_CASE(3)
+        MERGE_CASE(4)
+        MERGE_CASE(5)
+        MERGE_CASE(6)
+        MERGE_CASE(7)
+    default: break;
+    }
+}
+
+static PyObject *float_split_merge(PyObject *self, PyObject *args)
+{
+    Py_buffer heads, out, widths_buf, packed_buf;
+    PyObject *plane_objects;
+    Py_ssize_t item_size, low, sign_shift;
+    if (!PyArg_ParseTuple(args, "y*O!y*y*w*nnn", &heads, &PyTuple_Type, &plane_objects, &widths_buf, &packed_buf, &out, &item_size, &low,
+                          &sign_shift))
+        return NULL;
+    PyObject *result = NULL;
+    Py_ssize_t nplanes = PyTuple_GET_SIZE(plane_objects), got = 0;
+    Py_buffer buffers[7];
+    Plane planes[7];
+    const char *problem = NULL;
+    size_t count = item_size > 0 ? (size_t)(out.len / item_size) : 0;
+    if ((item_size != 2 && item_size != 4 && item_size != 8) || out.len % item_size || heads.len != out.len)
+        problem = "float_split merge sizes do not match";
+    else if (nplanes < 1 || nplanes > 7 || widths_buf.len != nplanes || packed_buf.len != nplanes)
+        problem = "float_split merge planes do not match";
+    else if (low < 0 || sign_shift < 1 || sign_shift != 8 * item_size - 1 || low >= sign_shift)
+        problem = "float_split merge fields do not match the item size";
+    else {
+        const uint8_t *w = widths_buf.buf;
+        Py_ssize_t total = 0;
+        for (Py_ssize_t k = 0; k < nplanes; k++) {
+            if (w[k] < 1 || w[k] > 8)
+                problem = "plane width out of range";
+            total += w[k];
+        }
+        if (!problem && total != low + 1)
+            problem = "plane widths do not add up to the rest";
+    }
+    for (; !problem && got < nplanes; got++) {
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(plane_objects, got), &buffers[got], PyBUF_SIMPLE) < 0)
+            goto release;
+        const uint8_t *w = widths_buf.buf, *packed = packed_buf.buf;
+        planes[got] = (Plane){buffers[got].buf, (size_t)buffers[got].len, w[got], packed[got] != 0};
+        size_t need = packed[got] ? (size_t)(((uint64_t)count * w[got] + 7) / 8) : count;
+        if ((size_t)buffers[got].len != need)
+            problem = "a plane's length does not match the element count";
+    }
+    if (problem) {
+        misuse(problem);
+        goto release;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    merge_any(heads.buf, planes, (size_t)nplanes, count, out.buf, (unsigned)low, (unsigned)sign_shift, (size_t)item_size);
+    Py_END_ALLOW_THREADS
+    result = Py_NewRef(Py_None);
+release:
+    for (Py_ssize_t k = 0; k < got; k++)
+        PyBuffer_Release(&buffers[k]);
+    PyBuffer_Release(&heads);
+    PyBuffer_Release(&widths_buf);
+    PyBuffer_Release(&packed_buf);
+    PyBuffer_Release(&out);
+    return result;
+}
+
 /* ------------------------------------------------------------------ module */
 
 static PyMethodDef methods[] = {
@@ -706,6 +910,7 @@ static PyMethodDef methods[] = {
     {"gather", gather, METH_VARARGS, "out[i] = values[symbols[i]]; returns the largest symbol."},
     {"scatter", scatter, METH_VARARGS, "quant_sparse: values of the codes at the positions the gaps give."},
     {"float_split_join", float_split_join, METH_VARARGS, "Element bits from a float_split block's symbols."},
+    {"float_split_merge", float_split_merge, METH_VARARGS, "Merge a float_split block's planes into bits holding their heads."},
     {NULL, NULL, 0, NULL},
 };
 

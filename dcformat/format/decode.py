@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import kernels
 from ..codecs import streams
 from ..codecs import zstd as zstd_frames
 from ..errors import FormatError
 from ..quantize import QuantizedTensor
 from . import dtypes, float_split, sparse
-from .constants import DTYPE_STORAGE, DType, Encoding
+from .constants import DTYPE_STORAGE, Coder, DType, Encoding
 from .encodings import DensePlan, FloatSplitPlan, QuantPlan
 
 
@@ -56,9 +57,30 @@ def float_split_blocks(plan: FloatSplitPlan, *, threads: int = 1):
 def float_split_bits(plan: FloatSplitPlan, *, threads: int = 1) -> np.ndarray:
     """A float_split tensor's elements as their storage bits (bfloat16 as uint16), shaped."""
     out = np.empty(plan.numel, dtype=float_split.bits_dtype(plan.dtype))
-    for lo, hi, symbols in float_split_blocks(plan, threads=threads):
-        out[lo:hi] = float_split.join(symbols, plan.dtype, plan.head_bits)
+    native = kernels.compiled()
+    if native is not None:
+        _float_split_compiled(native, plan, out, threads)
+    else:
+        for lo, hi, symbols in float_split_blocks(plan, threads=threads):
+            out[lo:hi] = float_split.join(symbols, plan.dtype, plan.head_bits)
     return out.view(DTYPE_STORAGE[plan.dtype]).reshape(plan.shape)
+
+
+def _float_split_compiled(native, plan: FloatSplitPlan, out: np.ndarray, threads: int) -> None:
+    """Per block: the heads decoded straight into place (through a table of ``head << low``),
+    then the planes merged in, bit-packed planes read from the payload as they are."""
+    exponent, mantissa = float_split.fields(plan.dtype)
+    low = mantissa - plan.head_bits
+    widths = float_split.plane_widths(plan.dtype, plan.head_bits)
+    head_table = np.arange(1 << (exponent + plan.head_bits), dtype=out.dtype) << out.dtype.type(low)
+    packed = np.array([1] * len(widths), dtype=np.uint8)
+    for (lo, hi), (heads, *planes) in zip(float_split.blocks(plan.numel, plan.block_elements), plan.blocks):
+        block = streams.decode(heads, threads=threads, values=head_table)
+        bodies = tuple(p.body if p.coder == Coder.BITPACK else streams.decode(p, threads=threads) for p in planes)
+        packed[:] = [p.coder == Coder.BITPACK for p in planes]
+        native.float_split_merge(
+            block, bodies, np.array(widths, dtype=np.uint8), packed, out[lo:hi].view(np.uint8), out.itemsize, low, exponent + mantissa
+        )
 
 
 def decode_quantized(plan: QuantPlan, *, threads: int = 1) -> QuantizedTensor:
