@@ -263,11 +263,11 @@ def main(argv=None) -> int:
         "machine": {"cpu": pinned, "numpy": np.__version__, "zstandard": zstandard.__version__, "kernels": list(KERNEL_CHOICES)},
         "speed": bench_speed(rng, speed_count, repeats),
         "entropy": bench_entropy(rng, 200_000) + ([] if args.quick else bench_entropy(rng, 2_000_000)),
-        "load": bench_load(rng, 2048 if args.quick else 4096, repeats),
+        "load": bench_load(rng, 4096, repeats),
     }
     if len(cores) >= 2 and "compiled" in KERNEL_CHOICES:
         with kernels_set("compiled"):
-            report["threads"] = bench_threads(rng, speed_count, repeats, cores)
+            report["threads"] = bench_threads(rng, 16_000_000, repeats, cores)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
