@@ -617,84 +617,6 @@ static PyObject *scatter(PyObject *self, PyObject *args)
 
 /* ------------------------------------------------------------------ float_split */
 
-/* Element bits from a block's symbols: heads (1 or 2 bytes each) and the planes of the rest
- * (1 byte each, most significant plane first, widths given). See format/float_split.py. */
-static PyObject *float_split_join(PyObject *self, PyObject *args)
-{
-    Py_buffer heads, out, widths_buf;
-    PyObject *planes;
-    Py_ssize_t head_size, item_size, exponent, mantissa, head_bits;
-    if (!PyArg_ParseTuple(args, "y*nO!y*w*nnnn", &heads, &head_size, &PyTuple_Type, &planes, &widths_buf, &out, &item_size, &exponent, &mantissa,
-                          &head_bits))
-        return NULL;
-    PyObject *result = NULL;
-    Py_ssize_t nplanes = PyTuple_GET_SIZE(planes);
-    Py_buffer plane[8];
-    Py_ssize_t got = 0;
-    size_t count = head_size > 0 ? (size_t)(heads.len / head_size) : 0;
-    const char *problem = NULL;
-    if ((head_size != 1 && head_size != 2) || heads.len % head_size || (item_size != 2 && item_size != 4 && item_size != 8))
-        problem = "float_split sizes do not match";
-    else if (nplanes < 1 || nplanes > 8 || widths_buf.len != nplanes || out.len != (Py_ssize_t)count * item_size)
-        problem = "float_split planes do not match";
-    else if (exponent < 1 || mantissa < 1 || head_bits < 0 || head_bits > mantissa || exponent + mantissa + 1 != 8 * item_size)
-        problem = "float_split fields do not match the item size";
-    else {
-        const uint8_t *w = widths_buf.buf;
-        Py_ssize_t total = 0;
-        for (Py_ssize_t k = 0; k < nplanes; k++) {
-            if (w[k] < 1 || w[k] > 8)
-                problem = "plane width out of range";
-            total += w[k];
-        }
-        if (!problem && total != 1 + mantissa - head_bits)
-            problem = "plane widths do not add up to the rest";
-    }
-    for (; !problem && got < nplanes; got++) {
-        if (PyObject_GetBuffer(PyTuple_GET_ITEM(planes, got), &plane[got], PyBUF_SIMPLE) < 0)
-            goto release;
-        if (plane[got].len != (Py_ssize_t)count)
-            problem = "a plane's length differs from the heads'";
-    }
-    if (problem) {
-        misuse(problem);
-        goto release;
-    }
-    {
-        const uint8_t *w = widths_buf.buf;
-        const unsigned low = (unsigned)(mantissa - head_bits), sign_shift = (unsigned)(exponent + mantissa);
-        const uint64_t low_mask = low == 64 ? ~(uint64_t)0 : (((uint64_t)1 << low) - 1);
-        const uint64_t head_mask = ((uint64_t)1 << (exponent + head_bits)) - 1;
-        const uint8_t *src[8];
-        for (Py_ssize_t k = 0; k < nplanes; k++)
-            src[k] = plane[k].buf;
-        const uint8_t *h = heads.buf;
-        uint8_t *dst = out.buf;
-        Py_BEGIN_ALLOW_THREADS
-        for (size_t i = 0; i < count; i++) {
-            uint64_t rest = 0;
-            for (Py_ssize_t k = 0; k < nplanes; k++)
-                rest = (rest << w[k]) | (src[k][i] & ((1u << w[k]) - 1));
-            uint64_t head = read_symbol(h, (size_t)head_size, i) & head_mask;
-            uint64_t bits = ((rest >> low) << sign_shift) | (head << low) | (rest & low_mask);
-            switch (item_size) {
-            case 2: { uint16_t v = (uint16_t)bits; memcpy(dst + 2 * i, &v, 2); } break;
-            case 4: { uint32_t v = (uint32_t)bits; memcpy(dst + 4 * i, &v, 4); } break;
-            default: memcpy(dst + 8 * i, &bits, 8); break;
-            }
-        }
-        Py_END_ALLOW_THREADS
-        result = Py_NewRef(Py_None);
-    }
-release:
-    for (Py_ssize_t k = 0; k < got; k++)
-        PyBuffer_Release(&plane[k]);
-    PyBuffer_Release(&heads);
-    PyBuffer_Release(&widths_buf);
-    PyBuffer_Release(&out);
-    return result;
-}
-
 /* The planes of the rest merged into element bits that already hold their heads (decoded
  * through a table of head << low): out[i] = heads[i] | sign << sign_shift | low mantissa.
  * A plane is either its decoded symbols (one byte each) or, stored bit-packed, its packed
@@ -909,7 +831,6 @@ static PyMethodDef methods[] = {
     {"pack", pack, METH_VARARGS, "Pack fixed-width LSB-first symbols into bytes."},
     {"gather", gather, METH_VARARGS, "out[i] = values[symbols[i]]; returns the largest symbol."},
     {"scatter", scatter, METH_VARARGS, "quant_sparse: values of the codes at the positions the gaps give."},
-    {"float_split_join", float_split_join, METH_VARARGS, "Element bits from a float_split block's symbols."},
     {"float_split_merge", float_split_merge, METH_VARARGS, "Merge a float_split block's planes into bits holding their heads."},
     {NULL, NULL, 0, NULL},
 };

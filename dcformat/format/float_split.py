@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import kernels
 from .constants import DTYPE_ITEMSIZE, FLOAT_FIELDS, DType
 
 #: Unsigned integer type holding one element's bits, per itemsize.
@@ -85,17 +84,10 @@ def split(bits: np.ndarray, dtype: DType, head_bits: int) -> list[np.ndarray]:
 
 def join(symbols: list[np.ndarray], dtype: DType, head_bits: int) -> np.ndarray:
     """The inverse of :func:`split`: element bits from the streams' symbols (unsigned integer
-    arrays of equal length, each symbol already checked against its alphabet)."""
+    arrays of equal length, each symbol already checked against its alphabet). The numpy
+    kernel; the compiled one (``format/decode.py``) merges the planes into place instead."""
     exponent, mantissa = FLOAT_FIELDS[dtype]
     word_dtype = bits_dtype(dtype)
-    native = kernels.compiled()
-    if native is not None:
-        out = np.empty(symbols[0].size, dtype=word_dtype)
-        widths = np.array(plane_widths(dtype, head_bits), dtype=np.uint8)
-        heads = np.ascontiguousarray(symbols[0])
-        planes = tuple(np.ascontiguousarray(plane, dtype=np.uint8) for plane in symbols[1:])
-        native.float_split_join(heads, heads.dtype.itemsize, planes, widths, out.view(np.uint8), word_dtype.itemsize, exponent, mantissa, head_bits)
-        return out
     word = word_dtype.type
     low = mantissa - head_bits
     rest = np.zeros(symbols[0].size, dtype=word_dtype)

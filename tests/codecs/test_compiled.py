@@ -16,11 +16,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import dcformat
 from dcformat import kernels
 from dcformat.codecs import bitpack, huffman
 from dcformat.errors import DCFormatError
 from dcformat.format import float_split, sparse
 from dcformat.format.constants import DType
+from dcformat.format.dtypes import BFLOAT16
 
 native = kernels._load()[0]
 pytestmark = pytest.mark.skipif(native is None, reason="dcformat._kernels is not built (tests/test_kernels.py fails in CI instead)")
@@ -127,16 +129,28 @@ def test_sparse_scatter_agrees(entries, gap_bits, seed):
     assert_same(*both(run))
 
 
-@given(st.sampled_from([DType.FLOAT16, DType.BFLOAT16, DType.FLOAT32, DType.FLOAT64]), st.data(), st.integers(0, 2000))
-def test_float_split_join_agrees(dtype, data, count):
-    head_bits = data.draw(st.integers(0, float_split.max_head_bits(dtype)))
+@given(st.sampled_from(["float16", "bfloat16", "float32", "float64"]), st.integers(0, 9000), st.sampled_from(["random", "weights"]), st.data())
+def test_float_split_decode_agrees(dtype, count, kind, data):
+    """Whole float_split tensors: heads decoded into place and planes merged (packed planes
+    read in place, zstd or Huffman planes decoded first), against the numpy join."""
+    if dtype == "bfloat16" and BFLOAT16 is None:
+        return
     rng = np.random.default_rng(count)
-    word = float_split.bits_dtype(dtype)
-    bits = rng.integers(0, np.iinfo(word).max, count, dtype=word, endpoint=True)
-    symbols = float_split.split(bits, dtype, head_bits)
-    joined = both(lambda: float_split.join(symbols, dtype, head_bits))
-    assert_same(*joined)
-    assert np.array_equal(joined[1], bits)
+    numpy_dtype = BFLOAT16 if dtype == "bfloat16" else np.dtype(dtype)
+    word = np.dtype(f"<u{numpy_dtype.itemsize}")
+    if kind == "random":  # every bit pattern: NaNs, infinities, subnormals
+        array = rng.integers(0, np.iinfo(word).max, count, dtype=word, endpoint=True).view(numpy_dtype)
+    else:  # weights: Huffman heads, compressible top planes
+        array = (rng.laplace(scale=0.05, size=count)).astype(numpy_dtype)
+    head_bits = data.draw(st.integers(0, float_split.max_head_bits(DType[dtype.upper()])))
+    coder = data.draw(st.sampled_from([None, "bitpack", "huffman", "zstd"]))
+    with pytest.MonkeyPatch.context() as patch:  # the encoder's choices, made smaller and varied
+        patch.setattr(float_split, "DEFAULT_HEAD_BITS", head_bits)
+        patch.setattr(float_split, "DEFAULT_BLOCK_ELEMENTS", float_split.MIN_BLOCK_ELEMENTS)
+        payload = dcformat.save({"x": array}, options=dcformat.EncodeOptions(dense="float_split", coder=coder))
+    results = both(lambda: dcformat.load(payload)["x"])
+    assert_same(*results)
+    assert results[1].view(word).tobytes() == array.view(word).tobytes()
 
 
 def test_histogram_agrees_and_rejects_outsiders(monkeypatch):
@@ -206,7 +220,8 @@ def test_other_kernels_check_their_arguments():
     with pytest.raises(ValueError, match="dcformat._kernels"):
         native.huffman_encode(np.zeros(4, np.uint8), 1, np.zeros(2, np.uint32), np.ones(2, np.uint8), 5, np.empty(5, np.int64))
     with pytest.raises(ValueError, match="dcformat._kernels"):
-        native.float_split_join(np.zeros(4, np.uint8), 1, (np.zeros(3, np.uint8),), np.array([8], np.uint8), np.empty(16, np.uint8), 4, 8, 23, 0)
+        heads, planes, widths, packed = np.zeros(16, np.uint8), (np.zeros(3, np.uint8),) * 3, np.array([8, 8, 6], np.uint8), np.zeros(3, np.uint8)
+        native.float_split_merge(heads, planes, widths, packed, np.empty(16, np.uint8), 4, 21, 31)  # planes of 3 symbols, not 4
 
 
 def test_bounded_reads_past_short_buffers():
