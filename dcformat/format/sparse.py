@@ -70,9 +70,9 @@ def scatter(out: np.ndarray, gap_symbols: np.ndarray, codes: np.ndarray, table: 
     symbol_types = (np.dtype(np.uint8), np.dtype(np.uint16))
     if native is not None and out.flags.c_contiguous and table.size and gap_symbols.dtype in symbol_types and codes.dtype in symbol_types:
         # one sequential pass, no positions stored: fast enough that threads would not pay
-        view = np.ascontiguousarray
+        contiguous = np.ascontiguousarray
         native.scatter(
-            view(gap_symbols), gap_symbols.dtype.itemsize, view(codes), codes.dtype.itemsize, view(table).view(np.uint8), table.dtype.itemsize,
+            contiguous(gap_symbols), gap_symbols.dtype.itemsize, contiguous(codes), codes.dtype.itemsize, contiguous(table).view(np.uint8), table.dtype.itemsize,
             out.reshape(-1).view(np.uint8),
         )  # fmt: skip
         return
