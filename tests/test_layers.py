@@ -31,6 +31,7 @@ LAYERS = [
     ("dcformat.interop", 6),
     ("dcformat.compress", 7),
     ("dcformat.torch", 8),  # the torch adapter
+    ("dcformat.hf", 8),  # Hugging Face model folders in and out (transformers imported when loading)
     ("dcformat.paper", 9),  # the paper's reproduction, an application of the library
     ("dcformat.cli", 10),
     ("dcformat.__main__", 10),

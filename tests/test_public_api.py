@@ -18,6 +18,7 @@ PUBLIC = {
     "FileWriter",
     "FormatError",
     "LimitError",
+    "ModelMismatchError",
     "QuantizedTensor",
     "ShardedFile",
     "ShardedWriter",

@@ -35,3 +35,16 @@ def print_table(rows: list[tuple[str, ...]], *, left: int, out) -> None:
         print("  ".join(cells).rstrip(), file=out)
         if n == 0:
             print("  ".join("-" * w for w in widths), file=out)
+
+
+def print_folder_summary(record: dict, out) -> None:
+    """What a folder command wrote besides the weights: the files carried over and left out."""
+    carried, left_out = record["carried"], record["left_out"]
+    print(
+        f"folder {printable(record['folder'])}: {', '.join(map(printable, record['weights']['files']))}, "
+        f"{len(carried)} files carried over unchanged ({sum(c['bytes'] for c in carried.values()):,} bytes)"
+        + (", dcformat.json records what was done" if record["weights"]["files"][0].endswith((".dcf", ".dcf.index.json")) else ""),
+        file=out,
+    )
+    for name, why in left_out.items():
+        print(f"left out: {printable(name)}: {why}", file=out)

@@ -1,9 +1,10 @@
-"""``dcformat compress IN OUT``: a thin layer over :func:`dcformat.compress.compress_file`.
+"""``dcformat compress IN OUT``: a thin layer over :func:`dcformat.compress.compress_file`
+and, for a model folder, :func:`dcformat.hf.compress_folder`.
 
 Post-training compression of a ``.safetensors`` or ``.dcf`` model (one file, or shards
-and their index) into a ``.dcf`` or dcformat shards: per-tensor k-means codebooks sized
-by a sensitivity-weighted allocation to fit a bits per weight target, with options to
-fix bit widths, keep tensors exact and prune.
+and their index, or a Hugging Face model folder) into a ``.dcf``, dcformat shards or a
+folder: per-tensor k-means codebooks sized by a sensitivity-weighted allocation to fit a
+bits per weight target, with options to fix bit widths, keep tensors exact and prune.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import sys
 
 from ..compress import DEFAULT_MIN_ELEMENTS, DEFAULT_TARGET_BITS_PER_WEIGHT, TRANSFORMER_IMPORTANCE, compress_file
 from ..format.encode import DENSE_CHOICES, EncodeOptions
-from .common import EXIT_OK, EXIT_USAGE, print_table, printable
+from ..hf.folder import is_model_folder
+from ..hf.write import DEFAULT_MAX_SHARD_BYTES, compress_folder
+from .common import EXIT_OK, EXIT_USAGE, print_folder_summary, print_table, printable
 
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 
@@ -66,29 +69,35 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser(
         "compress",
-        help="compress a trained model (.safetensors or .dcf) into a .dcf without retraining",
+        help="compress a trained model (.safetensors, .dcf or a model folder) into a .dcf or a folder without retraining",
         description="Quantize every float matrix of IN with its own k-means codebook, sized per tensor by a sensitivity-weighted "
         "allocation so the whole file fits --target-bits-per-weight; biases, LayerNorm, small and non-float tensors "
         "stay exact. Prints bytes per tensor and in total, measured on the written file.",
         epilog="Examples: dcformat compress model.safetensors model.dcf; "
         "dcformat compress model.safetensors.index.json out/ --max-shard-size 2GB; "
+        "dcformat compress all-MiniLM-L6-v2/ minilm-dcf/ (a Hugging Face model folder: every other file carried over); "
         "dcformat compress model.safetensors model.dcf --target-bits-per-weight 6 --keep-dense 'embeddings'; "
         "dcformat compress model.safetensors model.dcf --bits 8 --bits 'attention=6'.",
     )
     p.add_argument(
-        "input", metavar="IN", help="a .safetensors or .dcf file, or a shard index of either (model.safetensors.index.json, model.dcf.index.json)"
+        "input",
+        metavar="IN",
+        help="a .safetensors or .dcf file, a shard index of either (model.safetensors.index.json, model.dcf.index.json), "
+        "or a model folder (config, tokenizer and safetensors weights, single or sharded)",
     )
     p.add_argument(
         "output",
         metavar="OUT",
-        help="the .dcf to write (replaced atomically), or with --max-shard-size the folder that receives the shards and model.dcf.index.json",
+        help="the .dcf to write (replaced atomically), or with --max-shard-size the folder that receives the shards and model.dcf.index.json; "
+        "for a model folder IN, a new folder: the weights as model.dcf (or shards), every other file unchanged, and dcformat.json",
     )
     p.add_argument(
         "--max-shard-size",
         type=parse_size,
         metavar="SIZE",
         default=None,
-        help="write dcformat shards of about SIZE bytes each (e.g. 2GB, 500MB) into the folder OUT, with an index",
+        help="write dcformat shards of about SIZE bytes each (e.g. 2GB, 500MB) into the folder OUT, with an index "
+        f"(for a model folder: only when the weights are larger, default {DEFAULT_MAX_SHARD_BYTES // 10**9}GB)",
     )
     p.add_argument(
         "--target-bits-per-weight",
@@ -179,6 +188,8 @@ def run(args) -> int:
     except argparse.ArgumentTypeError as exc:
         print(f"dcformat compress: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if is_model_folder(args.input):
+        return _run_folder(args, settings)
     if args.max_shard_size is not None and args.output.endswith(".dcf"):
         print(f"dcformat compress: with --max-shard-size OUT is a folder for the shards, not a .dcf file: {args.output}", file=sys.stderr)
         return EXIT_USAGE
@@ -199,6 +210,28 @@ def run(args) -> int:
         print()
         return EXIT_OK
     print_report(report, sys.stdout, printable=printable)
+    return EXIT_OK
+
+
+def _run_folder(args, settings: dict) -> int:
+    if args.output.endswith(".dcf"):
+        print(f"dcformat compress: IN is a model folder, so OUT is the new folder to write, not a .dcf file: {args.output}", file=sys.stderr)
+        return EXIT_USAGE
+    record = compress_folder(
+        args.input,
+        args.output,
+        options=EncodeOptions(dense=args.dense),
+        max_shard_bytes=args.max_shard_size or DEFAULT_MAX_SHARD_BYTES,
+        threads=args.threads,
+        progress=not (args.json or args.no_progress),
+        **settings,
+    )
+    if args.json:
+        json.dump(record, sys.stdout, indent=2, ensure_ascii=True)
+        print()
+        return EXIT_OK
+    print_report(record["compress"], sys.stdout, printable=printable)
+    print_folder_summary(record, sys.stdout)
     return EXIT_OK
 
 

@@ -3,7 +3,8 @@
 Formats come from the extensions: ``.dcf``, ``.safetensors``, ``.pt``/``.pth``/``.bin``
 (PyTorch, read weights-only), ``.npz``, ``.onnx`` (the model's initializers; writing one
 needs ``--graph ORIGINAL.onnx``) and ``.net`` (the Deep Compression authors' layout;
-needs ``--prototxt``).
+needs ``--prototxt``). A model folder converts to a folder (:func:`dcformat.hf.convert_folder`):
+safetensors weights to lossless ``.dcf``, ``.dcf`` weights back to plain safetensors.
 """
 
 from __future__ import annotations
@@ -12,8 +13,11 @@ import json
 import sys
 
 from ..format.encode import DENSE_CHOICES, EncodeOptions
+from ..hf.folder import is_model_folder
+from ..hf.write import DEFAULT_MAX_SHARD_BYTES, convert_folder
 from ..interop.convert import DEFAULT_MIN_ELEMENTS, convert
-from .common import EXIT_OK, printable
+from .common import EXIT_OK, EXIT_USAGE, print_folder_summary, printable
+from .compress import parse_size
 
 
 def register(subparsers) -> None:
@@ -25,10 +29,12 @@ def register(subparsers) -> None:
         "loaded weights-only), .npz, .onnx (the initializers; writing needs --graph), .net (the authors' "
         "Deep Compression layout; needs --prototxt). Values are kept exactly unless --bits quantizes them "
         "into a .dcf; quantized tensors are dequantized into formats other than .dcf and .net, and the "
-        "report names them.",
+        "report names them. A model folder (config, tokenizer, weights) becomes a new folder: safetensors weights "
+        "as lossless .dcf, or .dcf weights back to plain safetensors that transformers loads as usual; every "
+        "other file is carried over unchanged.",
     )
-    p.add_argument("input", metavar="IN", help="the file to read")
-    p.add_argument("output", metavar="OUT", help="the file to write (replaced atomically)")
+    p.add_argument("input", metavar="IN", help="the file to read, or a model folder")
+    p.add_argument("output", metavar="OUT", help="the file to write (replaced atomically), or the new folder for a model folder IN")
     p.add_argument("--graph", metavar="ORIGINAL.onnx", help="the ONNX model whose initializers OUT.onnx takes from IN")
     p.add_argument("--strip-graph", metavar="GRAPH.onnx", help="with IN.onnx: also write the model without the weights stored in OUT")
     p.add_argument("--prototxt", metavar="NET.prototxt", help="the Caffe network description, to read or write a .net")
@@ -45,6 +51,14 @@ def register(subparsers) -> None:
         help=".dcf storage of plain tensors: auto (default: the smallest lossless, float_split for most float weights), "
         "raw (memory-mappable: loading costs no decoding), zstd, or float_split",
     )
+    p.add_argument(
+        "--max-shard-size",
+        type=parse_size,
+        metavar="SIZE",
+        default=None,
+        help=f"model folders: weights larger than SIZE are written in shards of about SIZE (default {DEFAULT_MAX_SHARD_BYTES // 10**9}GB)",
+    )
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="model folders: tensors worked on at once (default: every core)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -53,6 +67,8 @@ def register(subparsers) -> None:
 def run(args) -> int:
     """Convert, then print what was done; library errors propagate to ``main`` (one line, exit 1)."""
     options = EncodeOptions(layout=args.layout, gap_bits=args.gap_bits, coder=args.coder, dense=args.dense)
+    if is_model_folder(args.input):
+        return _run_folder(args, options)
     report = convert(
         args.input,
         args.output,
@@ -80,4 +96,34 @@ def run(args) -> int:
         print(f"dequantized ({len(report.dequantized)}): " + ", ".join(printable(n) for n in report.dequantized))
     for note in report.notes:
         print("note: " + printable(note))
+    return EXIT_OK
+
+
+def _run_folder(args, options: EncodeOptions) -> int:
+    unused = [
+        flag
+        for flag, value in (("--graph", args.graph), ("--prototxt", args.prototxt), ("--bits", args.bits), ("--strip-graph", args.strip_graph))
+        if value
+    ]
+    if unused:
+        print(f"dcformat convert: {', '.join(unused)} do not apply to a model folder (use dcformat compress to quantize one)", file=sys.stderr)
+        return EXIT_USAGE
+    if args.threads is not None and args.threads < 1:
+        print(f"dcformat convert: --threads must be at least 1, got {args.threads}", file=sys.stderr)
+        return EXIT_USAGE
+    record = convert_folder(
+        args.input,
+        args.output,
+        max_shard_bytes=args.max_shard_size or DEFAULT_MAX_SHARD_BYTES,
+        threads=args.threads,
+        progress=not (args.json or args.no_progress),
+        options=options,
+    )
+    if args.json:
+        json.dump(record, sys.stdout, indent=2, ensure_ascii=True)
+        print()
+        return EXIT_OK
+    weights = record["weights"]
+    print(f"{printable(args.input)} -> {printable(args.output)}: weights {weights['file_bytes']:,} bytes, every value kept")
+    print_folder_summary(record, sys.stdout)
     return EXIT_OK

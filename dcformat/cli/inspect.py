@@ -8,6 +8,8 @@ import sys
 
 import numpy as np
 
+from ..errors import FormatError
+from ..hf.folder import is_model_folder, open_folder
 from ..io.loading import open_file
 from ..io.shards import ShardedFile
 from .common import EXIT_OK, print_table, printable
@@ -20,7 +22,7 @@ def register(subparsers) -> None:
         description="Per tensor: name, shape, dtype, encoding, density, coded bits per stored code and gap (quantized) or per "
         "exponent (float_split), stored bytes, the ratio against fp32 and the payload's bits per element; then totals. Names are printed with control characters escaped.",
     )
-    p.add_argument("file", help="a .dcf file, or a sharded model's model.dcf.index.json")
+    p.add_argument("file", help="a .dcf file, a sharded model's model.dcf.index.json, or a model folder of .dcf weights")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--plot", metavar="OUT.png", help="also draw histograms and sizes per layer (needs matplotlib)")
     p.set_defaults(func=run)
@@ -93,16 +95,45 @@ def print_inspect(report: dict, out) -> None:
         print("metadata: " + printable(json.dumps(user, sort_keys=True, ensure_ascii=False)), file=out)
 
 
+def folder_report(path) -> dict:
+    """``inspect`` of a model folder: its weights' report, the record dcformat left, and its other files."""
+    folder = open_folder(path)
+    if folder.kind != "dcf":
+        raise FormatError(folder.path, "holds safetensors weights, not .dcf: compress or convert it first", offset=None)
+    report = inspect_report(folder.weights)
+    report.update(folder=folder.path, record=folder.record, files=folder.carried, left_out=folder.left_out)
+    return report
+
+
 def run(args) -> int:
-    report = inspect_report(args.file)
+    is_folder = is_model_folder(args.file)
+    report = folder_report(args.file) if is_folder else inspect_report(args.file)
     if args.plot:
         from .plot import plot_file  # optional extra (matplotlib)
 
-        plot_file(args.file, args.plot)
+        plot_file(report["file"], args.plot)
         report["plot"] = args.plot
     if args.json:
         json.dump(report, sys.stdout, indent=2, ensure_ascii=True)
         print()
     else:
         print_inspect(report, sys.stdout)
+        if is_folder:
+            print_folder(report, sys.stdout)
     return EXIT_OK
+
+
+def print_folder(report: dict, out) -> None:
+    record = report["record"]
+    print(f"folder {printable(report['folder'])}: {len(report['files'])} other files: " + ", ".join(map(printable, report["files"])), file=out)
+    if record is None:
+        print("no dcformat.json: this folder's record of how it was made is missing", file=out)
+        return
+    weights = record.get("weights") if isinstance(record.get("weights"), dict) else {}
+    bits = weights.get("bits_per_weight")
+    print(
+        f"dcformat.json: {printable(str(record.get('operation')))} by dcformat {printable(str(record.get('dcformat_version')))}"
+        + (f", {bits:.2f} bits per weight" if isinstance(bits, (int, float)) else "")
+        + f", settings {printable(json.dumps(record.get('settings'), sort_keys=True))}",
+        file=out,
+    )

@@ -4,23 +4,28 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
+from ..hf.folder import check_carried, is_model_folder, open_folder
 from ..io.loading import open_file
-from .common import EXIT_OK, printable
+from .common import EXIT_OK, EXIT_USAGE, printable
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "verify",
         help="decode every tensor and check every checksum and size",
-        description="Exit status 0 when the file is valid, 1 with a message naming the bad field when it is not.",
+        description="Exit status 0 when the file is valid, 1 with a message naming the bad field when it is not. "
+        "For a model folder: its .dcf weights, and every file dcformat.json lists against its recorded SHA-256.",
     )
-    p.add_argument("file", help="a .dcf file, or a sharded model's model.dcf.index.json")
+    p.add_argument("file", help="a .dcf file, a sharded model's model.dcf.index.json, or a model folder dcformat wrote")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    if is_model_folder(args.file):
+        return _run_folder(args)
     with open_file(args.file) as reader:
         names = reader.verify()
         version = getattr(reader, "version", ("sharded", f"{len(getattr(reader, 'shards', list)())} files"))
@@ -29,4 +34,21 @@ def run(args) -> int:
         print(json.dumps(result))
     else:
         print(f"OK: {printable(os.fspath(args.file))}: {len(names)} tensors decoded, every checksum and size verified")
+    return EXIT_OK
+
+
+def _run_folder(args) -> int:
+    folder = open_folder(args.file)
+    if folder.kind != "dcf":
+        print(f"dcformat verify: {printable(folder.path)} holds safetensors weights, not .dcf: nothing of dcformat's to verify", file=sys.stderr)
+        return EXIT_USAGE
+    with open_file(folder.weights) as reader:
+        names = reader.verify()
+    checked = check_carried(folder) if folder.record is not None else []
+    result = {"file": os.fspath(args.file), "ok": True, "tensors": len(names), "weights": folder.weight_files, "files_checked": len(checked)}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        record = f"{len(checked)} files match dcformat.json" if folder.record is not None else "no dcformat.json to check the other files against"
+        print(f"OK: {printable(os.fspath(args.file))}: {len(names)} tensors decoded, every checksum and size verified; {record}")
     return EXIT_OK

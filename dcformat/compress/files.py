@@ -30,6 +30,14 @@ def _writer(out_path: str, metadata: dict, options: EncodeOptions, max_shard_byt
     return ShardedWriter(out_path, max_shard_bytes=max_shard_bytes, metadata=metadata, options=options)
 
 
+def write_encoded(out, names, encode, *, threads: int, progress: bool, desc: str) -> None:
+    """``out.add(name, encode(name))`` for every name, in order, the encoding on ``threads``
+    threads: about ``threads`` encoded tensors in memory at a time, whatever the model's size."""
+    encoded = imap_bounded(encode, names, threads)
+    for name, payload in _progress(zip(names, encoded), enabled=progress, desc=desc, total=len(names)):
+        out.add(name, payload)
+
+
 def compress_file(
     in_path,
     out_path,
@@ -38,6 +46,7 @@ def compress_file(
     options=None,
     progress: bool = False,
     max_shard_bytes: int | None = None,
+    one_file_if_fits: str | None = None,
     threads: int | None = None,
     **settings,
 ) -> dict:
@@ -50,6 +59,9 @@ def compress_file(
     receives ``model-0000k-of-0000n.dcf`` shards of about that many bytes and
     ``model.dcf.index.json``. ``threads`` tensors are worked on at once (default:
     ``$DCFORMAT_THREADS`` or every core); the file is the same whatever their number.
+    With ``one_file_if_fits`` (a file name) and ``max_shard_bytes``, a model whose planned
+    size fits in one shard is written as that one file in the folder, without an index
+    (what a model folder holds: ``model.dcf``, or shards when large).
 
     ``settings`` are :func:`compress_tensors`' options. ``options`` (an
     :class:`~dcformat.EncodeOptions`) tells the encoder how to store tensors; by default
@@ -79,16 +91,15 @@ def compress_file(
         planned = time.perf_counter()
         draft["dcformat_compress"]["settings"] = plan.settings
         options = options or EncodeOptions(dense="auto")
+        if one_file_if_fits and max_shard_bytes is not None and plan.report()["totals"]["estimated_bytes"] <= max_shard_bytes:
+            os.makedirs(out_path, exist_ok=True)
+            out_path, max_shard_bytes = os.path.join(out_path, one_file_if_fits), None
 
         def quantize_and_encode(name: str) -> EncodedTensor:
             return encode_tensor(plan.apply(name, source[name]), options, field=repr(name))
 
-        # Tensors are quantized and encoded on the pool, written here in order: about
-        # `threads` tensors in memory at a time.
         with _writer(out_path, draft, options, max_shard_bytes) as out:
-            encoded = imap_bounded(quantize_and_encode, plan.names, threads)
-            for name, payload in _progress(zip(plan.names, encoded), enabled=progress, desc="compressing", total=len(plan.names)):
-                out.add(name, payload)
+            write_encoded(out, plan.names, quantize_and_encode, threads=threads, progress=progress, desc="compressing")
     report = plan.report()
     report["seconds"] = {"plan": planned - started, "quantize_and_write": time.perf_counter() - planned, "threads": threads}
     if max_shard_bytes is None:

@@ -20,13 +20,13 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
 from ..errors import EncodeError, FormatError, LimitError, UnsupportedError
 from ..format import dtypes, strict_json
-from ..format.constants import DType
+from ..format.constants import DTYPE_ITEMSIZE, DType
 from ..io.atomic import AtomicFile
 from .common import Format, Read, Written, check_names, dense, user_metadata
 
@@ -205,16 +205,29 @@ def write_safetensors(tensors: Mapping, path, *, metadata: Mapping | None = None
     check_names(tensors)
     arrays, dequantized = dense(tensors)
     # dtype_id accepts only dtypes dcformat knows, and safetensors has them all
-    codes = {name: _SAFETENSORS_CODES[dtypes.dtype_id(array.dtype, field=repr(name))] for name, array in arrays.items()}
-    order = sorted(arrays, key=lambda n: (_SAFETENSORS_ORDER.index(codes[n]), n))
+    specs = {name: (dtypes.dtype_id(array.dtype, field=repr(name)), array.shape) for name, array in arrays.items()}
+    write_safetensors_lazily(specs, arrays.__getitem__, path, metadata=metadata)
+    return dequantized
+
+
+def write_safetensors_lazily(specs: Mapping, read: Callable[[str], np.ndarray], path, *, metadata: Mapping | None = None) -> int:
+    """Write a ``.safetensors`` file one tensor at a time; returns the file's size.
+
+    ``specs`` maps each name to its wire dtype (a :class:`DType`) and shape, which make the
+    header, written first; ``read(name)`` gives the tensor's values when its turn comes, so
+    memory holds one tensor however large the file (a model decoded from ``.dcf`` shards).
+    """
+    codes = {name: _SAFETENSORS_CODES[dtype] for name, (dtype, _) in specs.items()}
+    order = sorted(specs, key=lambda n: (_SAFETENSORS_ORDER.index(codes[n]), n))
     header: dict = {}
     strings = _metadata_strings(metadata)
     if strings:
         header["__metadata__"] = dict(sorted(strings.items()))
     offset = 0
     for name in order:
-        nbytes = arrays[name].nbytes
-        header[name] = {"dtype": codes[name], "shape": list(arrays[name].shape), "data_offsets": [offset, offset + nbytes]}
+        dtype, shape = specs[name]
+        nbytes = math.prod(shape) * DTYPE_ITEMSIZE[dtype]
+        header[name] = {"dtype": codes[name], "shape": [int(n) for n in shape], "data_offsets": [offset, offset + nbytes]}
         offset += nbytes
     raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     raw += b" " * (-len(raw) % 8)
@@ -224,9 +237,12 @@ def write_safetensors(tensors: Mapping, path, *, metadata: Mapping | None = None
         f = out.file
         f.write(len(raw).to_bytes(8, "little") + raw)
         for name in order:  # per tensor
-            array = arrays[name]
-            f.write(dtypes.to_storage(array, dtypes.dtype_id(array.dtype)).tobytes())
-    return dequantized
+            dtype, shape = specs[name]
+            array = np.asarray(read(name))
+            if array.shape != tuple(shape) or dtypes.dtype_id(array.dtype, field=repr(name)) != dtype:
+                raise EncodeError(f"expected {dtypes.name(dtype)} {list(shape)}, got {array.dtype} {list(array.shape)}", field=repr(name))
+            f.write(dtypes.to_storage(array, dtype).reshape(-1).view(np.uint8))  # the bytes, not a copy of them
+    return 8 + len(raw) + offset
 
 
 # ======================================================================================
@@ -244,4 +260,12 @@ def _write(tensors: Mapping, path, metadata: dict, context) -> Written:
 
 FORMAT = Format("safetensors", (".safetensors",), read=_read, write=_write)
 
-__all__ = ["FORMAT", "MAX_SAFETENSORS_HEADER", "SafetensorsLayout", "read_safetensors", "safetensors_layout", "write_safetensors"]
+__all__ = [
+    "FORMAT",
+    "MAX_SAFETENSORS_HEADER",
+    "SafetensorsLayout",
+    "read_safetensors",
+    "safetensors_layout",
+    "write_safetensors",
+    "write_safetensors_lazily",
+]

@@ -1,0 +1,178 @@
+"""Loading a folder of ``.dcf`` weights into a ``transformers`` model, or a
+sentence-transformers pipeline: ``from_pretrained`` and ``sentence_transformer``.
+
+The weights are decoded with the package's own kernels into torch tensors and handed to
+transformers as a state dict (its documented ``from_pretrained(None, config=...,
+state_dict=...)``), which builds the model, ties its shared weights and fills its
+non-persistent buffers as for any checkpoint: nothing dense is written to disk, nothing
+is unpickled. transformers only warns about tensors that do not fit the model; here,
+unless ``strict=False``, any missing, unexpected or mis-shaped tensor is an error naming
+them. torch and transformers (and sentence-transformers for its pipelines) are optional
+extras, imported when these functions run.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from contextlib import contextmanager
+
+import numpy as np
+
+from ..errors import FormatError, ModelMismatchError, UnsupportedError
+from ..io.loading import decode_all
+from ..io.loading import open_file as _open_weights
+from .folder import open_folder
+
+#: Hub download options: a local folder has no use for them (sentence-transformers passes them on).
+_HUB_OPTIONS = ("cache_dir", "force_download", "proxies", "local_files_only", "token", "revision", "subfolder", "trust_remote_code")
+#: How many names of missing or unexpected tensors an error message lists.
+_NAMES_SHOWN = 8
+
+
+def _require():
+    try:
+        import torch
+        import transformers
+    except ImportError as exc:
+        raise ImportError(f"dcformat.hf needs torch and transformers (pip install 'dcformat[hf]' and torch): {exc}") from None
+    return torch, transformers
+
+
+def model_class_for(model_class, config, transformers):
+    """The concrete class to build: ``model_class`` may be a transformers class (an auto
+    class picks its class for ``config``), its name, or a pipeline task such as
+    ``"fill-mask"``; ``None`` means ``AutoModel``."""
+    if model_class is None:
+        model_class = transformers.AutoModel
+    elif isinstance(model_class, str):
+        named = getattr(transformers, model_class, None)
+        if named is None:
+            from transformers.pipelines import SUPPORTED_TASKS, TASK_ALIASES
+
+            task = TASK_ALIASES.get(model_class, model_class)
+            if task not in SUPPORTED_TASKS or not SUPPORTED_TASKS[task].get("pt"):
+                raise ValueError(f"{model_class!r} is neither a transformers model class nor a task (such as 'fill-mask', 'text-classification')")
+            named = SUPPORTED_TASKS[task]["pt"][0]
+        model_class = named
+    mapping = getattr(model_class, "_model_mapping", None)
+    if mapping is not None:  # an auto class: its choice for this configuration
+        try:
+            return mapping[type(config)]
+        except KeyError:
+            raise UnsupportedError(
+                "config.json", f"{model_class.__name__} has no model for a {type(config).__name__}; give the model class", offset=None
+            ) from None
+    return model_class
+
+
+def _as_torch(array: np.ndarray, torch, dtype):
+    if array.dtype.name == "bfloat16":  # ml_dtypes' bfloat16: torch reads it through its bits
+        tensor = torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
+    else:
+        tensor = torch.from_numpy(array)
+    if dtype is not None and tensor.is_floating_point():
+        tensor = tensor.to(dtype)  # now, one tensor at a time, rather than after all are decoded
+    return tensor
+
+
+def decode_state(path, *, dtype=None, threads: int | None = None) -> dict:
+    """The tensors of ``path`` (a ``.dcf`` or its shard index) as torch tensors, floats cast to ``dtype``."""
+    torch, _ = _require()
+    with _open_weights(path) as reader:
+        reader.check_padding()
+        arrays = decode_all(reader, threads=threads)
+    return {name: _as_torch(arrays.pop(name), torch, dtype) for name in list(arrays)}
+
+
+def from_pretrained(path, model_class=None, *, dtype=None, device=None, strict: bool = True, threads: int | None = None, config=None, **kwargs):
+    """A ``transformers`` model from a folder of ``.dcf`` weights (what ``dcformat compress
+    MODEL_DIR OUT_DIR`` writes), its parameters decoded straight from the files.
+
+    ``model_class``: ``AutoModel``'s choice for the folder's ``config.json`` by default; a
+    model class (``AutoModelForMaskedLM``, ``BertModel``), its name, or a pipeline task
+    (``"fill-mask"``). ``dtype`` (a ``torch.dtype``) casts floating tensors as they are
+    decoded; ``device`` is where the model goes. With ``strict`` (the default) a tensor the
+    model lacks, a parameter the files lack (beyond those the model ties to others) or a
+    shape that differs raises :class:`~dcformat.ModelMismatchError` naming them; without it
+    transformers' warnings stand and missing parameters keep their fresh initialisation.
+    Other keyword arguments go to transformers (configuration overrides, ``attn_implementation``).
+    """
+    torch, transformers = _require()
+    folder = open_folder(path)
+    if folder.kind != "dcf":
+        raise FormatError(folder.path, "holds safetensors weights, not .dcf: load it with transformers itself, or compress it first", offset=None)
+    for option in _HUB_OPTIONS:
+        kwargs.pop(option, None)
+    if config is None:
+        config, kwargs = transformers.AutoConfig.from_pretrained(folder.path, return_unused_kwargs=True, **kwargs)
+    cls = model_class_for(model_class, config, transformers)
+    state = decode_state(folder.weights, dtype=dtype, threads=threads)
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    model, info = cls.from_pretrained(None, config=config, state_dict=state, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs)
+    if strict:
+        _check_fit(info, folder.weights)
+    if device is not None:
+        model = model.to(device)
+    return model
+
+
+def _check_fit(info: dict, where: str) -> None:
+    """One error naming every tensor that does not fit (transformers' loading report, as data)."""
+    problems = []
+    for key, what in (
+        ("mismatched_keys", "tensors whose shape differs from the model's"),
+        ("missing_keys", "parameters of the model that the files lack"),
+        ("unexpected_keys", "tensors the model has no place for"),
+    ):
+        found = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get(key) or ())
+        if found:
+            shown = ", ".join(found[:_NAMES_SHOWN]) + (f" and {len(found) - _NAMES_SHOWN} more" if len(found) > _NAMES_SHOWN else "")
+            problems.append(f"{len(found)} {what}: {shown}")
+    if problems:
+        raise ModelMismatchError(
+            os.path.basename(where), "; ".join(problems) + " (strict=False loads anyway, leaving what is missing freshly initialised)"
+        )
+
+
+_ROUTING = threading.Lock()
+
+
+@contextmanager
+def _routed_to_dcf(folder: str, **options):
+    """While open, transformers' ``from_pretrained`` of ``folder`` (and of nothing else)
+    loads the folder's ``.dcf`` weights through :func:`from_pretrained`: how a library that
+    loads the transformer itself, as sentence-transformers does, gets the compressed weights."""
+    _, transformers = _require()
+    base = transformers.PreTrainedModel
+    original = base.__dict__["from_pretrained"]
+    target = os.path.realpath(folder)
+
+    def routed(cls, name_or_path, *args, **kwargs):
+        if not args and isinstance(name_or_path, (str, os.PathLike)) and os.path.realpath(os.fspath(name_or_path)) == target:
+            return from_pretrained(target, model_class=cls, **{**kwargs, **options})
+        return original.__func__(cls, name_or_path, *args, **kwargs)
+
+    with _ROUTING:
+        base.from_pretrained = classmethod(routed)
+        try:
+            yield
+        finally:
+            base.from_pretrained = original
+
+
+def sentence_transformer(path, *, dtype=None, threads: int | None = None, **kwargs):
+    """A ``sentence_transformers.SentenceTransformer`` from a compressed sentence-transformers
+    folder: its modules, pooling and normalisation from the folder's files, the
+    transformer's weights from its ``.dcf``. ``kwargs`` go to ``SentenceTransformer``
+    (``device`` among them)."""
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError as exc:
+        raise ImportError(
+            f"dcformat.hf.sentence_transformer needs sentence-transformers (pip install 'dcformat[sentence-transformers]'): {exc}"
+        ) from None
+    folder = open_folder(path)
+    with _routed_to_dcf(folder.path, dtype=dtype, threads=threads):
+        return SentenceTransformer(folder.path, **kwargs)

@@ -1,0 +1,132 @@
+"""``dcformat.hf.from_pretrained``: a transformers model from a folder of ``.dcf`` weights.
+
+A small BERT made and saved here by transformers itself (``save_pretrained``) is the
+original; what loads from the compressed or converted folder is compared with it and
+with the tensors in the ``.dcf`` files.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+import dcformat
+from dcformat import hf
+from dcformat.errors import FormatError, ModelMismatchError
+
+torch = pytest.importorskip("torch", reason="pip install 'torch==2.13.0' to load models")
+transformers = pytest.importorskip("transformers", reason="pip install 'dcformat[hf]' to load models")
+
+
+@pytest.fixture(scope="module")
+def original(tmp_path_factory):
+    """``(folder, model)``: a small BertForMaskedLM saved as transformers saves any model."""
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        vocab_size=120, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, max_position_embeddings=32
+    )
+    model = transformers.BertForMaskedLM(config).eval()
+    folder = tmp_path_factory.mktemp("bert") / "original"
+    model.save_pretrained(folder)
+    return folder, model
+
+
+def base_state(model) -> dict:
+    return {k: v for k, v in model.bert.state_dict().items()}
+
+
+INPUT = torch.tensor([[2, 17, 45, 99, 3, 0, 0]])
+MASK = torch.tensor([[1, 1, 1, 1, 1, 0, 0]])
+
+
+def test_lossless_folder_gives_the_same_model(original, tmp_path):
+    folder, model = original
+    hf.convert_folder(folder, tmp_path / "dcf")
+    loaded = hf.from_pretrained(tmp_path / "dcf", "AutoModelForMaskedLM")
+    assert type(loaded) is type(model) and not loaded.training
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+    with torch.no_grad():
+        assert torch.equal(loaded(INPUT, attention_mask=MASK).logits, model(INPUT, attention_mask=MASK).logits)
+
+
+def test_compressed_folder_loads_the_decoded_tensors(original, tmp_path):
+    folder, model = original
+    hf.compress_folder(folder, tmp_path / "dcf", min_elements=1024)
+    stored = dcformat.load_file(tmp_path / "dcf" / "model.dcf")
+    loaded = hf.from_pretrained(tmp_path / "dcf", transformers.BertForMaskedLM)
+    state = loaded.state_dict()
+    for name, array in stored.items():
+        np.testing.assert_array_equal(state[name].numpy(), array)
+    quantized = [n for n in stored if np.unique(stored[n]).size < np.unique(model.state_dict()[n].numpy()).size]
+    assert len(quantized) >= 8  # the folder really is compressed
+    assert loaded.cls.predictions.decoder.weight.data_ptr() == loaded.bert.embeddings.word_embeddings.weight.data_ptr()  # tied
+    # It computes what the original computes with the stored tensors in place of its own.
+    reference = copy.deepcopy(model)
+    reference.load_state_dict({n: torch.from_numpy(a) for n, a in stored.items()}, strict=False)
+    with torch.no_grad():
+        assert torch.equal(loaded(INPUT, attention_mask=MASK).logits, reference(INPUT, attention_mask=MASK).logits)
+
+
+def test_model_class_by_default_name_or_task(original, tmp_path):
+    folder, _ = original
+    hf.convert_folder(folder, tmp_path / "dcf")
+    assert type(hf.from_pretrained(tmp_path / "dcf", "fill-mask")).__name__ == "BertForMaskedLM"
+    assert type(hf.from_pretrained(tmp_path / "dcf", "BertForMaskedLM")).__name__ == "BertForMaskedLM"
+    with pytest.raises(ModelMismatchError, match=r"tensors the model has no place for: cls\.predictions"):
+        hf.from_pretrained(tmp_path / "dcf")  # AutoModel is BertModel: the head's tensors are unexpected
+    base = hf.from_pretrained(tmp_path / "dcf", strict=False)
+    assert type(base).__name__ == "BertModel"
+    with pytest.raises(ValueError, match="neither a transformers model class nor a task"):
+        hf.from_pretrained(tmp_path / "dcf", "no-such-task")
+
+
+def test_dtype_and_device(original, tmp_path):
+    folder, model = original
+    hf.convert_folder(folder, tmp_path / "dcf")
+    half = hf.from_pretrained(tmp_path / "dcf", "fill-mask", dtype=torch.float16, device="cpu")
+    assert {p.dtype for p in half.parameters()} == {torch.float16}
+    assert torch.equal(half.bert.encoder.layer[0].output.dense.weight, model.bert.encoder.layer[0].output.dense.weight.half())
+
+
+def _folder_without(tmp_path, original, drop=(), add=None):
+    """A .dcf folder of the original's tensors, some dropped or replaced."""
+    folder, _ = original
+    hf.convert_folder(folder, tmp_path / "dcf")
+    tensors = dcformat.load_file(tmp_path / "dcf" / "model.dcf")
+    for name in drop:
+        del tensors[name]
+    tensors.update(add or {})
+    dcformat.save_file(tensors, tmp_path / "dcf" / "model.dcf")
+    return tmp_path / "dcf"
+
+
+def test_missing_tensors_are_named(original, tmp_path):
+    dcf = _folder_without(tmp_path, original, drop=["bert.encoder.layer.1.output.dense.weight"])
+    with pytest.raises(ModelMismatchError, match=r"1 parameters of the model that the files lack: bert\.encoder\.layer\.1\.output\.dense\.weight"):
+        hf.from_pretrained(dcf, "fill-mask")
+    hf.from_pretrained(dcf, "fill-mask", strict=False)
+
+
+def test_shapes_that_differ_are_named(original, tmp_path):
+    dcf = _folder_without(tmp_path, original, add={"bert.encoder.layer.0.output.dense.bias": np.zeros(3, np.float32)})
+    with pytest.raises(ModelMismatchError, match=r"1 tensors whose shape differs from the model.s: bert\.encoder\.layer\.0\.output\.dense\.bias"):
+        hf.from_pretrained(dcf, "fill-mask")
+
+
+def test_a_safetensors_folder_is_not_taken_for_a_compressed_one(original):
+    folder, _ = original
+    with pytest.raises(FormatError, match="holds safetensors weights, not .dcf"):
+        hf.from_pretrained(folder)
+
+
+def test_the_way_back_loads_in_transformers_as_usual(original, tmp_path):
+    folder, model = original
+    hf.compress_folder(folder, tmp_path / "dcf", min_elements=1024)
+    hf.convert_folder(tmp_path / "dcf", tmp_path / "plain")
+    plain = transformers.AutoModelForMaskedLM.from_pretrained(tmp_path / "plain")
+    compressed = hf.from_pretrained(tmp_path / "dcf", "fill-mask")
+    for name, tensor in compressed.state_dict().items():
+        assert torch.equal(plain.state_dict()[name], tensor), name
