@@ -99,6 +99,7 @@ def from_pretrained(path, model_class=None, *, dtype=None, device=None, strict: 
     Other keyword arguments go to transformers (configuration overrides, ``attn_implementation``).
     """
     torch, transformers = _require()
+    dtype = _torch_dtype(dtype, torch)
     folder = open_folder(path)
     if folder.kind != "dcf":
         raise FormatError(folder.path, "holds safetensors weights, not .dcf: load it with transformers itself, or compress it first", offset=None)
@@ -116,6 +117,17 @@ def from_pretrained(path, model_class=None, *, dtype=None, device=None, strict: 
     if device is not None:
         model = model.to(device)
     return model
+
+
+def _torch_dtype(dtype, torch):
+    """``None`` for the files' own dtypes (what transformers' ``"auto"`` means too), else a
+    ``torch.dtype`` given as one or by name (``"float16"``), as transformers accepts."""
+    if dtype is None or (isinstance(dtype, str) and dtype == "auto"):
+        return None
+    found = getattr(torch, dtype, None) if isinstance(dtype, str) else dtype
+    if not isinstance(found, torch.dtype):
+        raise ValueError(f"dtype must be a torch.dtype or the name of one (such as 'float16'), got {dtype!r}")
+    return found
 
 
 def _check_fit(info: dict, where: str) -> None:

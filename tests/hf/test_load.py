@@ -89,6 +89,11 @@ def test_dtype_and_device(original, tmp_path):
     half = hf.from_pretrained(tmp_path / "dcf", "fill-mask", dtype=torch.float16, device="cpu")
     assert {p.dtype for p in half.parameters()} == {torch.float16}
     assert torch.equal(half.bert.encoder.layer[0].output.dense.weight, model.bert.encoder.layer[0].output.dense.weight.half())
+    named = hf.from_pretrained(tmp_path / "dcf", "fill-mask", dtype="bfloat16")
+    assert {p.dtype for p in named.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in hf.from_pretrained(tmp_path / "dcf", "fill-mask", dtype="auto").parameters()} == {torch.float32}
+    with pytest.raises(ValueError, match="dtype must be a torch.dtype"):
+        hf.from_pretrained(tmp_path / "dcf", "fill-mask", dtype="int4ish")
 
 
 def _folder_without(tmp_path, original, drop=(), add=None):
