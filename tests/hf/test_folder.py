@@ -119,6 +119,18 @@ def test_convert_round_trip_keeps_every_value_and_transformers_metadata(tmp_path
         assert f.metadata() == {"format": "pt"}  # transformers refuses a file without it
 
 
+def test_lossless_convert_of_a_large_model_writes_dcf_shards(tmp_path):
+    tensors = make_folder(tmp_path / "model", shards=2)
+    record = hf.convert_folder(tmp_path / "model", tmp_path / "dcf", max_shard_bytes=100_000)
+    files = record["weights"]["files"]
+    assert files[0] == "model.dcf.index.json" and len(files) >= 3
+    assert record["weights"]["file_bytes"] == sum((tmp_path / "dcf" / f).stat().st_size for f in files)
+    loaded = dcformat.load_file(tmp_path / "dcf" / files[0])
+    assert sorted(loaded) == sorted(tensors)
+    for name, array in tensors.items():
+        np.testing.assert_array_equal(loaded[name], array)
+
+
 def test_convert_back_in_shards_with_an_index(tmp_path):
     tensors = make_folder(tmp_path / "model")
     hf.compress_folder(tmp_path / "model", tmp_path / "dcf", **SMALL)
