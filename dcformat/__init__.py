@@ -14,7 +14,7 @@ here imports torch; the torch adapter is ``dcformat.torch``.
 """
 
 from ._version import __version__
-from .errors import ChecksumError, DCFormatError, EncodeError, FormatError, LimitError, ModelMismatchError, UnsupportedError
+from .errors import ChecksumError, DCFormatError, EncodeError, FormatError, LimitError, UnsupportedError
 from .format.encode import EncodeOptions
 from .format.reader import DCFile, TensorInfo
 from .format.writer import Writer
@@ -38,7 +38,6 @@ __all__ = [
     "FileWriter",
     "FormatError",
     "LimitError",
-    "ModelMismatchError",
     "QuantizedTensor",
     "ShardedFile",
     "ShardedWriter",

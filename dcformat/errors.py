@@ -49,13 +49,3 @@ class LimitError(FormatError):
 
 class UnsupportedError(FormatError):
     """The file uses a version, encoding, coder or dtype this reader does not know."""
-
-
-class ModelMismatchError(DCFormatError, ValueError):
-    """The tensors of a file do not fit the model they are loaded into: some are missing,
-    unexpected or of another shape (``field`` names the kind, the message the tensors)."""
-
-    def __init__(self, field: str, reason: str):
-        self.field = field
-        self.reason = reason
-        super().__init__(f"load error: {field}: {reason}")

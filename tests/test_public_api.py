@@ -18,7 +18,6 @@ PUBLIC = {
     "FileWriter",
     "FormatError",
     "LimitError",
-    "ModelMismatchError",
     "QuantizedTensor",
     "ShardedFile",
     "ShardedWriter",

@@ -19,9 +19,10 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from ..errors import FormatError, ModelMismatchError, UnsupportedError
+from ..errors import FormatError, UnsupportedError
 from ..io.loading import decode_all
 from ..io.loading import open_file as _open_weights
+from ..torch.errors import ModelMismatchError
 from .folder import open_folder
 
 #: Hub download options: a local folder has no use for them (sentence-transformers passes them on).
@@ -94,7 +95,7 @@ def from_pretrained(path, model_class=None, *, dtype=None, device=None, strict: 
     (``"fill-mask"``). ``dtype`` (a ``torch.dtype``) casts floating tensors as they are
     decoded; ``device`` is where the model goes. With ``strict`` (the default) a tensor the
     model lacks, a parameter the files lack (beyond those the model ties to others) or a
-    shape that differs raises :class:`~dcformat.ModelMismatchError` naming them; without it
+    shape that differs raises :class:`dcformat.torch.ModelMismatchError` naming them; without it
     transformers' warnings stand and missing parameters keep their fresh initialisation.
     Other keyword arguments go to transformers (configuration overrides, ``attn_implementation``).
     """
@@ -144,7 +145,7 @@ def _check_fit(info: dict, where: str) -> None:
             problems.append(f"{len(found)} {what}: {shown}")
     if problems:
         raise ModelMismatchError(
-            os.path.basename(where), "; ".join(problems) + " (strict=False loads anyway, leaving what is missing freshly initialised)"
+            f"{os.path.basename(where)}: " + "; ".join(problems) + " (strict=False loads anyway, leaving what is missing freshly initialised)"
         )
 
 

@@ -14,7 +14,8 @@ import pytest
 
 import dcformat
 from dcformat import hf
-from dcformat.errors import FormatError, ModelMismatchError
+from dcformat.errors import FormatError
+from dcformat.torch import ModelMismatchError
 
 torch = pytest.importorskip("torch", reason="pip install 'torch==2.13.0' to load models")
 transformers = pytest.importorskip("transformers", reason="pip install 'dcformat[hf]' to load models")
