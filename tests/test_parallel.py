@@ -6,7 +6,7 @@ import time
 import pytest
 
 from dcformat.errors import DCFormatError
-from dcformat.parallel import imap_bounded, resolve_threads
+from dcformat.parallel import imap_bounded, map_threads, resolve_threads
 
 
 def test_thread_count_comes_from_the_environment(monkeypatch):
@@ -55,3 +55,65 @@ def test_imap_bounded_raises_the_first_failure_in_order():
         for value in imap_bounded(work, range(100), 2):
             got.append(value)
     assert got == [0, 1, 2, 3]
+
+
+def test_map_threads_keeps_order_and_bounds_the_threads():
+    lock = threading.Lock()
+    state = {"running": 0, "most": 0}
+
+    def work(x):
+        with lock:
+            state["running"] += 1
+            state["most"] = max(state["most"], state["running"])
+        time.sleep(0.001 * (x % 3))
+        with lock:
+            state["running"] -= 1
+        return x * x
+
+    assert map_threads(work, range(30), 3) == [x * x for x in range(30)]
+    assert 1 <= state["most"] <= 3
+    assert map_threads(work, [], 4) == [] and map_threads(work, [5], 4) == [25]
+
+
+def test_map_threads_reuses_its_threads():
+    def names(_):
+        time.sleep(0.005)
+        return threading.current_thread().name
+
+    first = set(map_threads(names, range(8), 2))
+    second = set(map_threads(names, range(8), 2))
+    workers = {name for name in first | second if name != threading.current_thread().name}
+    assert len(workers) == 1  # one worker beside the caller, the same in both calls
+
+
+def test_nested_map_threads_cannot_deadlock():
+    # Every worker busy with an outer item that waits for inner items: the waiters run them.
+    def inner(x):
+        time.sleep(0.001)
+        return x + 1
+
+    def outer(x):
+        return sum(map_threads(inner, range(x, x + 6), 2))
+
+    result = []
+    thread = threading.Thread(target=lambda: result.append(map_threads(outer, range(8), 2)), daemon=True)
+    thread.start()
+    thread.join(timeout=30)
+    assert result == [[sum(range(x + 1, x + 7)) for x in range(8)]]
+
+
+def test_map_threads_raises_the_first_failure_in_order_after_every_call_ended():
+    ended = []
+
+    def work(x):
+        time.sleep(0.002 * (5 - x % 5))
+        ended.append(x)
+        if x in (3, 6):
+            raise ValueError(f"item {x}")
+        return x
+
+    with pytest.raises(ValueError, match="item 3"):
+        map_threads(work, range(10), 2)
+    count = len(ended)
+    time.sleep(0.05)
+    assert len(ended) == count  # nothing still running behind the exception
