@@ -134,6 +134,12 @@ def register(subparsers) -> None:
     )
     p.add_argument("--equal-importance", action="store_true", help="weigh every tensor's relative error the same")
     p.add_argument(
+        "--calibration",
+        metavar="TEXTFILE",
+        help="model folders: run the model on these texts (one per line; any prose in its language) and use what it measures: "
+        "error-compensated quantization of linear layers, bits allocated by measured sensitivity (needs torch and transformers)",
+    )
+    p.add_argument(
         "--min-elements",
         type=int,
         default=DEFAULT_MIN_ELEMENTS,
@@ -190,6 +196,9 @@ def run(args) -> int:
         return EXIT_USAGE
     if is_model_folder(args.input):
         return _run_folder(args, settings)
+    if args.calibration:
+        print("dcformat compress: --calibration needs a model folder (its tokenizer and config run the model)", file=sys.stderr)
+        return EXIT_USAGE
     if args.max_shard_size is not None and args.output.endswith(".dcf"):
         print(f"dcformat compress: with --max-shard-size OUT is a folder for the shards, not a .dcf file: {args.output}", file=sys.stderr)
         return EXIT_USAGE
@@ -220,6 +229,7 @@ def _run_folder(args, settings: dict) -> int:
     record = compress_folder(
         args.input,
         args.output,
+        calibration=args.calibration,
         options=EncodeOptions(dense=args.dense),
         max_shard_bytes=args.max_shard_size or DEFAULT_MAX_SHARD_BYTES,
         threads=args.threads,

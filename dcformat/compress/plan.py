@@ -17,6 +17,7 @@ from ..parallel import imap_bounded, resolve_threads
 from ..progress import progress as _progress
 from ..quantize import INITS, QuantizedTensor, quantize
 from .allocate import allocate
+from .gptq import check_hessian, quantize_gptq
 from .grid import (
     Ladder,
     estimated_payload,
@@ -93,6 +94,7 @@ class CompressionPlan:
         target: float | None,
         init: str,
         seed: int,
+        hessians: Mapping[str, np.ndarray] | None = None,
     ):
         self.names = names
         self.settings = settings
@@ -102,6 +104,7 @@ class CompressionPlan:
         self._target = target
         self._init = init
         self._seed = seed
+        self._hessians = dict(hessians or {})  # name -> input second moments: error-compensated quantization
 
     def apply(self, name: str, tensor) -> np.ndarray | QuantizedTensor:
         """The tensor ``name`` as it is to be written: quantized, pruned or unchanged.
@@ -128,6 +131,11 @@ class CompressionPlan:
         elif plan.step is None:  # exact storage was the best use of the budget
             row.update(reason="allocated raw", relative_error=plan.pruned_error / energy if energy else 0.0)
             return work
+        elif name in self._hessians and not plan.prune:
+            q, output_error = quantize_gptq(work, self._hessians[name], plan.step, name=name)
+            row.update(
+                action="quantized", reason="allocated, error-compensated", relative_error=relative_error(array, q, energy), output_error=output_error
+            )
         else:
             q, error = quantize_step(work, plan.step)
             row.update(action="quantized", reason="allocated", relative_error=(error + plan.pruned_error) / energy if energy else 0.0)
@@ -157,6 +165,7 @@ def plan_compression(
     init: str = "linear",
     metadata_bytes: int = 256,
     seed: int = 0,
+    hessians: Mapping[str, np.ndarray] | None = None,
     threads: int | None = None,
     progress: bool = False,
 ) -> CompressionPlan:
@@ -202,6 +211,10 @@ def plan_compression(
     for name in tensors:
         if not isinstance(name, str):
             raise EncodeError(f"tensor names must be str, got {name!r}")
+    hessians = dict(hessians or {})
+    unknown = sorted(set(hessians) - set(tensors))
+    if unknown:
+        raise EncodeError(f"input second moments given for tensors the model does not have: {unknown[:5]}", field="hessians")
 
     names = sorted(tensors, key=lambda n: n.encode("utf-8"))
     rows: dict[str, dict] = {}
@@ -244,6 +257,10 @@ def plan_compression(
                 q = quantize(work, bits=fixed, init=init, seed=seed)
                 row.update(estimated_bytes=estimated_payload(q), relative_error=relative_error(array, q, energy))
             return
+        if name in hessians:
+            if array.ndim != 2:
+                raise EncodeError(f"input second moments apply to matrices (a linear layer's weight), not {array.ndim}-D tensors", field=repr(name))
+            hessians[name] = check_hessian(hessians[name], array.shape[1], name=name)
         row["importance"] = check_weight(weigh(name))
         cb_itemsize = 2 if dtypes.dtype_id(array.dtype) == DType.FLOAT16 else 4
         rng = np.random.default_rng([seed, number])  # per tensor: the same samples whatever the thread count
@@ -273,7 +290,10 @@ def plan_compression(
         min_elements=int(min_elements),
         init=init,
     )
-    return CompressionPlan(names, rows, plans, settings, overhead, target_bits_per_weight, init, seed)
+    compensated = sorted(n for n in hessians if n in plans and plans[n].bits is None)
+    if compensated:
+        settings["error_compensated"] = len(compensated)
+    return CompressionPlan(names, rows, plans, settings, overhead, target_bits_per_weight, init, seed, {n: hessians[n] for n in compensated})
 
 
 def compress_tensors(tensors: Mapping[str, np.ndarray], *, progress: bool = False, **settings) -> tuple[dict, dict]:
@@ -299,6 +319,10 @@ def compress_tensors(tensors: Mapping[str, np.ndarray], *, progress: bool = Fals
     init: k-means initialisation for tensors with fixed ``bits`` (see :func:`quantize`).
     metadata_bytes: the expected size of the file's metadata, counted in the budget.
     seed: of the sampling of large tensors and of k-means.
+    hessians: per linear layer's weight (``out x in``), the second moments of its inputs
+        over calibration data (``in x in``, ``sum x x^T``; ``dcformat.torch.calibration``
+        gathers them): those tensors are quantized onto their allocated grid with error
+        compensation (:mod:`~dcformat.compress.gptq`) instead of rounding, unless pruned.
     threads: tensors analysed at once (default ``$DCFORMAT_THREADS`` or every core).
 
     The report is a JSON-ready dict: ``settings``, ``tensors`` (per tensor: what was

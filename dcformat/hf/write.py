@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 from .._version import __version__
+from ..compress import TRANSFORMER_IMPORTANCE, importance_from_scores
 from ..compress.files import compress_file, write_encoded
 from ..errors import EncodeError
 from ..format.constants import DType
@@ -34,7 +35,15 @@ HOW_TO_LOAD = "dcformat.hf.from_pretrained(FOLDER) gives the transformers model;
 
 
 def compress_folder(
-    in_dir, out_dir, *, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, threads: int | None = None, progress: bool = False, options=None, **settings
+    in_dir,
+    out_dir,
+    *,
+    calibration=None,
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+    threads: int | None = None,
+    progress: bool = False,
+    options=None,
+    **settings,
 ) -> dict:
     """Compress a model folder into a new folder: what ``dcformat compress MODEL_DIR OUT_DIR`` runs.
 
@@ -43,8 +52,16 @@ def compress_folder(
     ``model.dcf.index.json`` when larger; every other file is carried over unchanged, and
     ``dcformat.json`` records what was done. Returns the record, with the compression
     report under ``"compress"``.
+
+    ``calibration`` (a text file, one text per line, or a list of texts) runs the
+    folder's model on those texts first (:mod:`dcformat.hf.calibration`, which needs torch
+    and transformers): linear layers are then quantized with error compensation, and the
+    bits are allocated by measured sensitivity instead of the name-based default.
     """
     folder = open_folder(in_dir)
+    summary = None
+    if calibration is not None:
+        settings, summary = _calibrated(folder, calibration, progress=progress, **settings)
     with staged_folder(out_dir, source=folder.path) as staging:
         report = compress_file(
             folder.weights,
@@ -59,6 +76,8 @@ def compress_folder(
         totals = report["totals"]
         weights = _written(staging, report.get("shards"), DCF_NAME)
         record = _record(folder, "compress", carry(folder, staging), weights, settings=report["settings"])
+        if summary is not None:
+            record["calibration"] = summary
         record["weights"].update(
             quantized=totals["quantized"],
             bits_per_weight=totals["bits_per_weight"],
@@ -69,6 +88,23 @@ def compress_folder(
         write_record(staging, record)
     report["output"] = os.path.join(os.path.abspath(out_dir), weights["files"][0])
     return {**record, "folder": os.path.abspath(out_dir), "compress": report}
+
+
+def _calibrated(folder: ModelFolder, calibration, *, progress: bool, **settings) -> tuple[dict, dict]:
+    """The compressor's settings with what calibrating on ``calibration`` measured."""
+    from .calibration import calibrate_folder, read_texts
+
+    texts = read_texts(calibration) if isinstance(calibration, (str, os.PathLike)) else [str(t) for t in calibration]
+    with open_source(folder.weights) as source:
+        file_names = list(source)
+    hessians, importance, summary = calibrate_folder(folder, texts, file_names=file_names, progress=progress, **settings)
+    if isinstance(calibration, (str, os.PathLike)):
+        summary["file"] = os.path.basename(os.fspath(calibration))
+    settings = dict(settings, hessians=hessians)
+    if settings.get("importance", TRANSFORMER_IMPORTANCE) is TRANSFORMER_IMPORTANCE:  # measured beats the name-based prior
+        settings["importance"] = importance_from_scores(importance)
+        summary["importance"] = "measured"
+    return settings, summary
 
 
 def convert_folder(

@@ -15,6 +15,7 @@ Modules, one idea each:
                 (decode_file(path, device="cuda"), bit-identical to the numpy decoder)
   report        per-layer sizes measured from a written file
   distributed   keeping masks and codebooks identical across processes
+  calibration   input second moments and sensitivities from a few batches, for compress
 
 The paper's MNIST experiments (models, training loops, recipes) are ``dcformat.paper``.
 """
@@ -42,6 +43,8 @@ _EXPORTS = {
     "share_weights": "quantize",
     "make_permanent": "reparam",
     "state_of": "reparam",
+    "Calibration": "calibration",
+    "calibrate": "calibration",
     "FileReport": "report",
     "LayerReport": "report",
     "file_report": "report",

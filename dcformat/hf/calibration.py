@@ -1,0 +1,120 @@
+"""Calibration of a model folder: ``dcformat compress MODEL_DIR OUT_DIR --calibration TEXTFILE``.
+
+The folder's own tokenizer and model (transformers' ``AutoModel``) run over unlabelled
+texts, one per line of ``TEXTFILE``; ``dcformat.torch.calibration`` measures each linear
+layer's input second moments and each tensor's sensitivity, and the compressor uses
+them (error-compensated quantization, and the allocation's importance). No labels and
+no task data: any prose in the model's language serves. :func:`stdlib_prose` is prose
+every machine has, the docstrings of Python's standard library.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import warnings
+
+import numpy as np
+
+from ..errors import EncodeError
+from .folder import ModelFolder
+
+#: Texts per forward pass, and tokens per text at most.
+BATCH_SIZE = 16
+MAX_LENGTH = 128
+#: Texts read from a calibration file at most (more cost time and add little).
+MAX_TEXTS = 1024
+#: Standard-library modules whose docstrings make :func:`stdlib_prose`.
+_PROSE_MODULES = (
+    "argparse", "asyncio", "bisect", "calendar", "codecs", "collections", "configparser", "contextlib", "csv", "dataclasses",
+    "datetime", "decimal", "difflib", "email", "enum", "fractions", "functools", "gettext", "hashlib", "heapq", "hmac",
+    "http.client", "inspect", "io", "ipaddress", "itertools", "json", "locale", "logging", "mmap", "numbers", "operator",
+    "optparse", "os", "pathlib", "pickle", "platform", "pprint", "queue", "random", "re", "sched", "shutil", "socket",
+    "sqlite3", "ssl", "statistics", "string", "struct", "subprocess", "tarfile", "tempfile", "textwrap", "threading",
+    "timeit", "tokenize", "unittest", "urllib.request", "uuid", "warnings", "weakref", "zipfile",
+)  # fmt: skip
+
+
+def read_texts(path, *, limit: int = MAX_TEXTS) -> list[str]:
+    """The non-empty lines of a UTF-8 text file (at most ``limit``), else :class:`EncodeError`."""
+    texts = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:  # per line of the calibration text, not per weight
+            line = line.strip()
+            if line:
+                texts.append(line)
+                if len(texts) >= limit:
+                    break
+    if not texts:
+        raise EncodeError("holds no text (one text per line is expected)", field=f"calibration file {os.fspath(path)}")
+    return texts
+
+
+def stdlib_prose(count: int = 512, *, seed: int = 0) -> list[str]:
+    """``count`` sentences of English prose from the docstrings of Python's standard library
+    (6 to 40 words, starting with a capital, no code punctuation), shuffled with ``seed``."""
+    docs = []
+    with warnings.catch_warnings():  # reading some attributes warns of their deprecation
+        warnings.simplefilter("ignore")
+        for name in _PROSE_MODULES:
+            try:
+                module = importlib.import_module(name)
+            except ImportError:
+                continue
+            for obj in [module, *(getattr(module, a, None) for a in sorted(dir(module)) if not a.startswith("_"))]:
+                doc = getattr(obj, "__doc__", None)
+                if isinstance(doc, str):
+                    docs.append(doc)
+    sentences = set()
+    for doc in docs:
+        for sentence in re.split(r"(?<=[.!?])\s+", " ".join(doc.split())):
+            words = len(sentence.split())
+            if 6 <= words <= 40 and sentence[:1].isupper() and not any(c in sentence for c in "{}[]<>=|`>"):
+                sentences.add(sentence)
+    ordered = sorted(sentences)
+    np.random.default_rng(seed).shuffle(ordered)
+    return ordered[:count]
+
+
+def calibrate_folder(folder: ModelFolder, texts: list[str], *, file_names, progress: bool = False, **settings) -> tuple[dict, dict, dict]:
+    """``(hessians, importance, summary)`` for the compressor, keyed by the names of the
+    folder's weight files (``file_names``); ``settings`` are the compressor's
+    (``min_elements``, ``keep_dense``) so the right tensors are measured."""
+    try:
+        import torch
+        import transformers
+
+        from ..torch.calibration import calibrate
+    except ImportError as exc:
+        raise ImportError(f"--calibration runs the model: it needs torch and transformers (pip install 'dcformat[hf]'): {exc}") from None
+    from .load import from_pretrained
+
+    if folder.kind == "dcf":
+        model = from_pretrained(folder.path)
+    else:
+        model = transformers.AutoModel.from_pretrained(folder.path, dtype=torch.float32)
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(folder.path)
+    except (OSError, ValueError) as exc:
+        raise EncodeError(f"calibration text needs the folder's tokenizer, which could not be loaded ({exc})", field="calibration") from None
+    batches = [
+        dict(tokenizer(texts[i : i + BATCH_SIZE], padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt"))
+        for i in range(0, len(texts), BATCH_SIZE)
+    ]
+    measured = calibrate(model, batches, progress=progress, **{k: v for k, v in settings.items() if k in ("min_elements", "keep_dense")})
+    names = set(file_names)
+    prefix = getattr(model, "base_model_prefix", "") or ""
+
+    def in_file(name: str) -> str | None:  # a task model's checkpoint names carry the base model's prefix
+        for candidate in (name, f"{prefix}.{name}" if prefix else None, name.removeprefix(f"{prefix}.") if prefix else None):
+            if candidate in names:
+                return candidate
+        return None
+
+    hessians = {in_file(n): h for n, h in measured.hessians.items() if in_file(n)}
+    importance = {in_file(n): s for n, s in measured.importance.items() if in_file(n)}
+    if not hessians and not importance:
+        raise EncodeError("no tensor the model was run with is in the folder's weights (names differ)", field="calibration")
+    summary = {"texts": len(texts), "tokens": measured.tokens, "layers_measured": len(hessians), "tensors_weighed": len(importance)}
+    return hessians, importance, summary
