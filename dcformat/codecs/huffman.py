@@ -540,10 +540,6 @@ def gather(values: np.ndarray, symbols: np.ndarray) -> np.ndarray:
 
 #: Symbols gathered per np.take call by the numpy path of :func:`gather`.
 GATHER_CHUNK = 1 << 20
-#: Width of the compiled kernel's first table: codes up to this long are one lookup, longer
-#: ones (rare: the encoder limits most streams to 11-12 bits) a binary search over the
-#: canonical codes. 4096 entries stay in L1 cache and cost nothing to build for a short stream.
-_PRIMARY_BITS = 12
 #: Lanes and symbols below which splitting a stream over threads is not worth a thread
 #: (measured: 2M symbols decoded 2x slower on two threads than on one, 16M 1.77x faster).
 _MIN_COMPILED_LANES_PER_THREAD = 64
@@ -555,28 +551,32 @@ def _bytes_view(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array).reshape(-1).view(np.uint8)
 
 
-def _compiled_tables(plan: LanePlan, values: np.ndarray | None):
+#: Width of the compiled kernel's first table: codes up to this long are one lookup, longer
+#: ones (rare: the encoder limits most streams to 11-12 bits) a binary search over the
+#: canonical codes. 4096 entries stay in L1 cache and cost nothing to build for a short stream.
+_PRIMARY_BITS = 12
+
+
+def _compiled_tables(native, plan: LanePlan, values: np.ndarray | None):
     """The compiled kernel's tables: a primary table of ``min(max_len, 12)`` bits (length 0
     where a code is longer) and the canonical codes left-justified to 20 bits, each with the
-    value to write (the symbol itself, or ``values[symbol]``)."""
-    symbols, lens = plan.symbols_sorted, plan.lens_sorted
-    table_values = symbols.astype(plan.dtype) if values is None else values[symbols]
+    value to write (the symbol itself, or ``values[symbol]``), filled by the extension."""
+    long_value = plan.symbols_sorted.astype(plan.dtype) if values is None else values[plan.symbols_sorted]
+    long_len = plan.lens_sorted.astype(np.uint8)
     primary_bits = min(plan.max_len, _PRIMARY_BITS)
-    short = lens <= primary_bits
-    reps = np.left_shift(np.int64(1), primary_bits - lens[short])
-    size = 1 << primary_bits
-    by_code = np.full(size, -1, dtype=np.int64)  # index = next primary_bits bits, MSB first
-    by_code[: int(reps.sum())] = np.repeat(np.flatnonzero(short), reps)  # canonical: short codes come first
-    entry = by_code[_reversed_index(primary_bits)]
-    present = entry >= 0
-    primary_len = np.where(present, lens[np.maximum(entry, 0)], 0).astype(np.uint8)
-    primary_value = table_values[np.maximum(entry, 0)]
-    long_start = np.concatenate([[0], np.cumsum(np.left_shift(np.int64(1), MAX_HUFFMAN_CODE_LENGTH - lens))[:-1]]).astype(np.uint32)
-    return primary_bits, primary_len, primary_value, long_start, lens.astype(np.uint8), table_values
+    primary_len = np.empty(1 << primary_bits, dtype=np.uint8)
+    primary_value = np.empty(1 << primary_bits, dtype=long_value.dtype)
+    long_start = np.empty(long_len.size, dtype=np.uint32)
+    if not native.huffman_tables(
+        long_len, _bytes_view(long_value), long_value.dtype.itemsize, primary_bits, primary_len, _bytes_view(primary_value), long_start
+    ):
+        # prepare() has rejected every incomplete code; the kernel checks again rather than trust it
+        raise plan.reader.error("code_lengths", "the code lengths do not make a complete code", plan.payload_at)  # pragma: no cover
+    return primary_bits, primary_len, primary_value, long_start, long_len, long_value
 
 
 def _decode_compiled(native, plan: LanePlan, values: np.ndarray | None, threads: int):
-    primary_bits, primary_len, primary_value, long_start, long_len, long_value = _compiled_tables(plan, values)
+    primary_bits, primary_len, primary_value, long_start, long_len, long_value = _compiled_tables(native, plan, values)
     out = np.empty(plan.count, dtype=long_value.dtype)
     end = np.empty(plan.lanes, dtype=np.int64)
     groups = min(max(int(threads), 1), max(min(plan.lanes // _MIN_COMPILED_LANES_PER_THREAD, plan.count // _MIN_COMPILED_SYMBOLS_PER_THREAD), 1))

@@ -162,13 +162,76 @@ def test_histogram_agrees_and_rejects_outsiders(monkeypatch):
         huffman.histogram(symbols, 200)
 
 
+def _tables_reference(lens: np.ndarray, values: np.ndarray, primary_bits: int):
+    """The decode tables in numpy (how they were built before the kernel built them)."""
+    lens = lens.astype(np.int64)
+    short = lens <= primary_bits
+    reps = np.left_shift(np.int64(1), primary_bits - lens[short])
+    by_code = np.full(1 << primary_bits, -1, dtype=np.int64)  # index = next bits, MSB first
+    by_code[: int(reps.sum())] = np.repeat(np.flatnonzero(short), reps)
+    entry = by_code[huffman._reversed_index(primary_bits)]
+    primary_len = np.where(entry >= 0, lens[np.maximum(entry, 0)], 0).astype(np.uint8)
+    primary_value = np.where(entry >= 0, values[np.maximum(entry, 0)], 0).astype(values.dtype)
+    long_start = np.concatenate([[0], np.cumsum(np.left_shift(np.int64(1), 20 - lens))[:-1]]).astype(np.uint32)
+    return primary_len, primary_value, long_start
+
+
+@given(st.data())
+def test_table_kernel_matches_numpy(data):
+    """Complete codes of every shape (from a Huffman code of random counts), every value size,
+    primary tables narrower and wider than the longest code."""
+    counts = np.array(data.draw(st.lists(st.integers(1, 1 << 20), min_size=2, max_size=300)), dtype=np.int64)
+    if data.draw(st.booleans()):  # geometric counts: codes up to 20 bits, past any primary table
+        counts = np.left_shift(np.int64(1), np.minimum(np.arange(counts.size), 50))
+    lengths = huffman.code_lengths(counts, data.draw(st.integers(max(9, int(np.ceil(np.log2(counts.size)))), 20)))
+    present = np.flatnonzero(lengths)
+    order = np.argsort(lengths[present], kind="stable")
+    lens = lengths[present][order].astype(np.uint8)
+    dtype = data.draw(st.sampled_from([np.uint8, np.uint16, np.float32, np.float64]))
+    values = np.arange(1, lens.size + 1).astype(dtype)
+    primary_bits = data.draw(st.integers(1, 12))
+    primary_len, primary_value, long_start = np.empty(1 << primary_bits, np.uint8), np.empty(1 << primary_bits, dtype), np.empty(lens.size, np.uint32)
+    assert native.huffman_tables(lens, values.view(np.uint8), values.itemsize, primary_bits, primary_len, primary_value.view(np.uint8), long_start)
+    expected = _tables_reference(lens, values, primary_bits)
+    for got, want in zip((primary_len, primary_value, long_start), expected):
+        assert got.tobytes() == want.tobytes()
+
+
+@pytest.mark.parametrize(
+    "lens",
+    [
+        [2, 2, 2],  # incomplete
+        [1, 2, 2, 2],  # over-subscribed
+        [1, 1, 1],  # over-subscribed at once
+        [2, 1, 2],  # not in canonical order
+        [0, 1, 1],  # no code
+        [1, 21],  # too long
+    ],
+)
+def test_table_kernel_refuses_codes_that_are_not_complete(lens):
+    lens = np.array(lens, np.uint8)
+    args = (lens, np.zeros(lens.size, np.uint8), 1, 4, np.empty(16, np.uint8), np.empty(16, np.uint8), np.empty(lens.size, np.uint32))
+    assert native.huffman_tables(*args) is False
+
+
+def test_table_kernel_checks_its_buffers():
+    lens = np.array([1, 2, 2], np.uint8)
+    ok = (lens, np.zeros(3, np.uint8), 1, 4, np.empty(16, np.uint8), np.empty(16, np.uint8), np.empty(3, np.uint32))
+    assert native.huffman_tables(*ok) is True
+    for k, bad in [(1, np.zeros(2, np.uint8)), (2, 3), (3, 13), (4, np.empty(8, np.uint8)), (5, np.empty(15, np.uint8)), (6, np.empty(2, np.uint32))]:
+        args = list(ok)
+        args[k] = bad
+        with pytest.raises(ValueError, match="dcformat._kernels"):
+            native.huffman_tables(*args)
+
+
 # --------------------------------------------------------------------------- misuse
 
 
 def _decode_args(**changes):
     """Arguments of a valid huffman_decode call on a tiny stream, with some replaced."""
     plan = huffman.prepare(huffman.encode(np.array([0, 1, 2, 3, 0, 0, 1, 2]), 4, lane_symbols=3), 8, 4)
-    primary_bits, primary_len, primary_value, long_start, long_len, long_value = huffman._compiled_tables(plan, None)
+    primary_bits, primary_len, primary_value, long_start, long_len, long_value = huffman._compiled_tables(native, plan, None)
     args = dict(
         payload=plan.payload, lane_start=plan.lane_start, count=8, lanes=plan.lanes, lo=0, hi=plan.lanes, primary_bits=primary_bits,
         max_len=plan.max_len, primary_len=primary_len, primary_value=primary_value, long_start=long_start, long_len=long_len,
