@@ -71,16 +71,14 @@ def _float_split_compiled(native, plan: FloatSplitPlan, out: np.ndarray, threads
     then the planes merged in, bit-packed planes read from the payload as they are."""
     exponent, mantissa = float_split.fields(plan.dtype)
     low = mantissa - plan.head_bits
-    widths = float_split.plane_widths(plan.dtype, plan.head_bits)
+    widths = np.array(float_split.plane_widths(plan.dtype, plan.head_bits), dtype=np.uint8)
     head_table = np.arange(1 << (exponent + plan.head_bits), dtype=out.dtype) << out.dtype.type(low)
-    packed = np.array([1] * len(widths), dtype=np.uint8)
+    packed = np.ones(widths.size, dtype=np.uint8)
     for (lo, hi), (heads, *planes) in zip(float_split.blocks(plan.numel, plan.block_elements), plan.blocks):
         block = streams.decode(heads, threads=threads, values=head_table)
         bodies = tuple(p.body if p.coder == Coder.BITPACK else streams.decode(p, threads=threads) for p in planes)
         packed[:] = [p.coder == Coder.BITPACK for p in planes]
-        native.float_split_merge(
-            block, bodies, np.array(widths, dtype=np.uint8), packed, out[lo:hi].view(np.uint8), out.itemsize, low, exponent + mantissa
-        )
+        native.float_split_merge(block, bodies, widths, packed, out[lo:hi].view(np.uint8), out.itemsize, low, exponent + mantissa)
 
 
 def decode_quantized(plan: QuantPlan, *, threads: int = 1) -> QuantizedTensor:
