@@ -25,8 +25,12 @@ from ..io.loading import open_file as _open_weights
 from ..torch.errors import ModelMismatchError
 from .folder import open_folder
 
-#: Hub download options: a local folder has no use for them (sentence-transformers passes them on).
-_HUB_OPTIONS = ("cache_dir", "force_download", "proxies", "local_files_only", "token", "revision", "subfolder", "trust_remote_code")
+#: Options of transformers' from_pretrained that do not apply here: the Hub's (a local folder has no
+#: use for them; sentence-transformers passes them on) and those this loader sets itself.
+_IGNORED_OPTIONS = (
+    "cache_dir", "force_download", "proxies", "local_files_only", "token", "revision", "subfolder", "trust_remote_code",
+    "output_loading_info", "ignore_mismatched_sizes",
+)  # fmt: skip
 #: How many names of missing or unexpected tensors an error message lists.
 _NAMES_SHOWN = 8
 
@@ -104,7 +108,7 @@ def from_pretrained(path, model_class=None, *, dtype=None, device=None, strict: 
     folder = open_folder(path)
     if folder.kind != "dcf":
         raise FormatError(folder.path, "holds safetensors weights, not .dcf: load it with transformers itself, or compress it first", offset=None)
-    for option in _HUB_OPTIONS:
+    for option in _IGNORED_OPTIONS:
         kwargs.pop(option, None)
     if config is None:
         config, kwargs = transformers.AutoConfig.from_pretrained(folder.path, return_unused_kwargs=True, **kwargs)
