@@ -136,3 +136,13 @@ def test_the_way_back_loads_in_transformers_as_usual(original, tmp_path):
     compressed = hf.from_pretrained(tmp_path / "dcf", "fill-mask")
     for name, tensor in compressed.state_dict().items():
         assert torch.equal(plain.state_dict()[name], tensor), name
+
+
+def test_a_sharded_folder_loads_the_same(original, tmp_path):
+    folder, _ = original
+    hf.compress_folder(folder, tmp_path / "one", min_elements=1024)
+    record = hf.compress_folder(folder, tmp_path / "shards", min_elements=1024, max_shard_bytes=20_000)
+    assert record["weights"]["files"][0] == "model.dcf.index.json" and len(record["weights"]["files"]) > 2
+    one = hf.from_pretrained(tmp_path / "one", "fill-mask").state_dict()
+    for name, tensor in hf.from_pretrained(tmp_path / "shards", "fill-mask").state_dict().items():
+        assert torch.equal(one[name], tensor), name
