@@ -13,6 +13,7 @@ from .. import kernels
 from ..codecs import streams
 from ..codecs import zstd as zstd_frames
 from ..errors import FormatError
+from ..parallel import map_threads
 from ..quantize import QuantizedTensor
 from . import dtypes, float_split, sparse
 from .constants import DTYPE_STORAGE, Coder, DType, Encoding
@@ -67,18 +68,22 @@ def float_split_bits(plan: FloatSplitPlan, *, threads: int = 1) -> np.ndarray:
 
 
 def _float_split_compiled(native, plan: FloatSplitPlan, out: np.ndarray, threads: int) -> None:
-    """Per block: the heads decoded straight into place (through a table of ``head << low``),
-    then the planes merged in, bit-packed planes read from the payload as they are."""
+    """Per block, on up to ``threads`` threads (a block's streams are too short to split): the
+    heads decoded straight into place (through a table of ``head << low``), then the planes
+    merged in, bit-packed planes read from the payload as they are."""
     exponent, mantissa = float_split.fields(plan.dtype)
     low = mantissa - plan.head_bits
     widths = np.array(float_split.plane_widths(plan.dtype, plan.head_bits), dtype=np.uint8)
     head_table = np.arange(1 << (exponent + plan.head_bits), dtype=out.dtype) << out.dtype.type(low)
-    packed = np.ones(widths.size, dtype=np.uint8)
-    for (lo, hi), (heads, *planes) in zip(float_split.blocks(plan.numel, plan.block_elements), plan.blocks):
-        block = streams.decode(heads, threads=threads, values=head_table)
-        bodies = tuple(p.body if p.coder == Coder.BITPACK else streams.decode(p, threads=threads) for p in planes)
-        packed[:] = [p.coder == Coder.BITPACK for p in planes]
+
+    def decode_block(item) -> None:
+        (lo, hi), (heads, *planes) = item
+        block = streams.decode(heads, values=head_table)
+        bodies = tuple(p.body if p.coder == Coder.BITPACK else streams.decode(p) for p in planes)
+        packed = np.array([p.coder == Coder.BITPACK for p in planes], dtype=np.uint8)
         native.float_split_merge(block, bodies, widths, packed, out[lo:hi].view(np.uint8), out.itemsize, low, exponent + mantissa)
+
+    map_threads(decode_block, zip(float_split.blocks(plan.numel, plan.block_elements), plan.blocks), threads)
 
 
 def decode_quantized(plan: QuantPlan, *, threads: int = 1) -> QuantizedTensor:

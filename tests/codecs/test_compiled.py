@@ -11,6 +11,8 @@ corrupted payloads (same symbols, same lane ends, same error) and misuse from Py
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -77,19 +79,31 @@ def test_huffman_encode_and_decode_agree(case, lane_symbols, max_length):
     assert np.array_equal(decoded[1], symbols)
 
 
+@contextlib.contextmanager
+def split_streams_over_threads():
+    """Let the compiled decoder split even the shortest streams over threads (lane spans of
+    one lane), so the properties reach the split path (real streams split from 512K symbols)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(huffman, "_MIN_COMPILED_SYMBOLS_PER_THREAD", 1)
+        patch.setattr(huffman, "_MIN_COMPILED_LANES_PER_THREAD", 1)
+        yield
+
+
 @given(symbol_streams(), st.sampled_from(["float16", "float32", "float64"]), st.integers(1, 3))
 def test_huffman_decode_through_a_codebook_agrees(case, dtype, threads):
     symbols, alphabet = case
     body = huffman.encode(symbols, alphabet, max_length=20)
     values = np.random.default_rng(alphabet).standard_normal(alphabet).astype(dtype)
-    decoded = both(lambda: huffman.decode_plan(huffman.prepare(body, symbols.size, alphabet), threads=threads, values=values))
+    with split_streams_over_threads():
+        decoded = both(lambda: huffman.decode_plan(huffman.prepare(body, symbols.size, alphabet), threads=threads, values=values))
     assert_same(*decoded)
     assert np.array_equal(decoded[1], values[symbols])
 
 
 @given(symbol_streams(), st.data())
 def test_corrupted_huffman_payloads_fail_alike(case, data):
-    """Same symbols and lane ends on any payload bits, so the same error (or none)."""
+    """Same symbols and lane ends on any payload bits, so the same error (or none), on one
+    thread or split over several."""
     symbols, alphabet = case
     if symbols.size < 2:
         return
@@ -97,7 +111,9 @@ def test_corrupted_huffman_payloads_fail_alike(case, data):
     for _ in range(data.draw(st.integers(1, 4))):
         at = data.draw(st.integers(len(body) - max(len(body) // 2, 1), len(body) - 1))  # the payload is at the end
         body[at] ^= 1 << data.draw(st.integers(0, 7))
-    results = both(lambda: huffman.decode(bytes(body), symbols.size, alphabet))
+    threads = data.draw(st.integers(1, 3))
+    with split_streams_over_threads():
+        results = both(lambda: huffman.decode(bytes(body), symbols.size, alphabet, threads=threads))
     assert_same(*results)
 
 
@@ -148,7 +164,8 @@ def test_float_split_decode_agrees(dtype, count, kind, data):
         patch.setattr(float_split, "DEFAULT_HEAD_BITS", head_bits)
         patch.setattr(float_split, "DEFAULT_BLOCK_ELEMENTS", float_split.MIN_BLOCK_ELEMENTS)
         payload = dcformat.save({"x": array}, options=dcformat.EncodeOptions(dense="float_split", coder=coder))
-    results = both(lambda: dcformat.load(payload)["x"])
+    threads = data.draw(st.integers(1, 3))  # blocks decoded on several threads
+    results = both(lambda: dcformat.load(payload, threads=threads)["x"])
     assert_same(*results)
     assert results[1].view(word).tobytes() == array.view(word).tobytes()
 
