@@ -20,7 +20,7 @@ numpy kernels (``DCFORMAT_KERNELS=numpy``), side by side:
    (page cache) and zstd decompressing its raw bytes (targets: at most the safetensors
    time, and the 10%-dense layer at most half of it).
 4. Decoding on two threads against one (not pinned; target >= 1.8x), for symbols and for
-   the float32 layer.
+   the float32 layer, in rounds kept only while no other process used the CPUs.
 5. Peak memory of the 10%-dense decode (tracemalloc) against decoded bytes + file size.
 """
 
@@ -231,8 +231,24 @@ def bench_load(rng, side: int, repeats: int) -> dict:
     return {"layers": rows}
 
 
-def bench_threads(rng, count: int, repeats: int, cores: set) -> dict:
-    """Decode on one thread and on two (the process may use every core for this part)."""
+def cpu_busy_seconds() -> float:
+    """CPU seconds every process has used so far (Linux ``/proc/stat``), or NaN elsewhere."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except OSError:
+        return float("nan")
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+
+
+def bench_threads(rng, count: int, repeats: int, cores: set, *, quiet_rounds: int = 3, patience_s: float = 120.0) -> dict:
+    """Decode on one thread and on two (the process may use every core for this part).
+
+    Two threads can only be faster while the other core is free: on a shared machine a round
+    (one thread, then two) counts only if other processes used under 5% of a core meanwhile,
+    until ``quiet_rounds`` rounds are kept or ``patience_s`` has passed; the medians are over
+    the kept rounds (over every round if none was quiet, and the report says so).
+    """
     os.sched_setaffinity(0, cores)
     try:
         symbols = laplace_codes(rng, count, 5)
@@ -241,9 +257,25 @@ def bench_threads(rng, count: int, repeats: int, cores: set) -> dict:
         plan = huffman.prepare(body, symbols.size, 32)
         out = {"cores": len(cores)}
         for label, table in (("symbols", None), ("float32 values", values)):
-            one = median_time(lambda t=table: huffman.decode_plan(plan, threads=1, values=t), repeats)
-            two = median_time(lambda t=table: huffman.decode_plan(plan, threads=2, values=t), repeats)
-            out[label] = {"one_thread_msym_s": count / one / 1e6, "two_threads_msym_s": count / two / 1e6, "speedup": one / two}
+            kept, every = [], []
+            deadline = time.monotonic() + patience_s
+            while len(kept) < quiet_rounds and (time.monotonic() < deadline or not every):
+                busy, own, start = cpu_busy_seconds(), time.process_time(), time.perf_counter()
+                one = median_time(lambda t=table: huffman.decode_plan(plan, threads=1, values=t), repeats)
+                two = median_time(lambda t=table: huffman.decode_plan(plan, threads=2, values=t), repeats)
+                others = (cpu_busy_seconds() - busy) - (time.process_time() - own)  # this process's threads included
+                every.append((one, two))
+                if others < 0.05 * (time.perf_counter() - start):
+                    kept.append((one, two))
+            rounds = kept or every
+            one, two = statistics.median(a for a, _ in rounds), statistics.median(b for _, b in rounds)
+            out[label] = {
+                "one_thread_msym_s": count / one / 1e6,
+                "two_threads_msym_s": count / two / 1e6,
+                "speedup": statistics.median(a / b for a, b in rounds),
+                "quiet_rounds": len(kept),
+                "rounds": len(every),
+            }
         return out
     finally:
         pin_one_core()
@@ -301,7 +333,14 @@ def main(argv=None) -> int:
         print(f"\nHuffman decode on 2 threads vs 1 (compiled, {report['threads']['cores']} cores, not pinned; target >= 1.8x)")
         for label in ("symbols", "float32 values"):
             t = report["threads"][label]
-            print(f"  {label:<15} 1 thread {t['one_thread_msym_s']:6.1f}  2 threads {t['two_threads_msym_s']:6.1f} M/s: {t['speedup']:.2f}x")
+            quiet = (
+                f"{t['quiet_rounds']} of {t['rounds']} rounds quiet"
+                if t["quiet_rounds"]
+                else f"no quiet round in {t['rounds']}: the CPUs were shared"
+            )
+            print(
+                f"  {label:<15} 1 thread {t['one_thread_msym_s']:6.1f}  2 threads {t['two_threads_msym_s']:6.1f} M/s: {t['speedup']:.2f}x ({quiet})"
+            )
     return 0
 
 
