@@ -542,9 +542,11 @@ def gather(values: np.ndarray, symbols: np.ndarray) -> np.ndarray:
 GATHER_CHUNK = 1 << 20
 #: Lanes and symbols below which splitting a stream over threads is not worth a thread.
 #: Measured on two otherwise idle cores with the persistent pool (parallel.py), 5-bit codes
-#: to float32: two threads over one 1.19x at 600K symbols, 1.58x at 1M, 1.96x at 4M.
+#: to float32, two threads over one: 1.19x at 600K symbols; at 1M 1.6x or 0.7x from one
+#: round to the next (a worker woken for a millisecond's work may land on the caller's
+#: core); at 2M 1.2-2.0x, median 1.57x; at 4M 1.5-2.0x. So streams split from 2M symbols.
 _MIN_COMPILED_LANES_PER_THREAD = 64
-_MIN_COMPILED_SYMBOLS_PER_THREAD = 1 << 18
+_MIN_COMPILED_SYMBOLS_PER_THREAD = 1_000_000
 
 
 def _bytes_view(array: np.ndarray) -> np.ndarray:
