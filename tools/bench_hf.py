@@ -30,7 +30,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,6 +40,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 TOOLS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TOOLS)
 sys.path.insert(0, ROOT)
+sys.path.insert(0, TOOLS)  # bench_scale: its model generator and its phase runner
 
 #: Held-out sentences: topics, registers, lengths, code, other languages; nothing was tuned on them.
 SENTENCES = [
@@ -173,22 +173,10 @@ PHASES = {"make_folder": phase_make_folder, "compress_folder": phase_compress_fo
 
 
 def run_phase(name: str, *args) -> dict:
-    code = (
-        "import json, resource, sys, time; sys.path.insert(0, sys.argv[1]); import bench_hf as b; "
-        "t = time.perf_counter(); r = b.PHASES[sys.argv[2]](*json.loads(sys.argv[3])); "
-        "r['seconds'] = time.perf_counter() - t; "
-        "r['peak_rss_bytes'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024; print(json.dumps(r))"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code, TOOLS, name, json.dumps(list(args))],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, "PYTHONPATH": ROOT},
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"phase {name} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    """One of :data:`PHASES` in a fresh interpreter (``bench_scale``'s runner): result, wall time, peak RSS."""
+    import bench_scale
+
+    return bench_scale.run_phase(name, *args, module="bench_hf")
 
 
 def bench_scale_folder(work: str, parameters: int, progress) -> dict:
@@ -218,7 +206,6 @@ def main(argv=None) -> int:
     try:
         result = {"minilm": bench_minilm(work, target=args.target_bits_per_weight, repeat=args.repeat, progress=progress)}
         if args.scale:
-            sys.path.insert(0, TOOLS)
             import bench_scale
 
             result["scale"] = bench_scale_folder(work, bench_scale.parse_size(args.scale), progress)

@@ -163,16 +163,17 @@ PHASES = {
 }
 
 
-def run_phase(name: str, *args) -> dict:
-    """Run one phase in a fresh interpreter; returns its result, wall time and peak RSS."""
+def run_phase(name: str, *args, module: str = "bench_scale") -> dict:
+    """Run one phase (of ``module``'s ``PHASES``, a script in tools/) in a fresh interpreter;
+    returns its result, wall time and peak RSS."""
     code = (
-        "import json, resource, sys, time; sys.path.insert(0, sys.argv[1]); import bench_scale as b; "
+        "import importlib, json, resource, sys, time; sys.path.insert(0, sys.argv[1]); b = importlib.import_module(sys.argv[4]); "
         "t = time.perf_counter(); r = b.PHASES[sys.argv[2]](*json.loads(sys.argv[3])); "
         "r['seconds'] = time.perf_counter() - t; "
         "r['peak_rss_bytes'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024; print(json.dumps(r))"
     )
     done = subprocess.run(
-        [sys.executable, "-c", code, os.path.dirname(os.path.abspath(__file__)), name, json.dumps(list(args))],
+        [sys.executable, "-c", code, os.path.dirname(os.path.abspath(__file__)), name, json.dumps(list(args)), module],
         capture_output=True,
         text=True,
         check=False,
