@@ -81,14 +81,10 @@ def calibrate_folder(folder: ModelFolder, texts: list[str], *, file_names, progr
     """``(hessians, importance, summary)`` for the compressor, keyed by the names of the
     folder's weight files (``file_names``); ``settings`` are the compressor's
     (``min_elements``, ``keep_dense``) so the right tensors are measured."""
-    try:
-        import torch
-        import transformers
+    from .load import from_pretrained, torch_and_transformers
 
-        from ..torch.calibration import calibrate
-    except ImportError as exc:
-        raise ImportError(f"--calibration runs the model: it needs torch and transformers (pip install 'dcformat[hf]'): {exc}") from None
-    from .load import from_pretrained
+    torch, transformers = torch_and_transformers("calibration (it runs the model)", operation="compress")
+    from ..torch.calibration import calibrate
 
     if folder.kind == "dcf":
         model = from_pretrained(folder.path)

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from ..errors import FormatError, UnsupportedError
+from ..interop.common import require
 from ..io.loading import decode_all
 from ..io.loading import open_file as _open_weights
 from ..torch.errors import ModelMismatchError
@@ -35,13 +36,10 @@ _IGNORED_OPTIONS = (
 _NAMES_SHOWN = 8
 
 
-def _require():
-    try:
-        import torch
-        import transformers
-    except ImportError as exc:
-        raise ImportError(f"dcformat.hf needs torch and transformers (pip install 'dcformat[hf]' and torch): {exc}") from None
-    return torch, transformers
+def torch_and_transformers(purpose: str = "dcformat.hf.from_pretrained", *, operation: str = "load"):
+    """The modules torch and transformers, or a :class:`MissingDependencyError` saying which to install."""
+    torch = require("torch", purpose, "torch==2.13.0", operation=operation)
+    return torch, require("transformers", purpose, operation=operation)
 
 
 def model_class_for(model_class, config, transformers):
@@ -83,7 +81,7 @@ def _as_torch(array: np.ndarray, torch, dtype):
 
 def decode_state(path, *, dtype=None, threads: int | None = None) -> dict:
     """The tensors of ``path`` (a ``.dcf`` or its shard index) as torch tensors, floats cast to ``dtype``."""
-    torch, _ = _require()
+    torch, _ = torch_and_transformers()
     with _open_weights(path) as reader:
         reader.check_padding()
         arrays = decode_all(reader, threads=threads)
@@ -103,7 +101,7 @@ def from_pretrained(path, model_class=None, *, dtype=None, device=None, strict: 
     transformers' warnings stand and missing parameters keep their fresh initialisation.
     Other keyword arguments go to transformers (configuration overrides, ``attn_implementation``).
     """
-    torch, transformers = _require()
+    torch, transformers = torch_and_transformers()
     dtype = _torch_dtype(dtype, torch)
     folder = open_folder(path)
     if folder.kind != "dcf":
@@ -161,7 +159,7 @@ def _routed_to_dcf(folder: str, **options):
     """While open, transformers' ``from_pretrained`` of ``folder`` (and of nothing else)
     loads the folder's ``.dcf`` weights through :func:`from_pretrained`: how a library that
     loads the transformer itself, as sentence-transformers does, gets the compressed weights."""
-    _, transformers = _require()
+    _, transformers = torch_and_transformers()
     base = transformers.PreTrainedModel
     original = base.__dict__["from_pretrained"]
     target = os.path.realpath(folder)

@@ -36,19 +36,19 @@ if TYPE_CHECKING:
 
 
 class MissingDependencyError(DCFormatError, ImportError):
-    """A conversion needs an optional package that is not installed."""
+    """An operation (a conversion, loading a model) needs an optional package that is not installed."""
 
-    def __init__(self, package: str, purpose: str):
+    def __init__(self, package: str, purpose: str, *, operation: str = "convert"):
         self.package = package
-        super().__init__(f"convert error: {purpose} needs the package {package!r} (pip install {package})")
+        super().__init__(f"{operation} error: {purpose} needs the package {package!r} (pip install {package})")
 
 
-def require(module: str, purpose: str, package: str | None = None):
+def require(module: str, purpose: str, package: str | None = None, *, operation: str = "convert"):
     """``import module``, or a :class:`MissingDependencyError` naming ``package`` (default: ``module``) and ``purpose``."""
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise MissingDependencyError(package or module, purpose) from None
+        raise MissingDependencyError(package or module, purpose, operation=operation) from None
 
 
 # ======================================================================================

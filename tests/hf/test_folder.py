@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from dcformat import hf
 from dcformat.cli import main
 from dcformat.compress import compress_file
 from dcformat.errors import EncodeError, FormatError, LimitError, UnsupportedError
+from dcformat.interop.common import MissingDependencyError
 from tests.support.models import transformer_like, write_safetensors
 
 safetensors_numpy = pytest.importorskip("safetensors.numpy", reason="pip install safetensors to read back what is written")
@@ -253,3 +255,15 @@ def test_the_command_line_takes_folders(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "OUT is the new folder" in err and "do not apply to a model folder" in err and "not an empty folder" in err
     assert not os.path.exists(tmp_path / "x.dcf") and not os.path.exists(tmp_path / "y")
+
+
+def test_missing_optional_packages_are_named(tmp_path, monkeypatch, capsys):
+    make_folder(tmp_path / "model")
+    hf.convert_folder(tmp_path / "model", tmp_path / "dcf")
+    monkeypatch.setitem(sys.modules, "transformers", None)  # import transformers now fails
+    with pytest.raises(MissingDependencyError, match="load error: dcformat.hf.from_pretrained needs the package 'transformers'"):
+        hf.from_pretrained(tmp_path / "dcf")
+    (tmp_path / "cal.txt").write_text("Some text.\n")
+    assert main(["compress", str(tmp_path / "model"), str(tmp_path / "out"), "--calibration", str(tmp_path / "cal.txt")]) == 1
+    assert "compress error: calibration (it runs the model) needs the package 'transformers'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
