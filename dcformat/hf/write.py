@@ -60,9 +60,9 @@ def compress_folder(
     """
     folder = open_folder(in_dir)
     summary = None
-    if calibration is not None:
-        settings, summary = _calibrated(folder, calibration, progress=progress, **settings)
-    with staged_folder(out_dir, source=folder.path) as staging:
+    with staged_folder(out_dir, source=folder.path) as staging:  # the destination is checked before any work
+        if calibration is not None:
+            settings, summary = _calibrated(folder, calibration, progress=progress, **settings)
         report = compress_file(
             folder.weights,
             staging,

@@ -73,12 +73,16 @@ def test_compress_with_calibration(folder, tmp_path):
     )
 
 
-def test_command_line_calibration(folder, tmp_path, capsys):
+def test_command_line_calibration(folder, tmp_path, capsys, monkeypatch):
     texts = tmp_path / "cal.txt"
     texts.write_text("\n".join(stdlib_prose(32)) + "\n")
     args = [str(folder), str(tmp_path / "out"), "--calibration", str(texts), "--min-elements", "1024", "--no-progress", "--json"]
     assert main(["compress", *args]) == 0
     assert json.loads(capsys.readouterr().out)["calibration"]["file"] == "cal.txt"
+    with monkeypatch.context() as patch:  # the output exists: refused before the model runs
+        patch.setattr("dcformat.hf.write._calibrated", lambda *a, **k: pytest.fail("calibrated for a refused output"))
+        assert main(["compress", *args]) == 1
+    assert "not an empty folder" in capsys.readouterr().err
     weights = folder / "model.safetensors"
     assert main(["compress", str(weights), str(tmp_path / "x.dcf"), "--calibration", str(texts)]) == 2
     assert "--calibration needs a model folder" in capsys.readouterr().err
