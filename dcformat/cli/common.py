@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
+from ..hf.folder import RECORD_NAME
+
 #: Exit codes of every subcommand.
 EXIT_OK = 0
 EXIT_BAD_FILE = 1  # a file (or an input) is invalid, or a library error occurred
@@ -37,13 +42,21 @@ def print_table(rows: list[tuple[str, ...]], *, left: int, out) -> None:
             print("  ".join("-" * w for w in widths), file=out)
 
 
+def bad_threads(command: str, threads: int | None) -> bool:
+    """True (and a line on stderr) when ``--threads`` was given and is below 1."""
+    if threads is not None and threads < 1:
+        print(f"dcformat {command}: --threads must be at least 1, got {threads}", file=sys.stderr)
+        return True
+    return False
+
+
 def print_folder_summary(record: dict, out) -> None:
     """What a folder command wrote besides the weights: the files carried over and left out."""
     carried, left_out = record["carried"], record["left_out"]
     print(
         f"folder {printable(record['folder'])}: {', '.join(map(printable, record['weights']['files']))}, "
         f"{len(carried)} files carried over unchanged ({sum(c['bytes'] for c in carried.values()):,} bytes)"
-        + (", dcformat.json records what was done" if record["weights"]["files"][0].endswith((".dcf", ".dcf.index.json")) else ""),
+        + (f", {RECORD_NAME} records what was done" if os.path.isfile(os.path.join(record["folder"], RECORD_NAME)) else ""),
         file=out,
     )
     for name, why in left_out.items():

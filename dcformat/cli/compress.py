@@ -17,7 +17,7 @@ from ..compress import DEFAULT_MIN_ELEMENTS, DEFAULT_TARGET_BITS_PER_WEIGHT, TRA
 from ..format.encode import DENSE_CHOICES, EncodeOptions
 from ..hf.folder import is_model_folder
 from ..hf.write import DEFAULT_MAX_SHARD_BYTES, compress_folder
-from .common import EXIT_OK, EXIT_USAGE, print_folder_summary, print_table, printable
+from .common import EXIT_OK, EXIT_USAGE, bad_threads, print_folder_summary, print_table, printable
 
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 
@@ -194,6 +194,8 @@ def run(args) -> int:
     except argparse.ArgumentTypeError as exc:
         print(f"dcformat compress: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if bad_threads("compress", args.threads):
+        return EXIT_USAGE
     if is_model_folder(args.input):
         return _run_folder(args, settings)
     if args.calibration:
@@ -201,9 +203,6 @@ def run(args) -> int:
         return EXIT_USAGE
     if args.max_shard_size is not None and args.output.endswith(".dcf"):
         print(f"dcformat compress: with --max-shard-size OUT is a folder for the shards, not a .dcf file: {args.output}", file=sys.stderr)
-        return EXIT_USAGE
-    if args.threads is not None and args.threads < 1:
-        print(f"dcformat compress: --threads must be at least 1, got {args.threads}", file=sys.stderr)
         return EXIT_USAGE
     report = compress_file(
         args.input,

@@ -16,7 +16,7 @@ from ..format.encode import DENSE_CHOICES, EncodeOptions
 from ..hf.folder import is_model_folder
 from ..hf.write import DEFAULT_MAX_SHARD_BYTES, convert_folder
 from ..interop.convert import DEFAULT_MIN_ELEMENTS, convert
-from .common import EXIT_OK, EXIT_USAGE, print_folder_summary, printable
+from .common import EXIT_OK, EXIT_USAGE, bad_threads, print_folder_summary, printable
 from .compress import parse_size
 
 
@@ -108,8 +108,7 @@ def _run_folder(args, options: EncodeOptions) -> int:
     if unused:
         print(f"dcformat convert: {', '.join(unused)} do not apply to a model folder (use dcformat compress to quantize one)", file=sys.stderr)
         return EXIT_USAGE
-    if args.threads is not None and args.threads < 1:
-        print(f"dcformat convert: --threads must be at least 1, got {args.threads}", file=sys.stderr)
+    if bad_threads("convert", args.threads):
         return EXIT_USAGE
     record = convert_folder(
         args.input,

@@ -32,7 +32,7 @@ BLOCK = 128
 
 
 def check_hessian(hessian, columns: int, *, name: str) -> np.ndarray:
-    """``hessian`` as a float64 ``columns x columns`` symmetric array, else :class:`EncodeError`."""
+    """``hessian`` as a finite float64 ``columns x columns`` array, else :class:`EncodeError`."""
     h = np.asarray(hessian, dtype=np.float64)
     if h.shape != (columns, columns):
         raise EncodeError(f"the input second moments must be {columns}x{columns} for this tensor, got {list(h.shape)}", field=repr(name))

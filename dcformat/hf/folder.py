@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import shutil
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -228,18 +228,12 @@ def staged_folder(destination, *, source: str):
         raise EncodeError("exists and is not an empty folder; choose a new folder (nothing was written)", field=f"output folder {destination}")
     parent = os.path.dirname(destination)
     os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(destination)}.", suffix=".partial", dir=parent)
+    staging = os.path.join(parent, f".{os.path.basename(destination)}.{secrets.token_hex(6)}.partial")
+    os.mkdir(staging)  # the mode a new folder gets (umask applied), unlike mkdtemp's 0700
     try:
         yield staging
-        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700; give the folder a normal mode
         os.rename(staging, destination)  # replaces an empty folder (POSIX)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     sync_folder(parent)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

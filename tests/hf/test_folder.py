@@ -250,11 +250,14 @@ def test_the_command_line_takes_folders(tmp_path, capsys):
     assert "model.safetensors, 6 files carried over" in capsys.readouterr().out
     assert main(["verify", str(tmp_path / "plain")]) == 2  # plain safetensors: nothing of dcformat's
     assert main(["compress", str(tmp_path / "model"), str(tmp_path / "x.dcf")]) == 2
+    assert main(["compress", str(tmp_path / "model"), str(tmp_path / "t"), "--threads", "0"]) == 2
+    assert main(["convert", str(tmp_path / "model"), str(tmp_path / "t"), "--threads", "0"]) == 2
     assert main(["convert", str(tmp_path / "model"), str(tmp_path / "y"), "--bits", "4"]) == 2
     assert main(["compress", str(tmp_path / "model"), str(tmp_path / "out")]) == 1  # exists
     err = capsys.readouterr().err
     assert "OUT is the new folder" in err and "do not apply to a model folder" in err and "not an empty folder" in err
-    assert not os.path.exists(tmp_path / "x.dcf") and not os.path.exists(tmp_path / "y")
+    assert err.count("--threads must be at least 1") == 2
+    assert not os.path.exists(tmp_path / "x.dcf") and not os.path.exists(tmp_path / "y") and not os.path.exists(tmp_path / "t")
 
 
 def test_missing_optional_packages_are_named(tmp_path, monkeypatch, capsys):
