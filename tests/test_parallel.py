@@ -22,7 +22,9 @@ def test_thread_count_comes_from_the_environment(monkeypatch):
         resolve_threads(0)
 
 
-def test_imap_bounded_keeps_order_and_bounds_the_work_in_flight():
+def squaring_counter(delay: float):
+    """``(work, state)``: ``work(x)`` returns ``x * x`` after ``delay * (x % 3)`` seconds, and
+    ``state["most"]`` is the most calls that ever ran at once."""
     lock = threading.Lock()
     state = {"running": 0, "most": 0}
 
@@ -30,11 +32,16 @@ def test_imap_bounded_keeps_order_and_bounds_the_work_in_flight():
         with lock:
             state["running"] += 1
             state["most"] = max(state["most"], state["running"])
-        time.sleep(0.002 * (x % 3))
+        time.sleep(delay * (x % 3))
         with lock:
             state["running"] -= 1
         return x * x
 
+    return work, state
+
+
+def test_imap_bounded_keeps_order_and_bounds_the_work_in_flight():
+    work, state = squaring_counter(0.002)
     consumed = []
     for value in imap_bounded(work, range(40), 3):
         consumed.append(value)
@@ -58,18 +65,7 @@ def test_imap_bounded_raises_the_first_failure_in_order():
 
 
 def test_map_threads_keeps_order_and_bounds_the_threads():
-    lock = threading.Lock()
-    state = {"running": 0, "most": 0}
-
-    def work(x):
-        with lock:
-            state["running"] += 1
-            state["most"] = max(state["most"], state["running"])
-        time.sleep(0.001 * (x % 3))
-        with lock:
-            state["running"] -= 1
-        return x * x
-
+    work, state = squaring_counter(0.001)
     assert map_threads(work, range(30), 3) == [x * x for x in range(30)]
     assert 1 <= state["most"] <= 3
     assert map_threads(work, [], 4) == [] and map_threads(work, [5], 4) == [25]

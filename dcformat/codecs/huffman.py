@@ -544,7 +544,8 @@ GATHER_CHUNK = 1 << 20
 #: Measured on two otherwise idle cores with the persistent pool (parallel.py), 5-bit codes
 #: to float32, two threads over one: 1.19x at 600K symbols; at 1M 1.6x or 0.7x from one
 #: round to the next (a worker woken for a millisecond's work may land on the caller's
-#: core); at 2M 1.2-2.0x, median 1.57x; at 4M 1.5-2.0x. So streams split from 2M symbols.
+#: core); at 2M 1.2-2.0x, median 1.57x; at 4M 1.5-2.0x. So a stream splits from 1M symbols per
+#: thread: in two from 2M.
 _MIN_COMPILED_LANES_PER_THREAD = 64
 _MIN_COMPILED_SYMBOLS_PER_THREAD = 1_000_000
 
