@@ -23,6 +23,7 @@ from ..io.loading import open_file
 from ..io.shards import ShardedWriter
 from ..io.writers import FileWriter
 from ..parallel import resolve_threads
+from ..progress import progress as bar
 from .folder import ModelFolder, carry, open_folder, staged_folder, write_record
 
 #: Shards of about this many bytes when a model's weights are larger (``save_pretrained``'s "5GB").
@@ -153,8 +154,6 @@ def _to_dcf(folder: ModelFolder, staging: str, max_shard_bytes: int, options: En
 
 
 def _to_safetensors(folder: ModelFolder, staging: str, max_shard_bytes: int, *, threads: int, progress: bool) -> dict:
-    from ..progress import progress as bar
-
     with open_file(folder.weights) as reader:
         infos = {name: reader.info(name) for name in reader.keys()}
         specs = {name: (DType[info.dtype.upper()], tuple(info.shape)) for name, info in infos.items()}
@@ -194,7 +193,7 @@ def _shard_groups(names: list[str], sizes: dict[str, int], max_shard_bytes: int)
             current, held = [], 0
         current.append(name)
         held += sizes[name]
-    return [*groups, current] if current or not groups else groups
+    return [*groups, current]  # the last group (empty only for a model without tensors: one empty file)
 
 
 def _written(staging: str, shards, single: str, *, index: str | None = None) -> dict:
