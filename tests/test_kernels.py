@@ -60,3 +60,48 @@ def test_missing_extension_is_an_error_when_compiled_is_required(monkeypatch):
     monkeypatch.setenv(kernels.ENV_KERNELS, "compiled")
     with pytest.raises(dcformat.DCFormatError, match="DCFORMAT_KERNELS=compiled but dcformat._kernels is not built"):
         kernels.compiled()
+
+
+needs_extension = pytest.mark.skipif(not BUILT, reason="dcformat._kernels is not built here (pip install -e . builds it)")
+
+
+@pytest.mark.parametrize("policy", ["auto", "numpy"])
+@pytest.mark.parametrize("count, dtype", [(0, np.float32), (7, np.float16), (16_384, np.float32), (700_001, np.float32), (300_000, np.uint16)])
+def test_output_arrays_are_zeroed_writable_and_sized(monkeypatch, policy, count, dtype):
+    monkeypatch.setenv(kernels.ENV_KERNELS, policy)
+    out = kernels.output_array(count, dtype)
+    assert out.shape == (count,) and out.dtype == dtype and out.flags.writeable and out.flags.c_contiguous
+    assert not out.any()
+    out[:] = 3
+    assert int(out.sum()) == 3 * count
+
+
+@needs_extension
+@pytest.mark.skipif(not os.uname().sysname == "Linux", reason="own pages are mapped on Linux only")
+def test_large_outputs_get_pages_of_their_own_aligned_for_huge_pages(monkeypatch):
+    monkeypatch.delenv(kernels.ENV_KERNELS, raising=False)
+    big = kernels.output_array(3 << 20, np.uint8)  # 3 MiB: one huge page and 1 MiB of small ones
+    assert type(big.base).__name__ == "Pages" and big.ctypes.data % (2 << 20) == 0
+    small = kernels.output_array(kernels.OWN_PAGES_MIN_BYTES // 4, np.float32)
+    assert type(small.base).__name__ == "Pages"
+    assert type(kernels.output_array(100, np.float32).base).__name__ != "Pages"  # below the threshold: numpy's
+
+
+@needs_extension
+def test_an_output_outlives_every_other_reference_to_its_pages():
+    native = kernels._load()[0]
+    view = np.frombuffer(native.output_pages(5_000_003), dtype=np.uint8)  # the pages object lives on only in the view
+    view[-1] = 7
+    view[:4096] = 1
+    del native
+    import gc
+
+    gc.collect()
+    assert view[-1] == 7 and int(view[:4096].sum()) == 4096 and view.size == 5_000_003 + (-5_000_003 % os.sysconf("SC_PAGESIZE"))
+
+
+@needs_extension
+@pytest.mark.parametrize("size", [0, -1])
+def test_output_pages_refuse_a_size_that_is_not_positive(size):
+    with pytest.raises(ValueError, match="output_pages needs a positive size"):
+        kernels._load()[0].output_pages(size)

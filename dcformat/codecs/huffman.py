@@ -528,7 +528,7 @@ def gather(values: np.ndarray, symbols: np.ndarray) -> np.ndarray:
     numpy: a chunk at a time, as np.take converts its indices to intp first (in one call
     over a whole tensor that copy would take 8 bytes per element).
     """
-    out = np.empty(symbols.size, dtype=values.dtype)
+    out = kernels.output_array(symbols.size, values.dtype)
     native = kernels.compiled()
     if native is not None and symbols.dtype.itemsize <= 2 and values.size:
         native.gather(_bytes_view(symbols), symbols.dtype.itemsize, _bytes_view(values), values.dtype.itemsize, _bytes_view(out))
@@ -581,7 +581,7 @@ def _compiled_tables(native, plan: LanePlan, values: np.ndarray | None):
 
 def _decode_compiled(native, plan: LanePlan, values: np.ndarray | None, threads: int):
     primary_bits, primary_len, primary_value, long_start, long_len, long_value = _compiled_tables(native, plan, values)
-    out = np.empty(plan.count, dtype=long_value.dtype)
+    out = kernels.output_array(plan.count, long_value.dtype)
     end = np.empty(plan.lanes, dtype=np.int64)
     groups = min(max(int(threads), 1), max(min(plan.lanes // _MIN_COMPILED_LANES_PER_THREAD, plan.count // _MIN_COMPILED_SYMBOLS_PER_THREAD), 1))
     bounds = np.linspace(0, plan.lanes, groups + 1).astype(np.int64)

@@ -44,7 +44,7 @@ def decode(plan: DensePlan | QuantPlan | FloatSplitPlan, *, threads: int = 1) ->
     if plan.gaps is None:  # quant_dense: the codes through the codebook, fused where the kernel can
         return streams.decode(plan.codes, threads=threads, values=values).reshape(plan.shape)
     codes, gap_symbols = decode_streams(plan, threads=threads)
-    out = np.zeros(plan.numel, dtype=values.dtype)
+    out = kernels.output_array(plan.numel, values.dtype)
     sparse.scatter(out, gap_symbols, codes, values, threads=threads)
     return out.reshape(plan.shape)
 
@@ -57,7 +57,7 @@ def float_split_blocks(plan: FloatSplitPlan, *, threads: int = 1):
 
 def float_split_bits(plan: FloatSplitPlan, *, threads: int = 1) -> np.ndarray:
     """A float_split tensor's elements as their storage bits (bfloat16 as uint16), shaped."""
-    out = np.empty(plan.numel, dtype=float_split.bits_dtype(plan.dtype))
+    out = kernels.output_array(plan.numel, float_split.bits_dtype(plan.dtype))
     native = kernels.compiled()
     if native is not None:
         _float_split_compiled(native, plan, out, threads)
