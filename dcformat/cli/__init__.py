@@ -13,15 +13,15 @@ import sys
 
 from .._version import __version__
 from ..errors import DCFormatError
-from . import compress, convert, demo, inspect, reproduce, verify
+from . import compress, convert, demo, distill, inspect, reproduce, verify
 from .common import EXIT_BAD_FILE, EXIT_INTERRUPTED, printable
 
-SUBCOMMANDS = (inspect, verify, convert, compress, demo, reproduce)
+SUBCOMMANDS = (inspect, verify, convert, compress, distill, demo, reproduce)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="dcformat", description="Deep-Compressed neural-network weight files: inspect, verify, convert, compress, reproduce the paper."
+        prog="dcformat", description="Deep-Compressed neural-network weight files: inspect, verify, convert, compress, distill, reproduce the paper."
     )
     parser.add_argument("--version", action="version", version=f"dcformat {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

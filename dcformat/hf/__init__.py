@@ -10,10 +10,14 @@ folder with every other file carried over unchanged and the weights as ``.dcf``;
     model = dcformat.hf.from_pretrained("minilm-dcf")            # a BertModel
     encoder = dcformat.hf.sentence_transformer("minilm-dcf")     # a SentenceTransformer
 
-The folder functions need only the core; the loaders import torch and transformers (and
-sentence-transformers) when they run.
+:func:`distill_folder` (``dcformat distill``) is the trained pipeline: compressed, then
+trained on unlabelled text to match the original.
+
+The folder functions need only the core; the loaders and the trained pipeline import
+torch and transformers (and sentence-transformers) when they run.
 """
 
+from .distill import distill_folder
 from .folder import RECORD_NAME, ModelFolder, open_folder
 from .load import decode_state, from_pretrained, sentence_transformer
 from .write import DEFAULT_MAX_SHARD_BYTES, compress_folder, convert_folder
@@ -25,6 +29,7 @@ __all__ = [
     "compress_folder",
     "convert_folder",
     "decode_state",
+    "distill_folder",
     "from_pretrained",
     "open_folder",
     "sentence_transformer",

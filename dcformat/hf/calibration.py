@@ -10,15 +10,15 @@ every machine has, the docstrings of Python's standard library.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import os
 import re
+import types
 import warnings
 
-import numpy as np
-
 from ..errors import EncodeError
-from .folder import ModelFolder
+from .folder import ModelFolder, name_in
 
 #: Texts per forward pass, and tokens per text at most.
 BATCH_SIZE = 16
@@ -51,9 +51,11 @@ def read_texts(path, *, limit: int = MAX_TEXTS) -> list[str]:
     return texts
 
 
-def stdlib_prose(count: int = 512, *, seed: int = 0) -> list[str]:
+def stdlib_prose(count: int = 512, *, seed: int = 0, documentation: bool = False) -> list[str]:
     """``count`` sentences of English prose from the docstrings of Python's standard library
-    (6 to 40 words, starting with a capital, no code punctuation), shuffled with ``seed``."""
+    (6 to 40 words, starting with a capital, no code punctuation), in an order set by ``seed``.
+    With ``documentation``, also those of the language reference and library documentation
+    topics Python ships for ``help()`` (``pydoc_data.topics``): about half as many again."""
     docs = []
     with warnings.catch_warnings():  # reading some attributes warns of their deprecation
         warnings.simplefilter("ignore")
@@ -62,19 +64,28 @@ def stdlib_prose(count: int = 512, *, seed: int = 0) -> list[str]:
                 module = importlib.import_module(name)
             except ImportError:
                 continue
-            for obj in [module, *(getattr(module, a, None) for a in sorted(dir(module)) if not a.startswith("_"))]:
+            # A package's submodules appear among its attributes once anything imported them:
+            # leaving modules out keeps the texts the same whatever the process imported before.
+            members = (getattr(module, a, None) for a in sorted(dir(module)) if not a.startswith("_"))
+            for obj in [module, *(m for m in members if not isinstance(m, types.ModuleType))]:
                 doc = getattr(obj, "__doc__", None)
                 if isinstance(doc, str):
                     docs.append(doc)
+    if documentation:
+        try:
+            from pydoc_data.topics import topics
+        except ImportError:  # some distributions leave the help topics out
+            topics = {}
+        docs.extend(topics[key] for key in sorted(topics))
     sentences = set()
     for doc in docs:
         for sentence in re.split(r"(?<=[.!?])\s+", " ".join(doc.split())):
             words = len(sentence.split())
             if 6 <= words <= 40 and sentence[:1].isupper() and not any(c in sentence for c in "{}[]<>=|`>"):
                 sentences.add(sentence)
-    ordered = sorted(sentences)
-    np.random.default_rng(seed).shuffle(ordered)
-    return ordered[:count]
+    # In an order of their seeded hashes, not a shuffle: a sentence more or less (a library may
+    # replace a standard function, docstring and all) moves no other sentence.
+    return sorted(sentences, key=lambda text: hashlib.blake2b(f"{seed}\n{text}".encode(), digest_size=8).digest())[:count]
 
 
 def calibrate_folder(folder: ModelFolder, texts: list[str], *, file_names, progress: bool = False, **settings) -> tuple[dict, dict, dict]:
@@ -102,11 +113,8 @@ def calibrate_folder(folder: ModelFolder, texts: list[str], *, file_names, progr
     names = set(file_names)
     prefix = getattr(model, "base_model_prefix", "") or ""
 
-    def in_file(name: str) -> str | None:  # a task model's checkpoint names carry the base model's prefix
-        for candidate in (name, f"{prefix}.{name}" if prefix else None, name.removeprefix(f"{prefix}.") if prefix else None):
-            if candidate in names:
-                return candidate
-        return None
+    def in_file(name: str) -> str | None:
+        return name_in(name, names, prefix)
 
     hessians = {in_file(n): h for n, h in measured.hessians.items() if in_file(n)}
     importance = {in_file(n): s for n, s in measured.importance.items() if in_file(n)}

@@ -237,3 +237,12 @@ def staged_folder(destination, *, source: str):
         shutil.rmtree(staging, ignore_errors=True)
         raise
     sync_folder(parent)
+
+
+def name_in(name: str, names, prefix: str) -> str | None:
+    """``name`` as it appears in ``names``, with or without the base model's ``prefix``
+    (a task model's checkpoint names carry it, ``AutoModel``'s parameters do not), or None."""
+    for candidate in (name, f"{prefix}.{name}" if prefix else None, name.removeprefix(f"{prefix}.") if prefix else None):
+        if candidate is not None and candidate in names:
+            return candidate
+    return None

@@ -63,7 +63,7 @@ def compress_folder(
     summary = None
     with staged_folder(out_dir, source=folder.path) as staging:  # the destination is checked before any work
         if calibration is not None:
-            settings, summary = _calibrated(folder, calibration, progress=progress, **settings)
+            settings, summary = calibrated_settings(folder, calibration, progress=progress, **settings)
         report = compress_file(
             folder.weights,
             staging,
@@ -75,8 +75,8 @@ def compress_folder(
             **settings,
         )
         totals = report["totals"]
-        weights = _written(staging, report.get("shards"), DCF_NAME)
-        record = _record(folder, "compress", carry(folder, staging), weights, settings=report["settings"])
+        weights = weights_written(staging, report.get("shards"), DCF_NAME)
+        record = folder_record(folder, "compress", carry(folder, staging), weights, settings=report["settings"])
         if summary is not None:
             record["calibration"] = summary
         record["weights"].update(
@@ -91,7 +91,7 @@ def compress_folder(
     return {**record, "folder": os.path.abspath(out_dir), "compress": report}
 
 
-def _calibrated(folder: ModelFolder, calibration, *, progress: bool, **settings) -> tuple[dict, dict]:
+def calibrated_settings(folder: ModelFolder, calibration, *, progress: bool, **settings) -> tuple[dict, dict]:
     """The compressor's settings with what calibrating on ``calibration`` measured."""
     from .calibration import calibrate_folder, read_texts
 
@@ -128,7 +128,7 @@ def convert_folder(
             weights = _to_safetensors(folder, staging, max_shard_bytes, threads=threads, progress=progress)
         else:
             weights = _to_dcf(folder, staging, max_shard_bytes, options or EncodeOptions(dense="auto"), threads=threads, progress=progress)
-        record = _record(folder, "convert", carry(folder, staging), weights, settings={"lossless": True})
+        record = folder_record(folder, "convert", carry(folder, staging), weights, settings={"lossless": True})
         if folder.kind != "dcf":
             write_record(staging, record)
     return {**record, "folder": os.path.abspath(out_dir)}
@@ -148,7 +148,7 @@ def _to_dcf(folder: ModelFolder, staging: str, max_shard_bytes: int, options: En
                 out, names, lambda name: encode_tensor(source[name], options, field=repr(name)), threads=threads, progress=progress, desc="converting"
             )
     shards = None if isinstance(out, FileWriter) else sorted(f for f in os.listdir(staging) if f.endswith(".dcf"))
-    weights = _written(staging, shards, DCF_NAME)
+    weights = weights_written(staging, shards, DCF_NAME)
     weights["source_tensor_bytes"] = source_bytes
     return weights
 
@@ -168,8 +168,8 @@ def _to_safetensors(folder: ModelFolder, staging: str, max_shard_bytes: int, *, 
         weight_map = {name: shard for shard, group in zip(names, groups) for name in group}
         size = sum(info.decoded_bytes for info in infos.values())
         write_index(os.path.join(staging, "model.safetensors.index.json"), metadata={"total_size": size}, weight_map=weight_map)
-        return _written(staging, names, SAFETENSORS_NAME, index="model.safetensors.index.json")
-    return _written(staging, None, SAFETENSORS_NAME)
+        return weights_written(staging, names, SAFETENSORS_NAME, index="model.safetensors.index.json")
+    return weights_written(staging, None, SAFETENSORS_NAME)
 
 
 def _safetensors_metadata(metadata: dict) -> dict:
@@ -196,7 +196,7 @@ def _shard_groups(names: list[str], sizes: dict[str, int], max_shard_bytes: int)
     return [*groups, current]  # the last group (empty only for a model without tensors: one empty file)
 
 
-def _written(staging: str, shards, single: str, *, index: str | None = None) -> dict:
+def weights_written(staging: str, shards, single: str, *, index: str | None = None) -> dict:
     """The weight files written into ``staging``, their bytes in all."""
     if not shards:
         files = [single]
@@ -206,7 +206,7 @@ def _written(staging: str, shards, single: str, *, index: str | None = None) -> 
     return {"files": files, "file_bytes": sum(os.path.getsize(os.path.join(staging, f)) for f in files)}
 
 
-def _record(folder: ModelFolder, operation: str, carried: dict, weights: dict, *, settings: dict) -> dict:
+def folder_record(folder: ModelFolder, operation: str, carried: dict, weights: dict, *, settings: dict) -> dict:
     if not weights["files"]:
         raise EncodeError("no weights were written", field="weights")
     return {

@@ -16,6 +16,7 @@ Modules, one idea each:
   report        per-layer sizes measured from a written file
   distributed   keeping masks and codebooks identical across processes
   calibration   input second moments and sensitivities from a few batches, for compress
+  distill       trained quantization of a pretrained model by distillation (no labels)
 
 The paper's MNIST experiments (models, training loops, recipes) are ``dcformat.paper``.
 """
@@ -45,6 +46,9 @@ _EXPORTS = {
     "state_of": "reparam",
     "Calibration": "calibration",
     "calibrate": "calibration",
+    "distill": "distill",
+    "freeze": "distill",
+    "install_latent": "distill",
     "FileReport": "report",
     "LayerReport": "report",
     "file_report": "report",

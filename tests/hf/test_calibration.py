@@ -4,6 +4,9 @@ with its own tokenizer, saved here by transformers."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -13,26 +16,17 @@ from dcformat import hf
 from dcformat.cli import main
 from dcformat.errors import EncodeError
 from dcformat.hf.calibration import read_texts, stdlib_prose
+from tests.support.models import write_bert_folder
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 torch = pytest.importorskip("torch", reason="pip install 'torch==2.13.0'")
 transformers = pytest.importorskip("transformers", reason="pip install 'dcformat[hf]'")
-
-WORDS = "the a of and to in is was for on with as by at from it that this be are not or which can file data value".split()
 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     root = tmp_path_factory.mktemp("bert") / "model"
-    root.mkdir()
-    vocab = root / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
-    tokenizer = transformers.BertTokenizerFast(vocab_file=str(vocab))
-    torch.manual_seed(0)
-    config = transformers.BertConfig(
-        vocab_size=len(WORDS) + 5, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, max_position_embeddings=64
-    )
-    transformers.BertModel(config).eval().save_pretrained(root)
-    tokenizer.save_pretrained(root)
+    write_bert_folder(root)
     return root
 
 
@@ -41,6 +35,19 @@ def test_stdlib_prose_is_sentences_of_prose():
     assert len(texts) == 64 and len(set(texts)) == 64
     assert all(6 <= len(t.split()) <= 40 and t[0].isupper() for t in texts)
     assert stdlib_prose(64) == texts  # deterministic for a seed
+    assert stdlib_prose(64, seed=1) != texts and set(stdlib_prose(100_000, seed=1)) == set(stdlib_prose(100_000))
+    with_docs = stdlib_prose(100_000, documentation=True)
+    assert len(with_docs) > 1.3 * len(stdlib_prose(100_000)) and set(stdlib_prose(100_000)) <= set(with_docs)
+
+
+def test_stdlib_prose_does_not_depend_on_what_the_process_imported_before():
+    script = (
+        "import unittest.mock, email.mime.text, asyncio.subprocess, json, sys\n"  # submodules that appear as package attributes
+        "from dcformat.hf.calibration import stdlib_prose\n"
+        "json.dump(stdlib_prose(128), sys.stdout)"
+    )
+    found = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert json.loads(found.stdout) == stdlib_prose(128)
 
 
 def test_read_texts(tmp_path):
@@ -80,7 +87,7 @@ def test_command_line_calibration(folder, tmp_path, capsys, monkeypatch):
     assert main(["compress", *args]) == 0
     assert json.loads(capsys.readouterr().out)["calibration"]["file"] == "cal.txt"
     with monkeypatch.context() as patch:  # the output exists: refused before the model runs
-        patch.setattr("dcformat.hf.write._calibrated", lambda *a, **k: pytest.fail("calibrated for a refused output"))
+        patch.setattr("dcformat.hf.write.calibrated_settings", lambda *a, **k: pytest.fail("calibrated for a refused output"))
         assert main(["compress", *args]) == 1
     assert "not an empty folder" in capsys.readouterr().err
     weights = folder / "model.safetensors"

@@ -117,3 +117,25 @@ def write_sharded_input(tmp_path):
     single = tmp_path / "single.safetensors"
     library_write_safetensors(tensors, single, metadata={"format": "pt"})
     return tensors, index, str(single)
+
+
+#: The vocabulary of :func:`write_bert_folder`'s tokenizer (besides its special tokens).
+BERT_WORDS = "the a of and to in is was for on with as by at from it that this be are not or which can file data value".split()
+
+
+def write_bert_folder(root) -> None:
+    """A small BERT model folder as transformers and its tokenizer save one (config,
+    model.safetensors, tokenizer files), for the tests that run a folder's model on text."""
+    import torch
+    import transformers
+
+    root.mkdir(parents=True)
+    vocab = root / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *BERT_WORDS]) + "\n")
+    tokenizer = transformers.BertTokenizerFast(vocab_file=str(vocab))
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        vocab_size=len(BERT_WORDS) + 5, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, max_position_embeddings=64
+    )
+    transformers.BertModel(config).eval().save_pretrained(root)
+    tokenizer.save_pretrained(root)
