@@ -9,7 +9,15 @@ import json
 import sys
 
 from ..compress import DEFAULT_MIN_ELEMENTS
-from ..hf.distill import DEFAULT_BATCH_SIZE, DEFAULT_HELD_OUT, DEFAULT_LR, DEFAULT_STEPS, DEFAULT_TARGET_BITS_PER_WEIGHT, distill_folder
+from ..hf.distill import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_CODEBOOK_LR,
+    DEFAULT_HELD_OUT,
+    DEFAULT_LR,
+    DEFAULT_STEPS,
+    DEFAULT_TARGET_BITS_PER_WEIGHT,
+    distill_folder,
+)
 from ..hf.folder import is_model_folder
 from .common import EXIT_OK, EXIT_USAGE, bad_threads, print_folder_summary
 
@@ -40,7 +48,13 @@ def register(subparsers) -> None:
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, metavar="N", help=f"training steps (default {DEFAULT_STEPS})")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="N", help=f"texts per step (default {DEFAULT_BATCH_SIZE})")
     p.add_argument("--lr", type=float, default=DEFAULT_LR, metavar="RATE", help=f"Adam's learning rate (default {DEFAULT_LR:g})")
-    p.add_argument("--codebook-lr", type=float, default=None, metavar="RATE", help="the centroids' learning rate (default: --lr)")
+    p.add_argument(
+        "--codebook-lr",
+        type=float,
+        default=DEFAULT_CODEBOOK_LR,
+        metavar="RATE",
+        help=f"the centroids' learning rate (default {DEFAULT_CODEBOOK_LR:g})",
+    )
     p.add_argument(
         "--fixed-codes",
         action="store_true",

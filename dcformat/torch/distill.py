@@ -13,11 +13,15 @@ Two ways to train a quantized weight, both through :mod:`dcformat.torch.reparam`
   (:class:`~dcformat.torch.quantize.SharedParameter`) and only the centroids train, each by
   the sum of its weights' gradients.
 * ``move_codes=True`` (the default): the weight also keeps a full-precision latent value
-  (``<name>_latent``) and takes the centroid nearest to it at every forward pass; backward
-  passes the weight's gradient to the latent unchanged (straight through the rounding) and
-  to each centroid summed over its weights. A weight changes centroid when its latent
-  crosses the midpoint between two, so the assignment learns as well as the centroids: on
-  MiniLM at 12x, centroids alone recover little of what quantization lost (see the README).
+  (``<name>_latent``) and takes the centroid of the cell its latent lies in at every forward
+  pass; backward passes the weight's gradient to the latent unchanged (straight through
+  the rounding) and to each centroid summed over its weights. The cells are fixed when
+  training starts (``<name>_boundaries``: by default halfway between neighbouring
+  centroids, the k-means assignment; the compressor's grid gives its own cell edges), so
+  before any step every weight has the code the compressor gave it and the file keeps the
+  size it was planned to have. A weight changes centroid when its latent crosses into
+  another cell, so the assignment learns as well as the centroids: on MiniLM at 12x,
+  centroids alone recover little of what quantization lost (see the README).
 
 :func:`freeze` ends training: every weight keeps the centroid it has now, as the paper's
 shared state, which :func:`dcformat.torch.to_dcformat` and ``save_file`` write.
@@ -36,49 +40,83 @@ from dcformat.torch import reparam
 from dcformat.torch.errors import ConfigError
 from dcformat.torch.quantize import install_shared
 
-__all__ = ["LatentParameter", "distill", "freeze", "install_latent", "pooled_embedding_loss"]
+__all__ = ["LatentParameter", "cell_boundaries", "check_rate", "distill", "freeze", "install_latent", "pooled_embedding_loss"]
 
 
 class LatentParameter(reparam.ComputedParameter):
-    """``module.<name> = where(mask, codebook[nearest(latent)], 0)``, trained straight through.
+    """``module.<name> = where(mask, codebook[cell(latent)], 0)``, trained straight through.
 
-    The codebook is kept in any order while training; the forward pass sorts it, so a
-    weight's centroid is always the nearest one (the lower of two on an exact tie, as
-    :func:`~dcformat.torch.quantize.share_weights` assigns).
+    ``cell(x)`` is the number of boundaries below ``x`` (``boundaries`` ascending, one fewer
+    than the centroids; a latent exactly on one goes to the lower cell). The boundaries stay
+    fixed; the centroids train and may move past each other.
     """
 
-    suffixes = ("latent", "codebook", "mask")
+    suffixes = ("latent", "codebook", "boundaries", "mask")
     kind = "latent"
 
-    def codes(self, module: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-        """The sorted codebook and each weight's index into it (no gradient)."""
-        ordered, _ = torch.sort(self.state(module, "codebook"))
-        midpoints = (ordered[1:] + ordered[:-1]) / 2
-        return ordered, torch.bucketize(self.state(module, "latent").detach(), midpoints, right=False)
+    def codes(self, module: nn.Module) -> torch.Tensor:
+        """Each weight's code: the cell its latent lies in (no gradient)."""
+        return torch.bucketize(self.state(module, "latent").detach(), self.state(module, "boundaries"), right=False)
 
     def compute(self, module: nn.Module) -> torch.Tensor:
         latent = self.state(module, "latent")
-        ordered, codes = self.codes(module)
         straight_through = latent - latent.detach()  # zero in value, the identity in backward
-        return torch.where(self.state(module, "mask"), ordered[codes] + straight_through, 0)
+        return torch.where(self.state(module, "mask"), self.state(module, "codebook")[self.codes(module)] + straight_through, 0)
 
 
-def install_latent(module: nn.Module, name: str, codebook: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+def cell_boundaries(values: torch.Tensor, codes: torch.Tensor, size: int) -> torch.Tensor:
+    """The ``size - 1`` boundaries that give ``values`` exactly ``codes`` again: halfway
+    between the largest value of each code and the smallest of the next. The assignment
+    must be monotone (a larger value never has a smaller code) and use every code, as a
+    grid's or k-means' does; else :class:`ConfigError`."""
+    values, codes = values.reshape(-1).double(), codes.reshape(-1).long()
+    if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= size):
+        raise ConfigError("cell_boundaries", f"codes must lie in [0, {size})")
+    highest = torch.full((size,), -torch.inf, dtype=torch.float64).scatter_reduce(0, codes, values, "amax")
+    lowest = torch.full((size,), torch.inf, dtype=torch.float64).scatter_reduce(0, codes, values, "amin")
+    if not (torch.isfinite(highest).all() and (highest[:-1] < lowest[1:]).all()):
+        raise ConfigError("cell_boundaries", "the codes must be a monotone assignment of the values that uses every code")
+    return (highest[:-1] + lowest[1:]) / 2
+
+
+def _rounded_down(boundaries: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Each boundary as the largest value of ``dtype`` not above it: a weight of that dtype is
+    then in the same cell whether compared in it or exactly (rounding to nearest could
+    carry a boundary onto the smallest weight of the cell above)."""
+    rounded = boundaries.to(dtype)
+    above = rounded.double() > boundaries.double()
+    return torch.where(above, torch.nextafter(rounded, torch.full_like(rounded, -torch.inf)), rounded)
+
+
+def install_latent(
+    module: nn.Module, name: str, codebook: torch.Tensor, mask: torch.Tensor | None = None, boundaries: torch.Tensor | None = None
+) -> None:
     """Make ``module.<name>`` a weight trained straight through onto ``codebook``: its latent
     starts as the current weight, which keeps ``mask`` (True where it is not pruned;
-    default: everywhere)."""
+    default: everywhere). ``boundaries`` are its cells' (default: halfway between
+    neighbouring centroids of an ascending codebook, the nearest-centroid rule;
+    :func:`cell_boundaries` gives those of an existing assignment)."""
     operation = "install_latent"
     weight = module._parameters.get(name)
-    if weight is None or reparam.find(module, name) is not None:
+    if reparam.find(module, name) is not None:
         raise ConfigError(operation, f"{type(module).__name__}.{name} must be a plain parameter, it is {reparam.state_of(module, name)}")
+    if weight is None:
+        raise ConfigError(operation, f"{type(module).__name__} has no parameter {name!r}")
     if not weight.is_floating_point() or codebook.ndim != 1 or codebook.numel() < 1:
         raise ConfigError(operation, f"needs a floating-point weight and a non-empty 1-D codebook, got {weight.dtype} and {tuple(codebook.shape)}")
     if mask is None:
         mask = torch.ones_like(weight, dtype=torch.bool)
     if mask.shape != weight.shape or mask.dtype != torch.bool:
         raise ConfigError(operation, f"the mask must be bool with the weight's shape {tuple(weight.shape)}")
+    if boundaries is None:
+        if (codebook[1:] < codebook[:-1]).any():
+            raise ConfigError(operation, "the codebook must be ascending when no boundaries are given")
+        boundaries = (codebook[1:] + codebook[:-1]) / 2
+    if boundaries.shape != (codebook.numel() - 1,) or (boundaries[1:] < boundaries[:-1]).any():
+        raise ConfigError(operation, f"boundaries must be {codebook.numel() - 1} ascending values, one fewer than the centroids")
     centroids = nn.Parameter(codebook.detach().to(device=weight.device, dtype=weight.dtype).clone())
-    LatentParameter(name).install(module, {"latent": weight, "codebook": centroids}, {"mask": mask.to(weight.device)})
+    buffers = {"boundaries": _rounded_down(boundaries.detach(), weight.dtype).to(weight.device), "mask": mask.to(weight.device)}
+    LatentParameter(name).install(module, {"latent": weight, "codebook": centroids}, buffers)
 
 
 def freeze(model: nn.Module) -> int:
@@ -88,8 +126,7 @@ def freeze(model: nn.Module) -> int:
     for module in model.modules():
         for hook in reparam.computed_parameters(module):
             if isinstance(hook, LatentParameter):
-                with torch.no_grad():
-                    codebook, codes = hook.codes(module)
+                codebook, codes = hook.state(module, "codebook").detach(), hook.codes(module)
                 mask = hook.state(module, "mask")
                 weight = hook.state(module, "latent")
                 hook.uninstall(module)
@@ -123,6 +160,12 @@ def _hidden(output) -> torch.Tensor:
     return hidden
 
 
+def check_rate(name: str, value) -> None:
+    """A learning rate must be a positive finite number (else :class:`ConfigError` naming it)."""
+    if isinstance(value, bool) or not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
+        raise ConfigError("distill", f"{name} must be a positive number, got {value!r}")
+
+
 def distill(
     student: nn.Module,
     teacher: nn.Module,
@@ -145,9 +188,9 @@ def distill(
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ConfigError("distill", f"steps must be a non-negative integer, got {steps!r}")
-    for name, value in (("lr", lr), ("codebook_lr", codebook_lr)):
-        if value is not None and not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
-            raise ConfigError("distill", f"{name} must be a positive number, got {value!r}")
+    check_rate("lr", lr)
+    if codebook_lr is not None:
+        check_rate("codebook_lr", codebook_lr)
     next_batch = batches if callable(batches) else (lambda _step: next(batches))
     codebooks = [p for n, p in student.named_parameters() if n.endswith("_codebook") and p.requires_grad]
     others = [p for n, p in student.named_parameters() if not n.endswith("_codebook") and p.requires_grad]

@@ -20,7 +20,7 @@ torch = pytest.importorskip("torch", reason="pip install 'torch==2.13.0'")
 transformers = pytest.importorskip("transformers", reason="pip install 'dcformat[hf]'")
 
 #: Small enough that every matrix of the small BERT is quantized.
-SETTINGS = dict(min_elements=1024, target_bits_per_weight=3.0, held_out=32, batch_size=16)
+SETTINGS = dict(min_elements=1024, target_bits_per_weight=3.0, held_out=32, batch_size=16, lr=1e-4)
 
 
 @pytest.fixture(scope="module")
@@ -104,4 +104,11 @@ def test_too_few_texts_or_bad_settings_are_refused_before_any_work(folder, tmp_p
         hf.distill_folder(folder, tmp_path / "a", ["One text only."] * 10, steps=1)
     with pytest.raises(EncodeError, match="batch_size"):
         hf.distill_folder(folder, tmp_path / "b", stdlib_prose(100), batch_size=0)
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    with pytest.raises(EncodeError, match="seed"):
+        hf.distill_folder(folder, tmp_path / "c", stdlib_prose(100), seed=-1)
+    with pytest.raises(dcformat.DCFormatError, match="codebook_lr must be a positive number"):
+        hf.distill_folder(folder, tmp_path / "d", stdlib_prose(100), codebook_lr=0.0)
+    hf.convert_folder(folder, tmp_path / "lossless")
+    with pytest.raises(EncodeError, match="holds .dcf weights: distil from the original folder"):
+        hf.distill_folder(tmp_path / "lossless", tmp_path / "e", stdlib_prose(100))
+    assert not any((tmp_path / name).exists() for name in "abcde")

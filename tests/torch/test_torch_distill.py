@@ -11,19 +11,25 @@ from torch import nn  # noqa: E402
 
 import dcformat  # noqa: E402
 from dcformat.torch import reparam, to_dcformat  # noqa: E402
-from dcformat.torch.distill import LatentParameter, distill, freeze, install_latent, pooled_embedding_loss  # noqa: E402
+from dcformat.torch.distill import (  # noqa: E402
+    LatentParameter,
+    cell_boundaries,
+    distill,
+    freeze,
+    install_latent,
+    pooled_embedding_loss,
+)
 from dcformat.torch.errors import ConfigError  # noqa: E402
 from dcformat.torch.quantize import is_shared  # noqa: E402
 
-CODEBOOK = torch.tensor([0.5, -0.5, 0.0, 0.25])  # not sorted: the forward pass sorts it
+CODEBOOK = torch.tensor([-0.5, 0.0, 0.25, 0.5])
 
 
 def nearest(latent: np.ndarray, codebook: np.ndarray) -> np.ndarray:
     """Each value's nearest centroid, the lower one on a tie, computed independently of the code under test."""
-    ordered = np.sort(codebook)
-    distance = np.abs(latent[..., None] - ordered)
+    distance = np.abs(latent[..., None] - codebook)
     best = distance.min(-1, keepdims=True)
-    return ordered[np.argmax(distance == best, axis=-1)]  # the first, i.e. lower, of equals
+    return codebook[np.argmax(distance == best, axis=-1)]  # the first, i.e. lower, of equals
 
 
 def layer(seed: int = 0) -> nn.Linear:
@@ -41,7 +47,8 @@ def test_the_weight_is_the_nearest_centroid_of_its_latent_and_zero_where_masked(
     mask[1, 2] = False
     install_latent(module, "weight", CODEBOOK, mask)
     assert reparam.state_of(module, "weight") == "latent"
-    assert module.weight_latent.data_ptr() != 0 and set(dict(module.named_parameters())) == {"weight_latent", "weight_codebook"}
+    assert set(dict(module.named_parameters())) == {"weight_latent", "weight_codebook"}
+    assert set(dict(module.named_buffers())) == {"weight_boundaries", "weight_mask"}
     module(torch.randn(2, 6))
     expected = nearest(latent.numpy(), CODEBOOK.numpy())
     expected[1, 2] = 0
@@ -90,12 +97,40 @@ def test_freeze_keeps_each_weight_on_its_centroid_as_shared_state_that_saves():
     assert freeze(module) == 0  # nothing latent is left
 
 
+def test_cell_boundaries_give_every_value_its_code_again_even_one_float_apart():
+    values = torch.tensor([0.1, 0.2, 0.21, 0.5, 0.9, 1.0], dtype=torch.float32)
+    values[3] = torch.nextafter(values[2], torch.tensor(1.0))  # neighbouring float32s in different cells
+    codes = torch.tensor([0, 0, 0, 1, 2, 2])
+    boundaries = cell_boundaries(values, codes, 3)
+    assert boundaries.dtype == torch.float64 and boundaries[1].item() == pytest.approx((values[3].item() + 0.9) / 2)
+    module = nn.Linear(6, 1, bias=False)
+    with torch.no_grad():
+        module.weight.copy_(values.reshape(1, 6))
+    install_latent(module, "weight", torch.tensor([0.2, 0.5, 0.95]), boundaries=boundaries)
+    assert module.weight_boundaries.dtype == torch.float32
+    torch.testing.assert_close(module.weight.detach().reshape(-1), torch.tensor([0.2, 0.2, 0.2, 0.5, 0.95, 0.95]), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "codes, why", [([0, 1, 0, 2, 2, 2], "monotone"), ([0, 0, 0, 2, 2, 2], "uses every code"), ([0, 0, 0, 1, 1, 3], r"\[0, 3\)")]
+)
+def test_cell_boundaries_need_a_monotone_assignment_using_every_code(codes, why):
+    with pytest.raises(ConfigError, match=why):
+        cell_boundaries(torch.arange(6.0), torch.tensor(codes), 3)
+
+
 def test_install_latent_refuses_what_it_cannot_train():
     module = layer()
     with pytest.raises(ConfigError, match="1-D codebook"):
         install_latent(module, "weight", torch.zeros(0))
     with pytest.raises(ConfigError, match="bool with the weight's shape"):
         install_latent(module, "weight", CODEBOOK, torch.ones(3, 3, dtype=torch.bool))
+    with pytest.raises(ConfigError, match="Linear has no parameter 'scale'"):
+        install_latent(module, "scale", CODEBOOK)
+    with pytest.raises(ConfigError, match="ascending when no boundaries are given"):
+        install_latent(module, "weight", CODEBOOK.flip(0))
+    with pytest.raises(ConfigError, match="3 ascending values"):
+        install_latent(module, "weight", CODEBOOK, boundaries=torch.tensor([0.3, 0.1, 0.4]))
     install_latent(module, "weight", CODEBOOK)
     with pytest.raises(ConfigError, match="must be a plain parameter, it is latent"):
         install_latent(module, "weight", CODEBOOK)
