@@ -111,9 +111,7 @@ def test_cell_boundaries_give_every_value_its_code_again_even_one_float_apart():
     torch.testing.assert_close(module.weight.detach().reshape(-1), torch.tensor([0.2, 0.2, 0.2, 0.5, 0.95, 0.95]), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize(
-    "codes, why", [([0, 1, 0, 2, 2, 2], "monotone"), ([0, 0, 0, 2, 2, 2], "uses every code"), ([0, 0, 0, 1, 1, 3], r"\[0, 3\)")]
-)
+@pytest.mark.parametrize("codes, why", [([0, 1, 0, 2, 2, 2], "monotone"), ([0, 0, 0, 2, 2, 2], "uses every code"), ([0, 0, 0, 1, 1, 3], r"\[0, 3\)")])
 def test_cell_boundaries_need_a_monotone_assignment_using_every_code(codes, why):
     with pytest.raises(ConfigError, match=why):
         cell_boundaries(torch.arange(6.0), torch.tensor(codes), 3)
