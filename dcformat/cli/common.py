@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -40,6 +41,13 @@ def print_table(rows: list[tuple[str, ...]], *, left: int, out) -> None:
         print("  ".join(cells).rstrip(), file=out)
         if n == 0:
             print("  ".join("-" * w for w in widths), file=out)
+
+
+def print_json(report) -> int:
+    """``--json``: the report on stdout, indented, ASCII only (names escaped); the exit status for success."""
+    json.dump(report, sys.stdout, indent=2, ensure_ascii=True)
+    print()
+    return EXIT_OK
 
 
 def bad_threads(command: str, threads: int | None) -> bool:

@@ -10,14 +10,13 @@ bits per weight target, with options to fix bit widths, keep tensors exact and p
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from ..compress import DEFAULT_MIN_ELEMENTS, DEFAULT_TARGET_BITS_PER_WEIGHT, TRANSFORMER_IMPORTANCE, compress_file
 from ..format.encode import DENSE_CHOICES, EncodeOptions
 from ..hf.folder import is_model_folder
 from ..hf.write import DEFAULT_MAX_SHARD_BYTES, compress_folder
-from .common import EXIT_OK, EXIT_USAGE, bad_threads, print_folder_summary, print_table, printable
+from .common import EXIT_OK, EXIT_USAGE, bad_threads, print_folder_summary, print_json, print_table, printable
 
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 
@@ -214,9 +213,7 @@ def run(args) -> int:
         **settings,
     )
     if args.json:
-        json.dump(report, sys.stdout, indent=2, ensure_ascii=True)
-        print()
-        return EXIT_OK
+        return print_json(report)
     print_report(report, sys.stdout, printable=printable)
     return EXIT_OK
 
@@ -236,9 +233,7 @@ def _run_folder(args, settings: dict) -> int:
         **settings,
     )
     if args.json:
-        json.dump(record, sys.stdout, indent=2, ensure_ascii=True)
-        print()
-        return EXIT_OK
+        return print_json(record)
     print_report(record["compress"], sys.stdout, printable=printable)
     print_folder_summary(record, sys.stdout)
     return EXIT_OK

@@ -9,14 +9,13 @@ safetensors weights to lossless ``.dcf``, ``.dcf`` weights back to plain safeten
 
 from __future__ import annotations
 
-import json
 import sys
 
 from ..format.encode import DENSE_CHOICES, EncodeOptions
 from ..hf.folder import is_model_folder
 from ..hf.write import DEFAULT_MAX_SHARD_BYTES, convert_folder
 from ..interop.convert import DEFAULT_MIN_ELEMENTS, convert
-from .common import EXIT_OK, EXIT_USAGE, bad_threads, print_folder_summary, printable
+from .common import EXIT_OK, EXIT_USAGE, bad_threads, print_folder_summary, print_json, printable
 from .compress import parse_size
 
 
@@ -82,9 +81,7 @@ def run(args) -> int:
         progress=not (args.json or args.no_progress),
     )
     if args.json:
-        json.dump(report.as_dict(), sys.stdout, indent=2, ensure_ascii=True)
-        print()
-        return EXIT_OK
+        return print_json(report.as_dict())
     ratio = f", {report.bytes_in / report.bytes_out:.2f}x smaller" if report.bytes_out and report.bytes_out < report.bytes_in else ""
     print(
         f"{printable(report.source)} ({report.source_format}, {report.bytes_in:,} bytes) -> "
@@ -119,9 +116,7 @@ def _run_folder(args, options: EncodeOptions) -> int:
         options=options,
     )
     if args.json:
-        json.dump(record, sys.stdout, indent=2, ensure_ascii=True)
-        print()
-        return EXIT_OK
+        return print_json(record)
     weights = record["weights"]
     print(f"{printable(args.input)} -> {printable(args.output)}: weights {weights['file_bytes']:,} bytes, every value kept")
     print_folder_summary(record, sys.stdout)

@@ -5,7 +5,6 @@ original's outputs on unlabelled text (no labels, no task data)."""
 
 from __future__ import annotations
 
-import json
 import sys
 
 from ..compress import DEFAULT_MIN_ELEMENTS
@@ -19,7 +18,7 @@ from ..hf.distill import (
     distill_folder,
 )
 from ..hf.folder import is_model_folder
-from .common import EXIT_OK, EXIT_USAGE, bad_threads, print_folder_summary
+from .common import EXIT_OK, EXIT_USAGE, bad_threads, print_folder_summary, print_json
 
 
 def register(subparsers) -> None:
@@ -100,9 +99,7 @@ def run(args) -> int:
         min_elements=args.min_elements,
     )
     if args.json:
-        json.dump(record, sys.stdout, indent=2, ensure_ascii=True)
-        print()
-        return EXIT_OK
+        return print_json(record)
     weights, trained = record["weights"], record["distillation"]
     print(
         f"weights: {weights['file_bytes']:,} bytes, {weights['bits_per_weight']:.2f} bits/weight, {weights['ratio_vs_fp32']:.2f}x smaller than fp32"

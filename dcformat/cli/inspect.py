@@ -12,7 +12,7 @@ from ..errors import FormatError
 from ..hf.folder import is_model_folder, open_folder
 from ..io.loading import open_file
 from ..io.shards import ShardedFile
-from .common import EXIT_OK, print_table, printable
+from .common import EXIT_OK, print_json, print_table, printable
 
 
 def register(subparsers) -> None:
@@ -114,12 +114,10 @@ def run(args) -> int:
         plot_file(report["file"], args.plot)
         report["plot"] = args.plot
     if args.json:
-        json.dump(report, sys.stdout, indent=2, ensure_ascii=True)
-        print()
-    else:
-        print_inspect(report, sys.stdout)
-        if is_folder:
-            print_folder(report, sys.stdout)
+        return print_json(report)
+    print_inspect(report, sys.stdout)
+    if is_folder:
+        print_folder(report, sys.stdout)
     return EXIT_OK
 
 
