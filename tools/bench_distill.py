@@ -38,6 +38,7 @@ def main(argv=None) -> int:
     parser.add_argument("--target", type=float, default=32 / 12, help="bits per weight (default 2.67: 12x smaller than fp32)")
     parser.add_argument("--lr", type=float, default=None, help="learning rate (default: distill_folder's)")
     parser.add_argument("--fixed-codes", action="store_true", help="train only the centroids (the paper's trained quantization)")
+    parser.add_argument("--token-noise", type=float, default=0.0, help="fraction of tokens replaced by random ones (default 0)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
     args = parser.parse_args(argv)
@@ -66,6 +67,7 @@ def main(argv=None) -> int:
                 steps=steps,
                 target_bits_per_weight=args.target,
                 move_codes=not args.fixed_codes,
+                token_noise=args.token_noise,
                 seed=args.seed,
                 progress=not args.json,
                 **options,
@@ -77,6 +79,7 @@ def main(argv=None) -> int:
                 {
                     "command": f"dcformat distill MODEL_DIR OUT_DIR --text TEXTFILE --target-bits-per-weight {args.target:.2f} --steps {steps}"
                     + (" --fixed-codes" if args.fixed_codes else "")
+                    + (f" --token-noise {args.token_noise:g}" if args.token_noise else "")
                     + (f" --lr {args.lr:g}" if args.lr is not None else "")
                     + (f" --seed {args.seed}" if args.seed else ""),
                     "texts": len(prose),

@@ -60,6 +60,13 @@ def register(subparsers) -> None:
         help="train only the centroids, each weight keeping the one it was given (the paper's trained quantization; weaker here)",
     )
     p.add_argument(
+        "--token-noise",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="replace this fraction of the texts' tokens by random ones from the vocabulary, so words the texts lack train too (default 0)",
+    )
+    p.add_argument(
         "--held-out", type=int, default=DEFAULT_HELD_OUT, metavar="N", help=f"texts kept out of training to measure on (default {DEFAULT_HELD_OUT})"
     )
     p.add_argument("--seed", type=int, default=0, help="seeds the held-out choice, the batches and torch (default 0)")
@@ -91,6 +98,7 @@ def run(args) -> int:
         lr=args.lr,
         codebook_lr=args.codebook_lr,
         move_codes=not args.fixed_codes,
+        token_noise=args.token_noise,
         held_out=args.held_out,
         seed=args.seed,
         threads=args.threads,

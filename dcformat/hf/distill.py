@@ -67,6 +67,7 @@ def distill_folder(
     lr: float = DEFAULT_LR,
     codebook_lr: float = DEFAULT_CODEBOOK_LR,
     move_codes: bool = True,
+    token_noise: float = 0.0,
     held_out: int = DEFAULT_HELD_OUT,
     seed: int = 0,
     threads: int | None = None,
@@ -79,7 +80,9 @@ def distill_folder(
     ``texts``: a text file (one text per line) or a list of texts, unlabelled, in the
     model's language. ``settings`` are :func:`dcformat.compress.compress_tensors`'
     (``target_bits_per_weight`` defaults to 2.67, 12x smaller than fp32). ``steps`` of
-    ``batch_size`` texts drawn at random (with ``seed``) from all but ``held_out`` texts.
+    ``batch_size`` texts drawn at random (with ``seed``) from all but ``held_out`` texts;
+    with ``token_noise``, that fraction of their tokens replaced by random ones from the
+    vocabulary (so words the texts lack are trained too).
     """
     torch, transformers = torch_and_transformers("distillation (it trains the model)", operation="distill")
     from ..torch.distill import check_rate, distill, freeze, install_latent
@@ -90,6 +93,8 @@ def distill_folder(
             raise EncodeError(f"must be an integer of at least {low}, got {value!r}", field=name)
     check_rate("lr", lr)
     check_rate("codebook_lr", codebook_lr)
+    if isinstance(token_noise, bool) or not isinstance(token_noise, (int, float)) or not 0 <= token_noise < 1:
+        raise EncodeError(f"must be a fraction in [0, 1), got {token_noise!r}", field="token_noise")
     folder = open_folder(in_dir)
     if folder.kind == "dcf":
         raise EncodeError("holds .dcf weights: distil from the original folder", field=f"model folder {folder.path}")
@@ -130,9 +135,14 @@ def distill_folder(
                 else:
                     install_shared(module, attribute, codebook, torch.from_numpy(_codes_of(value)), mask)
 
+        replaceable = _replaceable_tokens(tokenizer)
+
         def batch(_step: int) -> dict:
             picked = rng.integers(0, len(training), batch_size)
-            return dict(tokenizer([training[i] for i in picked], padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt"))
+            encoded = dict(tokenizer([training[i] for i in picked], padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt"))
+            if token_noise:
+                encoded["input_ids"] = _with_random_tokens(encoded, replaceable, token_noise, rng, torch)
+            return encoded
 
         before = _mean_cosine(student, teacher, tokenizer, evaluation, torch)
         trained_at = time.perf_counter()
@@ -160,6 +170,7 @@ def distill_folder(
                 "lr": lr,
                 "codebook_lr": codebook_lr,
                 "move_codes": move_codes,
+                "token_noise": token_noise,
                 "seed": seed,
             },
         )
@@ -228,6 +239,22 @@ def _boundaries(q: QuantizedTensor, original):
     if q.positions is not None:
         values = values[q.positions]
     return cell_boundaries(torch.from_numpy(values), torch.from_numpy(q.codes.astype(np.int64)), int(q.codebook.size))
+
+
+def _replaceable_tokens(tokenizer) -> np.ndarray:
+    """The vocabulary's ids less the special tokens (padding, separators, masks)."""
+    return np.setdiff1d(np.arange(len(tokenizer), dtype=np.int64), np.array(tokenizer.all_special_ids, dtype=np.int64))
+
+
+def _with_random_tokens(encoded: dict, replaceable: np.ndarray, fraction: float, rng: np.random.Generator, torch):
+    """``input_ids`` with about ``fraction`` of the real, non-special tokens replaced by tokens
+    drawn from the whole vocabulary: the teacher's outputs on them are targets as good as
+    any, and every embedding row, not only those of the training texts' words, gets trained."""
+    ids = encoded["input_ids"].numpy().copy()
+    eligible = encoded["attention_mask"].numpy().astype(bool) & np.isin(ids, replaceable)
+    chosen = eligible & (rng.random(ids.shape) < fraction)
+    ids[chosen] = replaceable[rng.integers(0, replaceable.size, int(chosen.sum()))]
+    return torch.from_numpy(ids)
 
 
 def _codes_of(q: QuantizedTensor) -> np.ndarray:

@@ -13,8 +13,9 @@ from dcformat import hf
 from dcformat.cli import main
 from dcformat.errors import EncodeError
 from dcformat.hf.calibration import stdlib_prose
+from dcformat.hf.distill import _replaceable_tokens, _with_random_tokens
 from dcformat.quantize import QuantizedTensor
-from tests.support.models import write_bert_folder
+from tests.support.models import BERT_WORDS, write_bert_folder
 
 torch = pytest.importorskip("torch", reason="pip install 'torch==2.13.0'")
 transformers = pytest.importorskip("transformers", reason="pip install 'dcformat[hf]'")
@@ -95,8 +96,27 @@ def test_command_line(folder, texts, tmp_path, capsys):
     assert "must be a model folder" in capsys.readouterr().err
     assert main(["distill", str(folder), str(tmp_path / "y"), "--text", str(text), "--threads", "0"]) == 2
     record = tmp_path / "z"
-    assert main(["distill", str(folder), str(record), "--text", str(text), "--steps", "1", "--held-out", "16", "--batch-size", "4", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["distillation"]["held_out_texts"] == 16
+    options = ["--steps", "1", "--held-out", "16", "--batch-size", "4", "--token-noise", "0.1", "--json"]
+    assert main(["distill", str(folder), str(record), "--text", str(text), *options]) == 0
+    written = json.loads(capsys.readouterr().out)
+    assert written["distillation"]["held_out_texts"] == 16 and written["settings"]["token_noise"] == 0.1
+
+
+def test_token_noise_replaces_only_real_tokens_and_never_by_special_ones(folder):
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    sentences = [" ".join(BERT_WORDS[i : i + 3 + i % 9]) + " zebra" for i in range(16)]  # "zebra" is [UNK]: special
+    encoded = dict(tokenizer(sentences, padding=True, return_tensors="pt"))
+    special = np.array(tokenizer.all_special_ids)
+    replaceable = _replaceable_tokens(tokenizer)
+    assert replaceable.size == len(tokenizer) - special.size and not np.isin(special, replaceable).any()
+    before = encoded["input_ids"].numpy()
+    after = _with_random_tokens(encoded, replaceable, 0.5, np.random.default_rng(0), torch).numpy()
+    eligible = encoded["attention_mask"].numpy().astype(bool) & ~np.isin(before, special)
+    changed = after != before
+    assert not changed[~eligible].any()  # padding, [CLS], [SEP] and the like stay
+    assert not np.isin(after[changed], special).any()
+    assert 0.35 < changed.sum() / eligible.sum() < 0.6  # half drawn, a few drawn as themselves
+    assert np.array_equal(encoded["input_ids"].numpy(), before)  # the batch itself is not changed
 
 
 def test_too_few_texts_or_bad_settings_are_refused_before_any_work(folder, tmp_path):
@@ -104,6 +124,8 @@ def test_too_few_texts_or_bad_settings_are_refused_before_any_work(folder, tmp_p
         hf.distill_folder(folder, tmp_path / "a", ["One text only."] * 10, steps=1)
     with pytest.raises(EncodeError, match="batch_size"):
         hf.distill_folder(folder, tmp_path / "b", stdlib_prose(100), batch_size=0)
+    with pytest.raises(EncodeError, match="token_noise"):
+        hf.distill_folder(folder, tmp_path / "f", stdlib_prose(100), token_noise=1.0)
     with pytest.raises(EncodeError, match="seed"):
         hf.distill_folder(folder, tmp_path / "c", stdlib_prose(100), seed=-1)
     with pytest.raises(dcformat.DCFormatError, match="codebook_lr must be a positive number"):
@@ -111,4 +133,4 @@ def test_too_few_texts_or_bad_settings_are_refused_before_any_work(folder, tmp_p
     hf.convert_folder(folder, tmp_path / "lossless")
     with pytest.raises(EncodeError, match="holds .dcf weights: distil from the original folder"):
         hf.distill_folder(tmp_path / "lossless", tmp_path / "e", stdlib_prose(100))
-    assert not any((tmp_path / name).exists() for name in "abcde")
+    assert not any((tmp_path / name).exists() for name in "abcdef")

@@ -130,9 +130,9 @@ def write_bert_folder(root) -> None:
     import transformers
 
     root.mkdir(parents=True)
-    vocab = root / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *BERT_WORDS]) + "\n")
-    tokenizer = transformers.BertTokenizerFast(vocab_file=str(vocab))
+    (root / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *BERT_WORDS]) + "\n")
+    tokenizer = transformers.BertTokenizerFast.from_pretrained(root)  # reads vocab.txt (the constructor's vocab_file is ignored)
+    assert len(tokenizer) == len(BERT_WORDS) + 5, "the tokenizer lost its vocabulary"
     torch.manual_seed(0)
     config = transformers.BertConfig(
         vocab_size=len(BERT_WORDS) + 5, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, max_position_embeddings=64
