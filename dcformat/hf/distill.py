@@ -287,13 +287,11 @@ def _trained_tensors(student, planned: dict, in_model: dict) -> dict:
 
 def _mean_cosine(student, teacher, tokenizer, texts: list[str], torch) -> float:
     """Mean cosine between the two models' mean-pooled last hidden states on ``texts``."""
-    from ..torch.distill import _hidden
+    from ..torch.distill import mean_pooled
 
     cosines = []
     with torch.no_grad():
         for i in range(0, len(texts), EVAL_BATCH_SIZE):
             batch = dict(tokenizer(texts[i : i + EVAL_BATCH_SIZE], padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt"))
-            mask = batch["attention_mask"].unsqueeze(-1).float()
-            pooled = [(_hidden(m(**batch)) * mask).sum(1) / mask.sum(1) for m in (student, teacher)]
-            cosines.append(torch.nn.functional.cosine_similarity(*pooled, dim=-1))
+            cosines.append(torch.nn.functional.cosine_similarity(mean_pooled(student(**batch), batch), mean_pooled(teacher(**batch), batch), dim=-1))
     return float(torch.cat(cosines).mean())

@@ -40,7 +40,17 @@ from dcformat.torch import reparam
 from dcformat.torch.errors import ConfigError
 from dcformat.torch.quantize import install_shared
 
-__all__ = ["LatentParameter", "cell_boundaries", "check_rate", "distill", "freeze", "install_latent", "pooled_embedding_loss"]
+__all__ = [
+    "LatentParameter",
+    "cell_boundaries",
+    "check_rate",
+    "distill",
+    "freeze",
+    "install_latent",
+    "last_hidden_state",
+    "mean_pooled",
+    "pooled_embedding_loss",
+]
 
 
 class LatentParameter(reparam.ComputedParameter):
@@ -136,22 +146,35 @@ def freeze(model: nn.Module) -> int:
     return frozen
 
 
+def token_mask(hidden: torch.Tensor, batch: Mapping) -> torch.Tensor:
+    """``(batch, tokens, 1)``: 1 at the real tokens of ``batch`` (its ``attention_mask``), 0 at padding."""
+    mask = batch.get("attention_mask")
+    mask = torch.ones(hidden.shape[:2], dtype=hidden.dtype) if mask is None else mask.to(hidden.dtype)
+    return mask.unsqueeze(-1)
+
+
+def mean_pooled(output, batch: Mapping) -> torch.Tensor:
+    """A sentence embedding per text: the last hidden state averaged over its real tokens."""
+    hidden = last_hidden_state(output)
+    mask = token_mask(hidden, batch)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1)
+
+
 def pooled_embedding_loss(student_output, teacher_output, batch: Mapping) -> torch.Tensor:
     """The default distillation loss of a transformer encoder: 100 x (1 - cosine) between
     the mean-pooled last hidden states (what a sentence embedding is), plus the hidden
     states' squared error relative to the teacher's variance, both over real tokens only
     (``attention_mask``)."""
-    student, teacher = _hidden(student_output), _hidden(teacher_output).detach()
-    mask = batch.get("attention_mask")
-    mask = torch.ones(student.shape[:2], dtype=student.dtype) if mask is None else mask.to(student.dtype)
-    mask = mask.unsqueeze(-1)
-    tokens = mask.sum(1).clamp_min(1)
-    cosine = nn.functional.cosine_similarity((student * mask).sum(1) / tokens, (teacher * mask).sum(1) / tokens, dim=-1)
+    student, teacher = last_hidden_state(student_output), last_hidden_state(teacher_output).detach()
+    mask = token_mask(student, batch)
+    cosine = nn.functional.cosine_similarity(mean_pooled(student, batch), mean_pooled(teacher, batch), dim=-1)
     squared = ((student - teacher).square() * mask).sum() / (mask.sum() * student.shape[-1]) / teacher.var().clamp_min(1e-12)
     return 100 * (1 - cosine).mean() + squared
 
 
-def _hidden(output) -> torch.Tensor:
+def last_hidden_state(output) -> torch.Tensor:
+    """A transformer encoder's ``(batch, tokens, features)`` output: ``last_hidden_state``, the
+    first item of a tuple, or the tensor itself."""
     hidden = getattr(output, "last_hidden_state", None)
     if hidden is None:
         hidden = output[0] if isinstance(output, (tuple, list)) else output
