@@ -97,21 +97,90 @@ static inline const uint8_t *decode_long(const HuffmanTables *t, uint64_t window
     return t->long_value + lo * t->value_size;
 }
 
+/* The window of a lane: the WINDOW_BITS payload bits from bit `pos` on (first bit lowest)
+ * and a marker bit above them. Decoding shifts the window right, so the marker's position
+ * tells how many bits were consumed without a counter to keep per lane (window_used). */
+static inline uint64_t window_at(const HuffmanTables *t, uint64_t pos)
+{
+    const uint64_t bits = load64(t->payload, t->payload_len, pos >> 3) >> (pos & 7);
+    return (bits & (((uint64_t)1 << WINDOW_BITS) - 1)) | ((uint64_t)1 << WINDOW_BITS);
+}
+
+static inline unsigned window_used(uint64_t window) { return (unsigned)__builtin_clzll(window) - (63 - WINDOW_BITS); }
+
+/* Symbols one window is sure to hold: each lookup needs primary_bits valid bits; a longer
+ * code reloads the window where it starts (decode_long needs max_len bits), after which the
+ * chunk's remaining symbols must still fit. */
+static inline size_t symbols_per_window(unsigned primary_bits, unsigned max_len)
+{
+    size_t steps = WINDOW_BITS / primary_bits;
+    if (max_len > primary_bits) {
+        const size_t after_long = 1 + (WINDOW_BITS - max_len) / primary_bits;
+        steps = after_long < steps ? after_long : steps;
+    }
+    return steps;
+}
+
+/* One symbol of a lane in the chunked loop: a primary lookup, or, for a code longer than
+ * the primary table, the window reloaded at the code's start (its position is known from the
+ * marker) and a search of the canonical codes. */
+static inline const uint8_t *next_symbol_long(const HuffmanTables *t, uint64_t *window, uint64_t *pos, unsigned *length)
+{
+    *pos += window_used(*window);
+    *window = window_at(t, *pos);
+    const uint8_t *value = decode_long(t, *window, length);
+    *window >>= *length;
+    return value;
+}
+
+static inline __attribute__((always_inline)) const uint8_t *next_symbol(const HuffmanTables *t, uint64_t *window, uint64_t *pos,
+                                                                        const uint8_t *value, unsigned length)
+{
+    if (__builtin_expect(length == 0, 0))
+        return next_symbol_long(t, window, pos, &length);
+    *window >>= length;
+    return value;
+}
+
+/* The combined table (value sizes up to 4): entry = code length | value << 32, or
+ * COMBINED_LONG where the code is longer than the primary table (a shift by its low six
+ * bits, zero, leaves the window alone). */
+#define COMBINED_LONG 0x80u
+
+/* One symbol of a lane through the combined table: each lane's entry is used and dropped
+ * at once (one check per lane, predicted not taken), so four lanes' windows stay in registers. */
+static inline __attribute__((always_inline)) void combined_step(const HuffmanTables *t, const uint64_t *combined, uint64_t mask,
+                                                                uint64_t *window, uint64_t *pos, uint8_t *dst, size_t size)
+{
+    const uint64_t entry = combined[*window & mask];
+    uint32_t value = (uint32_t)(entry >> 32);
+    if (__builtin_expect(entry & COMBINED_LONG, 0)) {
+        unsigned length;
+        value = 0;
+        memcpy(&value, next_symbol_long(t, window, pos, &length), size);
+    } else {
+        *window >>= entry & 63;
+    }
+    memcpy(dst, &value, size); /* little-endian: the value's low bytes */
+}
+
 /* Lanes lo..hi-1 of a stream of `count` symbols in `lanes` lanes: symbol s of lane j goes to
  * out[(s * lanes + j) * size]; end[j] gets the bit where lane j stopped.
  *
  * Lanes are taken LANE_GROUP at a time, and within a group in lockstep chunks of a few steps:
- * each lane of the group decodes the symbols one 64-bit load holds, then the next lane. The
- * lanes' chains are independent, so the CPU overlaps them, and each chunk writes whole rows of
- * the output side by side. Always inlined with a constant `size`, so each value size gets its
- * own loop with plain loads and stores. */
+ * each lane of the group decodes the symbols one window holds, then the next lane. The
+ * lanes' chains are independent, so the CPU overlaps them (four at a time, instruction by
+ * instruction), and each chunk writes whole rows of the output side by side. A lane's state
+ * in the chunk is its window alone (the position is updated from the marker at the chunk's
+ * end), so four lanes' state stays in registers. Always inlined with a constant `size`, so
+ * each value size gets its own loop with plain loads and stores. */
 static inline __attribute__((always_inline)) void huffman_lanes(const HuffmanTables *t, const int64_t *lane_start, size_t lanes, size_t count,
                                                                 size_t lo, size_t hi, unsigned max_len, uint8_t *out, int64_t *end,
                                                                 const size_t size)
 {
     const size_t full = count / lanes, extra = count % lanes;
     const uint64_t mask = ((uint64_t)1 << t->primary_bits) - 1;
-    const size_t per_load = WINDOW_BITS / max_len; /* codes one load is sure to hold */
+    const size_t per_window = symbols_per_window(t->primary_bits, max_len);
     const size_t row = lanes * size;
     const uint8_t *primary_len = t->primary_len, *primary_value = t->primary_value;
     uint64_t pos[LANE_GROUP];
@@ -119,87 +188,69 @@ static inline __attribute__((always_inline)) void huffman_lanes(const HuffmanTab
         const size_t group = hi - first < LANE_GROUP ? hi - first : LANE_GROUP;
         for (size_t q = 0; q < group; q++)
             pos[q] = (uint64_t)lane_start[first + q];
-        for (size_t step = 0; step < full; step += per_load) {
-            const size_t steps = full - step < per_load ? full - step : per_load;
+        for (size_t step = 0; step < full; step += per_window) {
+            const size_t steps = full - step < per_window ? full - step : per_window;
             uint8_t *base = out + (step * lanes + first) * size;
             size_t q = 0;
-            for (; q + 4 <= group; q += 4) { /* four lanes' chains interleaved instruction by instruction */
-                uint64_t p0 = pos[q], p1 = pos[q + 1], p2 = pos[q + 2], p3 = pos[q + 3];
-                uint64_t w0 = load64(t->payload, t->payload_len, p0 >> 3) >> (p0 & 7);
-                uint64_t w1 = load64(t->payload, t->payload_len, p1 >> 3) >> (p1 & 7);
-                uint64_t w2 = load64(t->payload, t->payload_len, p2 >> 3) >> (p2 & 7);
-                uint64_t w3 = load64(t->payload, t->payload_len, p3 >> 3) >> (p3 & 7);
+            for (; q + 4 <= group; q += 4) {
+                uint64_t w0 = window_at(t, pos[q]), w1 = window_at(t, pos[q + 1]);
+                uint64_t w2 = window_at(t, pos[q + 2]), w3 = window_at(t, pos[q + 3]);
                 uint8_t *dst = base + q * size;
-                for (size_t k = 0; k < steps; k++) {
-                    const uint64_t i0 = w0 & mask, i1 = w1 & mask, i2 = w2 & mask, i3 = w3 & mask;
-                    unsigned l0, l1, l2, l3;
-                    const uint8_t *v0, *v1, *v2, *v3;
-                    if (size <= 4) { /* one load gives the length and the value */
-                        const uint64_t *e0 = t->combined + i0, *e1 = t->combined + i1, *e2 = t->combined + i2, *e3 = t->combined + i3;
-                        l0 = (unsigned)(*e0 >> 32), l1 = (unsigned)(*e1 >> 32), l2 = (unsigned)(*e2 >> 32), l3 = (unsigned)(*e3 >> 32);
-                        v0 = (const uint8_t *)e0, v1 = (const uint8_t *)e1, v2 = (const uint8_t *)e2, v3 = (const uint8_t *)e3;
-                    } else {
-                        l0 = primary_len[i0], l1 = primary_len[i1], l2 = primary_len[i2], l3 = primary_len[i3];
-                        v0 = primary_value + i0 * size, v1 = primary_value + i1 * size;
-                        v2 = primary_value + i2 * size, v3 = primary_value + i3 * size;
+                if (size <= 4) { /* one load gives the length and the value: few live values, all in registers */
+                    const uint64_t *combined = t->combined;
+                    for (size_t k = steps; k; k--) {
+                        combined_step(t, combined, mask, &w0, &pos[q], dst, size);
+                        combined_step(t, combined, mask, &w1, &pos[q + 1], dst + size, size);
+                        combined_step(t, combined, mask, &w2, &pos[q + 2], dst + 2 * size, size);
+                        combined_step(t, combined, mask, &w3, &pos[q + 3], dst + 3 * size, size);
+                        dst += row;
                     }
-                    if (__builtin_expect((l0 == 0) | (l1 == 0) | (l2 == 0) | (l3 == 0), 0)) {
-                        if (l0 == 0)
-                            v0 = decode_long(t, w0, &l0);
-                        if (l1 == 0)
-                            v1 = decode_long(t, w1, &l1);
-                        if (l2 == 0)
-                            v2 = decode_long(t, w2, &l2);
-                        if (l3 == 0)
-                            v3 = decode_long(t, w3, &l3);
+                } else {
+                    for (size_t k = steps; k; k--) {
+                        const uint64_t i0 = w0 & mask, i1 = w1 & mask, i2 = w2 & mask, i3 = w3 & mask;
+                        memcpy(dst, next_symbol(t, &w0, &pos[q], primary_value + i0 * size, primary_len[i0]), size);
+                        memcpy(dst + size, next_symbol(t, &w1, &pos[q + 1], primary_value + i1 * size, primary_len[i1]), size);
+                        memcpy(dst + 2 * size, next_symbol(t, &w2, &pos[q + 2], primary_value + i2 * size, primary_len[i2]), size);
+                        memcpy(dst + 3 * size, next_symbol(t, &w3, &pos[q + 3], primary_value + i3 * size, primary_len[i3]), size);
+                        dst += row;
                     }
-                    memcpy(dst, v0, size);
-                    memcpy(dst + size, v1, size);
-                    memcpy(dst + 2 * size, v2, size);
-                    memcpy(dst + 3 * size, v3, size);
-                    w0 >>= l0, w1 >>= l1, w2 >>= l2, w3 >>= l3;
-                    p0 += l0, p1 += l1, p2 += l2, p3 += l3;
-                    dst += row;
                 }
-                pos[q] = p0, pos[q + 1] = p1, pos[q + 2] = p2, pos[q + 3] = p3;
+                pos[q] += window_used(w0), pos[q + 1] += window_used(w1);
+                pos[q + 2] += window_used(w2), pos[q + 3] += window_used(w3);
             }
             for (; q < group; q++) {
-                uint64_t p = pos[q];
-                uint64_t window = load64(t->payload, t->payload_len, p >> 3) >> (p & 7);
+                uint64_t window = window_at(t, pos[q]);
                 uint8_t *dst = base + q * size;
                 for (size_t k = 0; k < steps; k++) {
                     const uint64_t index = window & mask;
-                    unsigned length = primary_len[index];
-                    const uint8_t *value = primary_value + index * size;
-                    if (__builtin_expect(length == 0, 0))
-                        value = decode_long(t, window, &length);
-                    memcpy(dst, value, size);
-                    window >>= length;
-                    p += length;
+                    memcpy(dst, next_symbol(t, &window, &pos[q], primary_value + index * size, primary_len[index]), size);
                     dst += row;
                 }
-                pos[q] = p;
+                pos[q] += window_used(window);
             }
         }
         for (size_t q = 0; q < group; q++) {
             const size_t lane = first + q;
             if (lane < extra) { /* the lanes holding one more symbol */
-                uint64_t p = pos[q];
-                uint64_t window = load64(t->payload, t->payload_len, p >> 3) >> (p & 7);
-                uint64_t index = window & mask;
-                unsigned length = primary_len[index];
-                const uint8_t *value = primary_value + index * size;
-                if (length == 0)
-                    value = decode_long(t, window, &length);
-                memcpy(out + (full * lanes + lane) * size, value, size);
-                pos[q] = p + length;
+                uint64_t window = window_at(t, pos[q]);
+                const uint64_t index = window & mask;
+                memcpy(out + (full * lanes + lane) * size, next_symbol(t, &window, &pos[q], primary_value + index * size, primary_len[index]), size);
+                pos[q] += window_used(window);
             }
             end[lane] = (int64_t)pos[q];
         }
     }
 }
 
-static void huffman_lanes_any(const HuffmanTables *t, const int64_t *lane_start, size_t lanes, size_t count, size_t lo, size_t hi,
+/* GCC's straight-line vectoriser merges the four lanes' stores through the stack, which
+ * costs more than it saves and pushes the windows out of registers. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define SCALAR_STORES __attribute__((optimize("no-tree-slp-vectorize")))
+#else
+#define SCALAR_STORES
+#endif
+
+static SCALAR_STORES void huffman_lanes_any(const HuffmanTables *t, const int64_t *lane_start, size_t lanes, size_t count, size_t lo, size_t hi,
                               unsigned max_len, uint8_t *out, int64_t *end)
 {
     switch (t->value_size) {
@@ -264,7 +315,7 @@ static PyObject *huffman_decode(PyObject *self, PyObject *args)
             for (size_t k = 0; k < ((size_t)1 << primary_bits); k++) {
                 uint32_t value = 0;
                 memcpy(&value, values + k * (size_t)value_size, (size_t)value_size);
-                combined[k] = value | ((uint64_t)lengths[k] << 32);
+                combined[k] = (uint64_t)value << 32 | (lengths[k] ? lengths[k] : COMBINED_LONG);
             }
             t.combined = combined;
         }

@@ -117,6 +117,34 @@ def test_corrupted_huffman_payloads_fail_alike(case, data):
     assert_same(*results)
 
 
+@given(symbol_streams(), st.integers(1, 12), st.sampled_from([None, "float32", "float64"]), st.data())
+def test_every_first_table_width_decodes_alike(case, width, dtype, data):
+    """Whatever first-table width the kernel is given (codes longer than it take the slow path:
+    the lane's window reloaded where the code starts), symbols and lane ends are those of
+    the numpy kernels, on intact and on corrupted payloads."""
+    symbols, alphabet = case
+    body = bytearray(huffman.encode(symbols, alphabet, max_length=20, lane_symbols=data.draw(st.sampled_from([None, 3, 64]))))
+    if symbols.size >= 2 and data.draw(st.booleans()):
+        at = data.draw(st.integers(len(body) - max(len(body) // 2, 1), len(body) - 1))  # the payload is at the end
+        body[at] ^= 1 << data.draw(st.integers(0, 7))
+    values = None if dtype is None else np.random.default_rng(alphabet).standard_normal(alphabet).astype(dtype)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(huffman, "primary_bits", lambda lens_sorted, max_len: min(width, max_len))
+        results = both(lambda: huffman.decode_plan(huffman.prepare(bytes(body), symbols.size, alphabet), values=values))
+    assert_same(*results)
+
+
+def test_first_table_width_follows_the_share_of_long_codes():
+    flat = np.full(64, 6)  # every code fits a narrow table
+    assert huffman.primary_bits(flat, 6) == 6
+    # a skewed code: lengths 1, 2, ..., 19, 20, 20; codes longer than 9 bits carry 2**-9 of the symbols
+    skewed = np.array(list(range(1, 21)) + [20])
+    assert huffman.primary_bits(skewed, 20) == 9
+    # 2**-5 of the symbols in 64 codes of 11 bits: too many for a table of 9 or 10 bits
+    heavy = np.array([1, 2, 3, 4, 5] + [11] * 64)
+    assert huffman.primary_bits(heavy, 11) == 11
+
+
 @given(st.integers(1, 64), st.integers(0, 3000), st.integers(0, 2**32 - 1))
 def test_bitpack_agrees(width, count, seed):
     rng = np.random.default_rng(seed)
