@@ -494,41 +494,61 @@ def decode(body, count: int, alphabet_size: int, *, field: str = "stream", offse
     return decode_plan(prepare(body, count, alphabet_size, field=field, offset=offset), threads=threads)
 
 
-def decode_plan(plan: LanePlan, *, threads: int = 1, values: np.ndarray | None = None) -> np.ndarray:
+def decode_plan(plan: LanePlan, *, threads: int = 1, values: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
     """Decode a prepared body and check every lane's end.
 
     Returns the symbols (``plan.dtype``), or with ``values`` (a table of at least
     ``max(symbol) + 1`` entries: a codebook) ``values[symbols]``, fused into the decode
-    by the compiled kernel so the symbols are never stored.
+    by the compiled kernel so the symbols are never stored; written into ``out`` (1-D,
+    ``plan.count`` elements of ``values.dtype``) when given, else into a fresh array.
     """
     out_dtype = plan.dtype if values is None else values.dtype
     if plan.count == 0:
-        return np.zeros(0, dtype=out_dtype)
+        return _output(out, 0, out_dtype)
     if plan.single_symbol is not None:
         symbols = _decode_single(plan.payload, plan.count, plan.single_symbol, plan.dtype, plan.reader, plan.payload_at)
-        return symbols if values is None else np.full(plan.count, values[plan.single_symbol], dtype=out_dtype)
+        if values is None:
+            return symbols
+        return _filled(out, plan.count, values.dtype, values[plan.single_symbol])
     native = kernels.compiled()
     if native is not None:
-        out, end = _decode_compiled(native, plan, values, threads)
+        decoded, end = _decode_compiled(native, plan, values, threads, out)
     else:
         args = (plan.count, plan.lanes, plan.lane_start, plan.sym_table, plan.len_table, plan.max_len)
         if _prefer_jumping(plan.count, plan.lanes, plan.payload_bits):
-            out, end = _decode_jumping(plan.payload, plan.payload_bits, *args)
+            decoded, end = _decode_jumping(plan.payload, plan.payload_bits, *args)
         else:
-            out, end = _decode_lanes(plan.payload, *args, threads=threads)
+            decoded, end = _decode_lanes(plan.payload, *args, threads=threads)
     check_lane_ends(plan, end)
     if values is not None and native is None:
-        out = gather(values, out)
+        decoded = gather(values, decoded, out=out)
+    return decoded
+
+
+def _output(out: np.ndarray | None, count: int, dtype) -> np.ndarray:
+    """``out``, checked to hold ``count`` elements of ``dtype``, or a fresh array for them
+    (every element is written: no need to zero it)."""
+    if out is None:
+        return np.empty(count, dtype=dtype)
+    if out.dtype != dtype or out.shape != (count,) or not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError(f"out must be a writable 1-D array of {count} {np.dtype(dtype).name}, got {out.dtype.name} {out.shape}")
     return out
 
 
-def gather(values: np.ndarray, symbols: np.ndarray) -> np.ndarray:
-    """``values[symbols]`` into a fresh array (symbols already checked against the table).
+def _filled(out: np.ndarray | None, count: int, dtype, value) -> np.ndarray:
+    out = _output(out, count, dtype)
+    out.fill(value)
+    return out
+
+
+def gather(values: np.ndarray, symbols: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
+    """``values[symbols]`` (symbols already checked against the table), into ``out`` when
+    given, else into a fresh array.
 
     numpy: a chunk at a time, as np.take converts its indices to intp first (in one call
     over a whole tensor that copy would take 8 bytes per element).
     """
-    out = kernels.output_array(symbols.size, values.dtype)
+    out = _output(out, symbols.size, values.dtype)
     native = kernels.compiled()
     if native is not None and symbols.dtype.itemsize <= 2 and values.size:
         native.gather(_bytes_view(symbols), symbols.dtype.itemsize, _bytes_view(values), values.dtype.itemsize, _bytes_view(out))
@@ -596,9 +616,9 @@ def _compiled_tables(native, plan: LanePlan, values: np.ndarray | None):
     return width, primary_len, primary_value, long_start, long_len, long_value
 
 
-def _decode_compiled(native, plan: LanePlan, values: np.ndarray | None, threads: int):
+def _decode_compiled(native, plan: LanePlan, values: np.ndarray | None, threads: int, out: np.ndarray | None):
     primary_bits, primary_len, primary_value, long_start, long_len, long_value = _compiled_tables(native, plan, values)
-    out = kernels.output_array(plan.count, long_value.dtype)
+    out = _output(out, plan.count, long_value.dtype)
     end = np.empty(plan.lanes, dtype=np.int64)
     groups = min(max(int(threads), 1), max(min(plan.lanes // _MIN_COMPILED_LANES_PER_THREAD, plan.count // _MIN_COMPILED_SYMBOLS_PER_THREAD), 1))
     bounds = np.linspace(0, plan.lanes, groups + 1).astype(np.int64)

@@ -173,13 +173,14 @@ def check_symbols(stream: StreamPlan, largest: int) -> None:
         raise FormatError(stream.field, f"symbol {largest} is outside the alphabet of {stream.alphabet_size}", offset=stream.offset)
 
 
-def decode(stream: StreamPlan, *, threads: int = 1, values: np.ndarray | None = None) -> np.ndarray:
+def decode(stream: StreamPlan, *, threads: int = 1, values: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
     """The stream's symbols, checked, as :attr:`StreamPlan.symbol_dtype`; with ``values`` (a
     table of ``alphabet_size`` entries, a codebook) ``values[symbols]`` instead, which the
-    compiled Huffman kernel produces without storing the symbols."""
+    compiled Huffman kernel produces without storing the symbols, written into ``out``
+    (``count`` elements of ``values.dtype``) when given."""
     dtype = stream.symbol_dtype
     if stream.coder == Coder.HUFFMAN:
-        return huffman.decode_plan(stream.lanes, threads=threads, values=values)
+        return huffman.decode_plan(stream.lanes, threads=threads, values=values, out=out)
     if stream.coder == Coder.BITPACK:
         symbols = bitpack.unpack(stream.body, stream.count, stream.bit_width, dtype=dtype)
     else:
@@ -187,4 +188,4 @@ def decode(stream: StreamPlan, *, threads: int = 1, values: np.ndarray | None = 
         symbols = np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype, copy=False)
     if symbols.size:
         check_symbols(stream, int(symbols.max()))
-    return symbols if values is None else huffman.gather(values, symbols)
+    return symbols if values is None else huffman.gather(values, symbols, out=out)

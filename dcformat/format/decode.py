@@ -42,7 +42,8 @@ def decode(plan: DensePlan | QuantPlan | FloatSplitPlan, *, threads: int = 1) ->
         return array
     values = plan.values()
     if plan.gaps is None:  # quant_dense: the codes through the codebook, fused where the kernel can
-        return streams.decode(plan.codes, threads=threads, values=values).reshape(plan.shape)
+        out = kernels.output_array(plan.numel, values.dtype)  # the tensor itself: pages of its own
+        return streams.decode(plan.codes, threads=threads, values=values, out=out).reshape(plan.shape)
     codes, gap_symbols = decode_streams(plan, threads=threads)
     out = kernels.output_array(plan.numel, values.dtype)
     sparse.scatter(out, gap_symbols, codes, values, threads=threads)

@@ -134,6 +134,21 @@ def test_every_first_table_width_decodes_alike(case, width, dtype, data):
     assert_same(*results)
 
 
+@pytest.mark.parametrize("choice", ["numpy", "compiled"])
+@pytest.mark.parametrize("symbols", [[3, 1, 2, 3, 0] * 40, [2] * 50, []])
+def test_decoding_through_a_codebook_fills_the_array_given(monkeypatch, choice, symbols):
+    monkeypatch.setenv(kernels.ENV_KERNELS, choice)
+    symbols = np.array(symbols, dtype=np.int64)
+    plan = huffman.prepare(huffman.encode(symbols, 4), symbols.size, 4)
+    values = np.array([0.5, -1.0, 2.0, 4.0], dtype=np.float32)
+    out = np.full(symbols.size, np.nan, dtype=np.float32)
+    assert huffman.decode_plan(plan, values=values, out=out) is out
+    assert np.array_equal(out, values[symbols])
+    for wrong in (np.empty(symbols.size + 1, np.float32), np.empty(symbols.size, np.float64)):
+        with pytest.raises(ValueError, match="out must be"):
+            huffman.decode_plan(plan, values=values, out=wrong)
+
+
 def test_first_table_width_follows_the_share_of_long_codes():
     flat = np.full(64, 6)  # every code fits a narrow table
     assert huffman.primary_bits(flat, 6) == 6
