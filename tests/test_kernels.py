@@ -7,6 +7,8 @@ behind the numpy kernels, so its absence fails instead of skipping.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -105,3 +107,25 @@ def test_an_output_outlives_every_other_reference_to_its_pages():
 def test_output_pages_refuse_a_size_that_is_not_positive(size):
     with pytest.raises(ValueError, match="output_pages needs a positive size"):
         kernels._load()[0].output_pages(size)
+
+
+@pytest.mark.skipif(kernels._load()[0] is None, reason="dcformat._kernels is not built (test_extension_is_built_where_ci_runs fails in CI instead)")
+@pytest.mark.parametrize("fold", [True, False])
+def test_crc32_is_zlibs(fold):
+    """Every length around the 16- and 64-byte steps and a few large ones, from several
+    start values, with the carry-less folding and (a fresh process told not to) without it."""
+    code = """
+import zlib, numpy as np
+from dcformat import _kernels
+rng = np.random.default_rng(7)
+lengths = list(range(0, 200)) + [255, 256, 257, 1000, 4096 + 13, 1 << 20]
+for n in lengths:
+    data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+    for start in (0, 1, 0x12345678, 0xFFFFFFFF):
+        assert _kernels.crc32(data, start) == zlib.crc32(data, start), (n, start)
+    assert _kernels.crc32(memoryview(data)[3:]) == zlib.crc32(data[3:])
+print("ok")
+"""
+    env = {**os.environ, "DCFORMAT_NO_CLMUL": "1"} if not fold else {k: v for k, v in os.environ.items() if k != "DCFORMAT_NO_CLMUL"}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "ok", result.stderr
