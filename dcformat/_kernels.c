@@ -790,9 +790,11 @@ static void unpack_bytes_any(const uint8_t *data, size_t len, size_t first, size
 
 /* In chunks of MERGE_CHUNK elements: packed planes narrower than a byte are unpacked to
  * bytes first, then one simple loop (vectorised by the compiler: the shifts are the same for
- * every element) ORs the rest into the element bits. Symbols past a plane's end read zero. */
-static inline __attribute__((always_inline)) void merge_planes(const uint8_t *restrict heads, const Plane *planes, size_t count,
-                                                               uint8_t *restrict out, unsigned low, unsigned sign_shift, const size_t nplanes,
+ * every element) ORs the rest into the element bits. Symbols past a plane's end read zero.
+ * `heads` may be `out` itself (the heads decoded in place): each element is read, then
+ * written, at the same index. */
+static inline __attribute__((always_inline)) void merge_planes(const uint8_t *heads, const Plane *planes, size_t count,
+                                                               uint8_t *out, unsigned low, unsigned sign_shift, const size_t nplanes,
                                                                const size_t size)
 {
     uint8_t scratch[7][MERGE_CHUNK];
@@ -1022,8 +1024,6 @@ static PyObject *output_pages(PyObject *self, PyObject *arg)
 #endif
 }
 
-/* ------------------------------------------------------------------ module */
-
 /* ------------------------------------------------------------------ CRC-32 */
 
 /* CRC-32 as zlib computes it (reflected polynomial 0xEDB88320, spec 2), for the payload
@@ -1112,6 +1112,8 @@ static PyObject *crc32(PyObject *self, PyObject *args)
     PyBuffer_Release(&data);
     return PyLong_FromUnsignedLong(crc);
 }
+
+/* ------------------------------------------------------------------ module */
 
 static PyMethodDef methods[] = {
     {"huffman_decode", huffman_decode, METH_VARARGS, "Decode lanes lo..hi of a checked Huffman body through value tables."},

@@ -621,7 +621,7 @@ def _decode_compiled(native, plan: LanePlan, values: np.ndarray | None, threads:
     out = _output(out, plan.count, long_value.dtype)
     end = np.empty(plan.lanes, dtype=np.int64)
     groups = min(max(int(threads), 1), max(min(plan.lanes // _MIN_COMPILED_LANES_PER_THREAD, plan.count // _MIN_COMPILED_SYMBOLS_PER_THREAD), 1))
-    bounds = np.linspace(0, plan.lanes, groups + 1).astype(np.int64)
+    bounds = [plan.lanes * k // groups for k in range(groups + 1)]
     args = (plan.payload, plan.lane_start, plan.count, plan.lanes)
     tables = (primary_bits, plan.max_len, primary_len, _bytes_view(primary_value), long_start, long_len, _bytes_view(long_value))
     out_bytes = _bytes_view(out)

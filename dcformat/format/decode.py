@@ -70,8 +70,8 @@ def float_split_bits(plan: FloatSplitPlan, *, threads: int = 1) -> np.ndarray:
 
 def _float_split_compiled(native, plan: FloatSplitPlan, out: np.ndarray, threads: int) -> None:
     """Per block, on up to ``threads`` threads (a block's streams are too short to split): the
-    heads decoded straight into place (through a table of ``head << low``), then the planes
-    merged in, bit-packed planes read from the payload as they are."""
+    heads decoded straight into the output (through a table of ``head << low``), then the
+    planes merged into it there, bit-packed planes read from the payload as they are."""
     exponent, mantissa = float_split.fields(plan.dtype)
     low = mantissa - plan.head_bits
     widths = np.array(float_split.plane_widths(plan.dtype, plan.head_bits), dtype=np.uint8)
@@ -79,10 +79,10 @@ def _float_split_compiled(native, plan: FloatSplitPlan, out: np.ndarray, threads
 
     def decode_block(item) -> None:
         (lo, hi), (heads, *planes) = item
-        block = streams.decode(heads, values=head_table)
+        block = streams.decode(heads, values=head_table, out=out[lo:hi])
         bodies = tuple(p.body if p.coder == Coder.BITPACK else streams.decode(p) for p in planes)
         packed = np.array([p.coder == Coder.BITPACK for p in planes], dtype=np.uint8)
-        native.float_split_merge(block, bodies, widths, packed, out[lo:hi].view(np.uint8), out.itemsize, low, exponent + mantissa)
+        native.float_split_merge(block, bodies, widths, packed, block.view(np.uint8), out.itemsize, low, exponent + mantissa)
 
     map_threads(decode_block, zip(float_split.blocks(plan.numel, plan.block_elements), plan.blocks), threads)
 

@@ -12,6 +12,7 @@ its alphabet, a position past the end, a lane's end).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,7 +36,7 @@ from .structs import FLOAT_SPLIT_HEADER_SIZE, QUANT_HEADER_SIZE, STREAM_HEADER_S
 
 
 def numel_of(shape) -> int:
-    return int(np.prod(shape, dtype=object))
+    return math.prod(int(d) for d in shape)  # Python ints: no overflow however large
 
 
 def decoded_nbytes(dtype: DType, shape) -> int:
