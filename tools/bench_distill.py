@@ -10,7 +10,8 @@ embeddings with the original's on held-out sentences: ``tools/bench_hf.py``'s an
 ``tools/minilm_study.py``'s, written by hand, never trained on nor used to choose a
 setting. The training texts are :func:`dcformat.hf.calibration.stdlib_prose` with the
 documentation topics (prose that ships with Python), written to a file as the command
-line takes them. Also reported: the same compression without training (``--steps 0``),
+line takes them, or the file ``--text`` names (``tools/system_prose.py`` writes one from
+the machine's manual pages). Also reported: the same compression without training (``--steps 0``),
 the record's own held-out cosine (texts of the file kept out of training), and the wall
 time of the whole command on this machine.
 """
@@ -40,6 +41,7 @@ def main(argv=None) -> int:
     parser.add_argument("--fixed-codes", action="store_true", help="train only the centroids (the paper's trained quantization)")
     parser.add_argument("--token-noise", type=float, default=0.0, help="fraction of tokens replaced by random ones (default 0)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--text", help="training texts, one per line (default: Python's documentation prose)")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
     args = parser.parse_args(argv)
 
@@ -52,10 +54,15 @@ def main(argv=None) -> int:
     options = {"lr": args.lr} if args.lr is not None else {}
     rows = []
     with tempfile.TemporaryDirectory(prefix="dcformat-bench-distill-") as work:
-        texts = os.path.join(work, "prose.txt")
-        prose = stdlib_prose(100_000, documentation=True)
-        with open(texts, "w", encoding="utf-8") as f:
-            f.write("\n".join(prose) + "\n")
+        if args.text:
+            texts = args.text
+            with open(texts, encoding="utf-8") as f:
+                prose = [line for line in f.read().splitlines() if line.strip()]
+        else:
+            texts = os.path.join(work, "prose.txt")
+            prose = stdlib_prose(100_000, documentation=True)
+            with open(texts, "w", encoding="utf-8") as f:
+                f.write("\n".join(prose) + "\n")
         for steps in args.steps:
             out = os.path.join(work, f"out-{steps}")
             print(f"[{time.strftime('%H:%M:%S')}] {args.target:.2f} bits/weight, {steps} steps", file=sys.stderr, flush=True)
@@ -81,7 +88,8 @@ def main(argv=None) -> int:
                     + (" --fixed-codes" if args.fixed_codes else "")
                     + (f" --token-noise {args.token_noise:g}" if args.token_noise else "")
                     + (f" --lr {args.lr:g}" if args.lr is not None else "")
-                    + (f" --seed {args.seed}" if args.seed else ""),
+                    + (f" --seed {args.seed}" if args.seed else "")
+                    + (f" (texts: {os.path.basename(args.text)})" if args.text else ""),
                     "texts": len(prose),
                     "steps": steps,
                     "weights_bytes": record["weights"]["file_bytes"],
