@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import EncodeError, FormatError, UnsupportedError
 from ..format.constants import Coder
-from ..format.structs import STREAM_HEADER_SIZE, StreamHeader
+from ..format.structs import STREAM_HEADER_SIZE, StreamHeader, parse_stream_header
 from . import bitpack, huffman, zstd
 from .alphabet import symbol_dtype
 
@@ -96,12 +96,6 @@ def _encode_body(symbols: np.ndarray, alphabet_size: int, coder: Coder, zstd_lev
     raise EncodeError(f"unknown coder {coder!r}")
 
 
-#: The stream header's declaration compiled by construct (the same layout, parsed three times
-#: faster: every block of every float_split tensor has a few streams, and a small tensor's
-#: decoding was mostly parsing them).
-_STREAM_HEADER = StreamHeader.compile()
-
-
 def read_header(buf, pos: int, end: int, *, field: str, base: int) -> tuple[Coder, int, int]:
     """Parse a stream header at ``buf[pos:]``; returns (coder, body start, body end).
 
@@ -109,7 +103,7 @@ def read_header(buf, pos: int, end: int, *, field: str, base: int) -> tuple[Code
     """
     if end - pos < STREAM_HEADER_SIZE:
         raise FormatError(field, f"stream header needs {STREAM_HEADER_SIZE} bytes, {end - pos} left in the payload", offset=base + pos)
-    header = _STREAM_HEADER.parse(bytes(buf[pos : pos + STREAM_HEADER_SIZE]))
+    header = parse_stream_header(bytes(buf[pos : pos + STREAM_HEADER_SIZE]))
     try:
         coder = Coder(header.coder)
     except ValueError:

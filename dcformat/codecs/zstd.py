@@ -10,6 +10,8 @@ the 3-byte block headers; libzstd's one-shot decoder is lenient about both.
 
 from __future__ import annotations
 
+import threading
+
 import zstandard
 
 from ..errors import FormatError
@@ -95,6 +97,18 @@ def _walk_blocks(frame: bytes, pos: int, block_max: int, has_checksum: bool, *, 
         raise FormatError(field, f"{end - pos} bytes follow the zstd frame", offset=offset + pos)
 
 
+_per_thread = threading.local()
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    """This thread's decompressor: one may not serve two threads at once, and making one per
+    frame cost more than a small frame's decompression (a model has hundreds)."""
+    decompressor = getattr(_per_thread, "decompressor", None)
+    if decompressor is None:
+        decompressor = _per_thread.decompressor = zstandard.ZstdDecompressor()
+    return decompressor
+
+
 def decompress_exact(frame, expected_size: int, *, field: str, offset: int) -> bytes:
     """Decompress one frame that MUST declare and produce exactly ``expected_size`` bytes."""
     frame = bytes(frame)
@@ -103,7 +117,7 @@ def decompress_exact(frame, expected_size: int, *, field: str, offset: int) -> b
         if expected_size == 0:
             out = _decompress_streaming(frame, field=field, offset=offset)
         else:
-            out = zstandard.ZstdDecompressor().decompress(frame, max_output_size=expected_size, allow_extra_data=False)
+            out = _decompressor().decompress(frame, max_output_size=expected_size, allow_extra_data=False)
     except zstandard.ZstdError as exc:
         raise FormatError(field, f"corrupt zstd frame ({exc})", offset=offset) from None
     if len(out) != expected_size:

@@ -40,7 +40,7 @@ from .constants import (
 )
 from .encodings import DensePlan, FloatSplitPlan, QuantPlan, decoded_nbytes, numel_of, plan_payload, within_expansion
 from .rules import align, crc32, extent, quoted
-from .structs import HEADER_CRC_COVERS, INDEX_CRC_SIZE, Header, TensorEntry, entry_size
+from .structs import HEADER_CRC_COVERS, INDEX_CRC_SIZE, Header, entry_size, parse_entry
 
 
 @dataclass(frozen=True)
@@ -225,7 +225,7 @@ class DCFile:
             if len(data) - pos < length:
                 raise FormatError(field, "directory ends inside an entry", offset=base + pos)
             try:
-                raw = TensorEntry.parse(bytes(data[pos : pos + length]))
+                raw = parse_entry(bytes(data[pos : pos + length]))
             except ConstructError as exc:  # cannot happen after the checks above; kept as a guard
                 raise FormatError(field, f"unreadable entry ({exc})", offset=base + pos) from None
             entry = self._check_entry(raw, field, base + pos, previous)
