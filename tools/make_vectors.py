@@ -61,7 +61,8 @@ def _laplace_quantized(rng, shape, bits, kept, dtype=np.float32):
 @dataclass(frozen=True)
 class FloatSplit:
     """An array written float_split even where the encoder would not (it stores a tensor of
-    no element raw) or as it would not (it always writes ``h = 2`` and ``B = 2**18``): the
+    no element raw) or as it would not (it writes ``h = 2``, ``h = 0`` in float32, and
+    ``B = 2**18``; the vectors' default ``h`` is 2, what it wrote for every dtype then): the
     writer is given the :class:`EncodedTensor`, the manifest hashes ``array``. The payload is
     built here as spec 6.6.2 lays it out: the 8-byte header, then per block of
     ``block_elements`` the head stream and the plane streams. ``coder`` forces one coder for
@@ -69,7 +70,7 @@ class FloatSplit:
 
     array: np.ndarray
     coder: str | None = None
-    head_bits: int = float_split.DEFAULT_HEAD_BITS
+    head_bits: int = 2
     block_elements: int = float_split.DEFAULT_BLOCK_ELEMENTS
 
     def encoded(self) -> EncodedTensor:

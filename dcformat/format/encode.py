@@ -110,7 +110,7 @@ def _float_split_payload(storage: np.ndarray, dtype: DType, options: EncodeOptio
     """Spec 6.6: the header, then per block the head stream and a stream per plane of the
     rest, each with its smallest coder (or the forced one)."""
     bits = np.ascontiguousarray(storage).reshape(-1).view(float_split.bits_dtype(dtype))
-    head_bits = min(float_split.DEFAULT_HEAD_BITS, float_split.max_head_bits(dtype))
+    head_bits = float_split.default_head_bits(dtype)
     block_elements = float_split.DEFAULT_BLOCK_ELEMENTS
     parts = [FloatSplitHeader.build(dict(head_bits=head_bits, reserved=b"\0\0\0", block_elements=block_elements))]
     alphabets = float_split.alphabets(dtype, head_bits)

@@ -204,7 +204,7 @@ def test_float_split_decode_agrees(dtype, count, kind, data):
     head_bits = data.draw(st.integers(0, float_split.max_head_bits(DType[dtype.upper()])))
     coder = data.draw(st.sampled_from([None, "bitpack", "huffman", "zstd"]))
     with pytest.MonkeyPatch.context() as patch:  # the encoder's choices, made smaller and varied
-        patch.setattr(float_split, "DEFAULT_HEAD_BITS", head_bits)
+        patch.setattr(float_split, "default_head_bits", lambda dtype: head_bits)
         patch.setattr(float_split, "DEFAULT_BLOCK_ELEMENTS", float_split.MIN_BLOCK_ELEMENTS)
         payload = dcformat.save({"x": array}, options=dcformat.EncodeOptions(dense="float_split", coder=coder))
     threads = data.draw(st.integers(1, 3))  # blocks decoded on several threads
