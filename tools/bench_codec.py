@@ -22,6 +22,7 @@ numpy kernels (``DCFORMAT_KERNELS=numpy``), side by side:
 4. Decoding on two threads against one (not pinned; target >= 1.8x), for symbols and for
    the float32 layer, in rounds kept only while no other process used the CPUs.
 5. Peak memory of the 10%-dense decode (tracemalloc) against decoded bytes + file size.
+6. CRC-32 (every load checks its payloads' checksums): zlib's against the extension's.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
+import zlib
 
 import numpy as np
 import zstandard
@@ -170,6 +172,18 @@ def bench_entropy(rng, count: int) -> list[dict]:
     return rows
 
 
+def bench_crc(rng, nbytes: int, repeats: int) -> dict:
+    """CRC-32 of a buffer as every load checks its payloads: zlib's against the extension's
+    (carry-less folding where the CPU has it), in GB/s, and that both agree."""
+    data = rng.integers(0, 256, nbytes, dtype=np.uint8).tobytes()
+    row = {"bytes": nbytes, "zlib_gb_s": nbytes / median_time(lambda: zlib.crc32(data), repeats) / 1e9}
+    native = kernels._load()[0]
+    if native is not None:
+        assert native.crc32(data) == zlib.crc32(data)
+        row["compiled_gb_s"] = nbytes / median_time(lambda: native.crc32(data), repeats) / 1e9
+    return row
+
+
 def sparse_layer(rng, side: int):
     """10% dense, 5-bit k-means codes (the container issue's layer)."""
     weights = rng.laplace(scale=0.05, size=(side, side)).astype(np.float32)
@@ -302,6 +316,7 @@ def main(argv=None) -> int:
         "speed": bench_speed(rng, speed_count, repeats),
         "entropy": bench_entropy(rng, 200_000) + ([] if args.quick else bench_entropy(rng, 2_000_000)),
         "load": bench_load(rng, 4096, repeats),
+        "crc32": bench_crc(rng, (8 if args.quick else 64) << 20, repeats),
     }
     if len(cores) >= 2 and "compiled" in KERNEL_CHOICES:
         with kernels_set("compiled"):
@@ -335,6 +350,9 @@ def main(argv=None) -> int:
         )
         if "peak_bytes" in r:
             print(f"    peak memory {r['peak_bytes'] / 2**20:.1f} MiB = {r['peak_over_decoded_plus_file']:.3f} x (decoded + file) (target <= 1.2)")
+    crc = report["crc32"]
+    compiled_crc = f"  compiled {crc['compiled_gb_s']:.1f} GB/s" if "compiled_gb_s" in crc else ""
+    print(f"\nCRC-32 of {crc['bytes'] >> 20} MiB: zlib {crc['zlib_gb_s']:.1f} GB/s{compiled_crc}")
     if "threads" in report:
         print(f"\nHuffman decode on 2 threads vs 1 (compiled, {report['threads']['cores']} cores, not pinned; target >= 1.8x)")
         for label in ("symbols", "float32 values"):
