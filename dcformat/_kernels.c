@@ -993,11 +993,13 @@ static PyObject *output_pages(PyObject *self, PyObject *arg)
     const size_t length = ((size_t)nbytes + page - 1) / page * page;
     const int huge = length >= HUGE_PAGE;
     const size_t span = huge ? length + HUGE_PAGE : length;
-    uint8_t *raw = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (raw == MAP_FAILED)
-        return PyErr_NoMemory();
-    uint8_t *start = raw;
-    if (huge) { /* keep the 2 MiB-aligned part: huge pages need aligned ranges */
+    uint8_t *raw, *start;
+    /* without the GIL: populating zeroes every page, as long as a decoding kernel's work on
+     * the same bytes, and other threads decode meanwhile */
+    Py_BEGIN_ALLOW_THREADS
+    raw = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    start = raw;
+    if (raw != MAP_FAILED && huge) { /* keep the 2 MiB-aligned part: huge pages need aligned ranges */
         start = (uint8_t *)(((uintptr_t)raw + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1));
         if (start > raw)
             munmap(raw, (size_t)(start - raw));
@@ -1006,11 +1008,14 @@ static PyObject *output_pages(PyObject *self, PyObject *arg)
 #ifdef MADV_HUGEPAGE
         madvise(start, length, MADV_HUGEPAGE); /* a hint: without it, or refused, plain pages */
 #endif
-    } else {
+    } else if (raw != MAP_FAILED) {
 #ifdef MADV_POPULATE_WRITE
         madvise(start, length, MADV_POPULATE_WRITE); /* a hint too: older kernels fault as usual */
 #endif
     }
+    Py_END_ALLOW_THREADS
+    if (raw == MAP_FAILED)
+        return PyErr_NoMemory();
     Pages *pages = PyObject_New(Pages, &PagesType);
     if (!pages) {
         munmap(start, length);
