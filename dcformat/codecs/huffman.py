@@ -502,6 +502,8 @@ def decode_plan(plan: LanePlan, *, threads: int = 1, values: np.ndarray | None =
     by the compiled kernel so the symbols are never stored; written into ``out`` (1-D,
     ``plan.count`` elements of ``values.dtype``) when given, else into a fresh array.
     """
+    if out is not None and values is None:
+        raise ValueError("out is for decoding through values (a codebook); symbols come in a fresh array")
     out_dtype = plan.dtype if values is None else values.dtype
     if plan.count == 0:
         return _output(out, 0, out_dtype)
@@ -617,13 +619,13 @@ def _compiled_tables(native, plan: LanePlan, values: np.ndarray | None):
 
 
 def _decode_compiled(native, plan: LanePlan, values: np.ndarray | None, threads: int, out: np.ndarray | None):
-    primary_bits, primary_len, primary_value, long_start, long_len, long_value = _compiled_tables(native, plan, values)
+    width, primary_len, primary_value, long_start, long_len, long_value = _compiled_tables(native, plan, values)
     out = _output(out, plan.count, long_value.dtype)
     end = np.empty(plan.lanes, dtype=np.int64)
     groups = min(max(int(threads), 1), max(min(plan.lanes // _MIN_COMPILED_LANES_PER_THREAD, plan.count // _MIN_COMPILED_SYMBOLS_PER_THREAD), 1))
     bounds = [plan.lanes * k // groups for k in range(groups + 1)]
     args = (plan.payload, plan.lane_start, plan.count, plan.lanes)
-    tables = (primary_bits, plan.max_len, primary_len, _bytes_view(primary_value), long_start, long_len, _bytes_view(long_value))
+    tables = (width, plan.max_len, primary_len, _bytes_view(primary_value), long_start, long_len, _bytes_view(long_value))
     out_bytes = _bytes_view(out)
 
     def run(span):

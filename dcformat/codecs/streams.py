@@ -171,7 +171,9 @@ def decode(stream: StreamPlan, *, threads: int = 1, values: np.ndarray | None = 
     """The stream's symbols, checked, as :attr:`StreamPlan.symbol_dtype`; with ``values`` (a
     table of ``alphabet_size`` entries, a codebook) ``values[symbols]`` instead, which the
     compiled Huffman kernel produces without storing the symbols, written into ``out``
-    (``count`` elements of ``values.dtype``) when given."""
+    (``count`` elements of ``values.dtype``; only with ``values``) when given."""
+    if out is not None and values is None:
+        raise ValueError("out is for decoding through values (a codebook); symbols come in a fresh array")
     dtype = stream.symbol_dtype
     if stream.coder == Coder.HUFFMAN:
         return huffman.decode_plan(stream.lanes, threads=threads, values=values, out=out)

@@ -147,6 +147,8 @@ def test_decoding_through_a_codebook_fills_the_array_given(monkeypatch, choice, 
     for wrong in (np.empty(symbols.size + 1, np.float32), np.empty(symbols.size, np.float64)):
         with pytest.raises(ValueError, match="out must be"):
             huffman.decode_plan(plan, values=values, out=wrong)
+    with pytest.raises(ValueError, match="out is for decoding through values"):
+        huffman.decode_plan(plan, out=np.empty(symbols.size, np.uint8))
 
 
 def test_first_table_width_follows_the_share_of_long_codes():
