@@ -77,7 +77,7 @@ typedef struct {
     const uint8_t *long_len;
     const uint8_t *long_value;
     size_t value_size;
-    const uint64_t *combined; /* value_size <= 4: value | length << 32, per primary entry */
+    const uint64_t *combined; /* value_size <= 4: value << 32 | length (COMBINED_LONG: longer), per primary entry */
 } HuffmanTables;
 
 /* A code longer than the primary table: the 20 next bits, first bit as most significant,
