@@ -591,11 +591,19 @@ def primary_bits(lens_sorted: np.ndarray, max_len: int) -> int:
     """The compiled kernel's first-table width for a code: the narrowest of ``_PRIMARY_BITS``
     whose longer codes carry at most ``_LONG_CODE_SHARE`` of the symbols (every code fits
     when ``max_len`` is at most that width)."""
-    lengths = np.asarray(lens_sorted, dtype=np.int64)
+    if max_len <= _PRIMARY_BITS[0]:
+        return int(max_len)
+    # Kraft weight of the codes longer than each width, in units of 2**-max_len (exact integers)
+    per_length = np.bincount(np.asarray(lens_sorted, dtype=np.int64), minlength=max_len + 1).tolist()
+    longer = 0
+    weights = {}
+    for length in range(max_len, _PRIMARY_BITS[0], -1):
+        longer += per_length[length] << (max_len - length)
+        weights[length - 1] = longer
     for bits in _PRIMARY_BITS:
         if max_len <= bits:
             return int(max_len)
-        if float(np.ldexp(1.0, -lengths[lengths > bits]).sum()) <= _LONG_CODE_SHARE:
+        if weights[bits] <= _LONG_CODE_SHARE * (1 << max_len):
             return bits
     return _PRIMARY_BITS[-1]
 

@@ -103,7 +103,7 @@ def read_header(buf, pos: int, end: int, *, field: str, base: int) -> tuple[Code
     """
     if end - pos < STREAM_HEADER_SIZE:
         raise FormatError(field, f"stream header needs {STREAM_HEADER_SIZE} bytes, {end - pos} left in the payload", offset=base + pos)
-    header = parse_stream_header(bytes(buf[pos : pos + STREAM_HEADER_SIZE]))
+    header = parse_stream_header(buf[pos : pos + STREAM_HEADER_SIZE])
     try:
         coder = Coder(header.coder)
     except ValueError:
@@ -182,6 +182,6 @@ def decode(stream: StreamPlan, *, threads: int = 1, values: np.ndarray | None = 
     else:
         raw = zstd.decompress_exact(stream.body, stream.count * dtype.itemsize, field=stream.field, offset=stream.offset)
         symbols = np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype, copy=False)
-    if symbols.size:
+    if symbols.size and stream.alphabet_size < 1 << (8 * dtype.itemsize):  # else every value of the dtype is a symbol
         check_symbols(stream, int(symbols.max()))
     return symbols if values is None else huffman.gather(values, symbols, out=out)

@@ -147,7 +147,7 @@ def _plan_quantized(dtype: DType, encoding: Encoding, shape: tuple, payload, *, 
         raise FormatError(
             field + ".quant_header", f"payload of {end} bytes is shorter than the {QUANT_HEADER_SIZE}-byte quantized header", offset=offset
         )
-    header = parse_quant_header(bytes(payload[:QUANT_HEADER_SIZE]))
+    header = parse_quant_header(payload[:QUANT_HEADER_SIZE])
     try:
         cb_dtype = DType(header.codebook_dtype)
     except ValueError:
@@ -211,7 +211,7 @@ def _plan_float_split(dtype: DType, shape: tuple, payload, *, field: str, offset
         raise FormatError(
             field + ".float_split_header", f"payload of {end} bytes is shorter than the {FLOAT_SPLIT_HEADER_SIZE}-byte header", offset=offset
         )
-    header = parse_float_split_header(bytes(payload[:FLOAT_SPLIT_HEADER_SIZE]))
+    header = parse_float_split_header(payload[:FLOAT_SPLIT_HEADER_SIZE])
     if any(header.reserved):
         raise FormatError(field + ".reserved", "reserved bytes are not zero", offset=offset + 1)
     if header.head_bits > float_split.max_head_bits(dtype):

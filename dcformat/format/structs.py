@@ -6,7 +6,10 @@ moved with numpy, never through construct.
 
 from __future__ import annotations
 
-from construct import Array, Bytes, Int8ul, Int16ul, Int32ul, Int64ul, Struct, this
+import struct
+from collections import namedtuple
+
+from construct import Array, Bytes, FormatField, Int8ul, Int16ul, Int32ul, Int64ul, Struct, this
 
 #: Spec section 3: the fixed 40-byte file header (zero padding follows up to byte 64).
 Header = Struct(
@@ -72,10 +75,35 @@ FloatSplitHeader = Struct(
 FLOAT_SPLIT_HEADER_SIZE = 8
 
 
-# Compiled parsers of the structures a load reads once per tensor or stream: construct
-# generates Python code for each declaration above (the same layout, parsed three to four
-# times faster; a model's load parses hundreds of them). Building uses the declarations.
+def _fixed_parser(declaration: Struct, name: str):
+    """A parser of a fixed-size declaration through the standard library's ``struct``, its
+    format derived from the declaration's fields: the same layout and field names, from any
+    buffer, over twenty times faster than construct's compiled parser on a few bytes (a
+    model's load parses hundreds of stream headers)."""
+    fmt = "<"
+    for field in declaration.subcons:
+        inner = field.subcon
+        if isinstance(inner, FormatField) and inner.fmtstr[0] == "<":
+            fmt += inner.fmtstr[1:]
+        elif isinstance(inner, Bytes) and isinstance(inner.length, int):
+            fmt += f"{inner.length}s"
+        else:  # pragma: no cover - a declaration this helper was not written for
+            raise TypeError(f"{name}.{field.name}: not a fixed-size little-endian field")
+    layout = struct.Struct(fmt)
+    fields = namedtuple(name, [field.name for field in declaration.subcons])
+    if layout.size != declaration.sizeof():  # pragma: no cover - the derivation itself is wrong
+        raise TypeError(f"{name}: {layout.size} bytes through struct, {declaration.sizeof()} declared")
+
+    def parse(data) -> tuple:
+        return fields._make(layout.unpack_from(data))
+
+    return parse
+
+
+# Parsers of the structures a load reads once per tensor or stream. The directory entry
+# varies in length: construct generates Python code for it (three to four times faster
+# than interpreting the declaration). Building uses the declarations.
 parse_entry = TensorEntry.compile().parse
-parse_quant_header = QuantHeader.compile().parse
-parse_float_split_header = FloatSplitHeader.compile().parse
-parse_stream_header = StreamHeader.compile().parse
+parse_quant_header = _fixed_parser(QuantHeader, "QuantHeader")
+parse_float_split_header = _fixed_parser(FloatSplitHeader, "FloatSplitHeader")
+parse_stream_header = _fixed_parser(StreamHeader, "StreamHeader")

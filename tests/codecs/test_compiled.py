@@ -160,6 +160,12 @@ def test_first_table_width_follows_the_share_of_long_codes():
     # 2**-5 of the symbols in 64 codes of 11 bits: too many for a table of 9 or 10 bits
     heavy = np.array([1, 2, 3, 4, 5] + [11] * 64)
     assert huffman.primary_bits(heavy, 11) == 11
+    # at the limit: 16 codes of 10 bits carry exactly 2**-6 of the symbols, so 9 bits still serve
+    at_limit = np.array([1, 2, 3, 4, 5, 6] + [10] * 16)
+    assert huffman.primary_bits(at_limit, 10) == 9
+    # twice the limit (32 codes of 10 bits): the table widens to take them
+    over = np.array([1, 2, 3, 4, 5] + [10] * 32)
+    assert huffman.primary_bits(over, 10) == 10
 
 
 @given(st.integers(1, 64), st.integers(0, 3000), st.integers(0, 2**32 - 1))

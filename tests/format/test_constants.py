@@ -1,5 +1,6 @@
 """The wire constants in code match the tables of the normative spec, field for field."""
 
+import random
 import re
 
 import pytest
@@ -115,3 +116,25 @@ def test_range_limits_match_spec():
 def test_alignment_and_data_start():
     assert "each starting at a multiple of 64" in SPEC
     assert constants.ALIGNMENT == 64 and constants.DATA_START == 64
+
+
+@pytest.mark.parametrize(
+    "declaration, parse",
+    [
+        (layout.StreamHeader, layout.parse_stream_header),
+        (layout.QuantHeader, layout.parse_quant_header),
+        (layout.FloatSplitHeader, layout.parse_float_split_header),
+    ],
+)
+def test_fast_header_parsers_read_what_the_declarations_say(declaration, parse):
+    """The struct-based parsers of the fixed headers give construct's fields, from bytes and
+    from a memoryview into a larger buffer, for patterned and random contents."""
+    size = declaration.sizeof()
+    rng = random.Random(size)
+    samples = [bytes(size), b"\xff" * size, bytes(range(1, size + 1))] + [rng.randbytes(size) for _ in range(50)]
+    for data in samples:
+        expected = declaration.parse(data)
+        names = [field.name for field in declaration.subcons]
+        for source in (data, memoryview(b"\x01" + data + b"\x02")[1 : 1 + size]):
+            parsed = parse(source)
+            assert [getattr(parsed, name) for name in names] == [expected[name] for name in names]
