@@ -17,10 +17,31 @@ from __future__ import annotations
 import os
 import secrets
 import tempfile
-from typing import BinaryIO
+from typing import BinaryIO, Self
 
 
-class AtomicFile:
+class AllOrNothing:
+    """``with`` for the writers that replace files whole: leaving the block normally completes
+    the work (``_complete``, the writer's ``commit`` or ``close``), leaving it by an exception
+    drops it (``abort``), so the destination keeps its previous content."""
+
+    def _complete(self):
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self._complete()
+        else:
+            self.abort()
+
+
+class AtomicFile(AllOrNothing):
     """``with AtomicFile(path) as out: out.file.write(...)``: ``path`` appears on success.
 
     ``out.file`` is a seekable binary file object open for reading and writing.
@@ -64,17 +85,10 @@ class AtomicFile:
         except FileNotFoundError:
             pass
 
+    _complete = commit
+
     def _prefix(self) -> str:
         return "." + os.path.basename(self.path) + "."
-
-    def __enter__(self) -> AtomicFile:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.abort()
 
 
 def write_bytes(data: bytes, path) -> None:

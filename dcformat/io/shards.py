@@ -27,7 +27,7 @@ from ..format.constants import MAX_EXPANSION
 from ..format.encode import EncodeOptions
 from ..format.reader import DCFile, TensorInfo
 from ..format.rules import check_name
-from .atomic import sync_folder
+from .atomic import AllOrNothing, sync_folder
 from .index import DCF_INDEX_SUFFIX, read_index, write_index
 from .writers import FileWriter
 
@@ -36,7 +36,7 @@ def shard_name(prefix: str, number: int, total: int) -> str:
     return f"{prefix}-{number:05d}-of-{total:05d}.dcf"
 
 
-class ShardedWriter:
+class ShardedWriter(AllOrNothing):
     """Writes a sharded model tensor by tensor: ``with ShardedWriter(folder) as w: w.add(...)``."""
 
     def __init__(self, folder, *, prefix: str = "model", max_shard_bytes: int = 4 << 30, metadata=None, options: EncodeOptions | None = None):
@@ -109,14 +109,7 @@ class ShardedWriter:
             except FileNotFoundError:
                 pass
 
-    def __enter__(self) -> ShardedWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
+    _complete = close
 
 
 def save_sharded(

@@ -12,7 +12,7 @@ from ..errors import EncodeError
 from ..format.encode import EncodeOptions
 from ..format.rules import name_order
 from ..format.writer import Writer
-from .atomic import AtomicFile
+from .atomic import AllOrNothing, AtomicFile
 
 
 def _checked_overrides(tensors, overrides) -> dict:
@@ -36,7 +36,7 @@ def save(tensors: Mapping, *, metadata=None, options: EncodeOptions | None = Non
     return sink.getvalue()
 
 
-class FileWriter:
+class FileWriter(AllOrNothing):
     """A file written tensor by tensor, atomically: ``with dcformat.writer(path) as w: w.add(...)``.
 
     Payloads go to an :class:`~dcformat.io.atomic.AtomicFile` beside ``path`` as they are
@@ -82,14 +82,7 @@ class FileWriter:
         """Drop the temporary file; ``path`` keeps its previous content."""
         self._out.abort()
 
-    def __enter__(self) -> FileWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
+    _complete = close
 
 
 def save_file(tensors: Mapping, path, *, metadata=None, options: EncodeOptions | None = None, overrides=None) -> int:

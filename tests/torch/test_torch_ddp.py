@@ -67,6 +67,10 @@ def _worker(rank: int, init_method: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=init_method, rank=rank, world_size=WORLD_SIZE)
     try:
         torch.save(_pipeline(distributed=True), f"{out_dir}/rank{rank}.pt")
+        # Neither rank tears down its gloo connections while the other may still use them: a
+        # rank leaving first has made the other's gloo thread abort the process (SIGABRT,
+        # "terminate called without an active exception"), once in many CI runs.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
