@@ -30,6 +30,7 @@ from ..compress.grid import round_codebook
 from ..compress.plan import plan_compression
 from ..errors import EncodeError
 from ..format.encode import EncodeOptions, encode_tensor
+from ..format.encodings import numel_of
 from ..interop.sources import open_source
 from ..io.writers import FileWriter
 from ..parallel import resolve_threads
@@ -157,7 +158,7 @@ def distill_folder(
             names = list(planned)
             write_encoded(out, names, lambda n: encode_tensor(tensors[n], options, field=repr(n)), threads=threads, progress=progress, desc="writing")
         weights = weights_written(staging, None, DCF_NAME)
-        elements = sum(int(np.prod(row["shape"], dtype=np.int64)) for row in plan.rows())
+        elements = sum(numel_of(row["shape"]) for row in plan.rows())
         record = folder_record(
             folder,
             "distill",
@@ -210,7 +211,7 @@ def _entry_mask(q: QuantizedTensor) -> np.ndarray:
     """True where the tensor has an entry (a pruned or unstored element is False)."""
     if q.positions is None:
         return np.ones(q.shape, dtype=bool)
-    mask = np.zeros(int(np.prod(q.shape, dtype=np.int64)), dtype=bool)
+    mask = np.zeros(numel_of(q.shape), dtype=bool)
     mask[q.positions] = True
     return mask.reshape(q.shape)
 
@@ -259,7 +260,7 @@ def _with_random_tokens(encoded: dict, replaceable: np.ndarray, fraction: float,
 
 def _codes_of(q: QuantizedTensor) -> np.ndarray:
     """Each element's code (0 where it has no entry), in the tensor's shape."""
-    codes = np.zeros(int(np.prod(q.shape, dtype=np.int64)), dtype=np.int64)
+    codes = np.zeros(numel_of(q.shape), dtype=np.int64)
     codes[slice(None) if q.positions is None else q.positions] = q.codes
     return codes.reshape(q.shape)
 
