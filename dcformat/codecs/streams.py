@@ -157,6 +157,12 @@ def plan(coder: Coder, body, count: int, alphabet_size: int, *, field: str, offs
     return StreamPlan(coder, body, count, alphabet_size, field, offset, lanes)
 
 
+def symbols_need_checking(stream: StreamPlan) -> bool:
+    """Whether a decoded symbol could fall outside the alphabet: not when the symbol dtype
+    holds nothing else (256 symbols in bytes), so the scan for the largest can be skipped."""
+    return stream.alphabet_size < 1 << (8 * stream.symbol_dtype.itemsize)
+
+
 def check_symbols(stream: StreamPlan, largest: int) -> None:
     """Spec 7.1: every symbol a kernel decoded must be below the alphabet size.
 
@@ -182,6 +188,6 @@ def decode(stream: StreamPlan, *, threads: int = 1, values: np.ndarray | None = 
     else:
         raw = zstd.decompress_exact(stream.body, stream.count * dtype.itemsize, field=stream.field, offset=stream.offset)
         symbols = np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype, copy=False)
-    if symbols.size and stream.alphabet_size < 1 << (8 * dtype.itemsize):  # else every value of the dtype is a symbol
+    if symbols.size and symbols_need_checking(stream):
         check_symbols(stream, int(symbols.max()))
     return symbols if values is None else huffman.gather(values, symbols, out=out)
