@@ -58,6 +58,15 @@ static inline void copy_value(uint8_t *dst, const uint8_t *src, size_t size)
 
 static int valid_item_size(Py_ssize_t size) { return size == 1 || size == 2 || size == 4 || size == 8; }
 
+/* Releases the buffers PyArg_ParseTuple filled, in one statement at a function's end:
+ * RELEASE_BUFFERS(&a, &b, ...). */
+static void release_buffers(Py_buffer *const buffers[], size_t count)
+{
+    for (size_t k = 0; k < count; k++)
+        PyBuffer_Release(buffers[k]);
+}
+#define RELEASE_BUFFERS(...) release_buffers((Py_buffer *[]){__VA_ARGS__}, sizeof((Py_buffer *[]){__VA_ARGS__}) / sizeof(Py_buffer *))
+
 static PyObject *misuse(const char *what)
 {
     PyErr_Format(PyExc_ValueError, "dcformat._kernels: %s", what);
@@ -329,15 +338,7 @@ static PyObject *huffman_decode(PyObject *self, PyObject *args)
 release:
     if (!result && !PyErr_Occurred())
         PyErr_NoMemory();
-    PyBuffer_Release(&payload);
-    PyBuffer_Release(&lane_start);
-    PyBuffer_Release(&primary_len);
-    PyBuffer_Release(&primary_value);
-    PyBuffer_Release(&long_start);
-    PyBuffer_Release(&long_len);
-    PyBuffer_Release(&long_value);
-    PyBuffer_Release(&out);
-    PyBuffer_Release(&end);
+    RELEASE_BUFFERS(&payload, &lane_start, &primary_len, &primary_value, &long_start, &long_len, &long_value, &out, &end);
     return result;
 }
 
@@ -391,11 +392,7 @@ static PyObject *huffman_tables(PyObject *self, PyObject *args)
         }
         result = PyBool_FromLong(complete && code == full);
     }
-    PyBuffer_Release(&lengths_buf);
-    PyBuffer_Release(&values_buf);
-    PyBuffer_Release(&primary_len_buf);
-    PyBuffer_Release(&primary_value_buf);
-    PyBuffer_Release(&long_start_buf);
+    RELEASE_BUFFERS(&lengths_buf, &values_buf, &primary_len_buf, &primary_value_buf, &long_start_buf);
     return result;
 }
 
@@ -512,10 +509,7 @@ static PyObject *huffman_encode(PyObject *self, PyObject *args)
     }
     Py_END_ALLOW_THREADS
 done:
-    PyBuffer_Release(&symbols);
-    PyBuffer_Release(&codes);
-    PyBuffer_Release(&lengths);
-    PyBuffer_Release(&lane_bits_buf);
+    RELEASE_BUFFERS(&symbols, &codes, &lengths, &lane_bits_buf);
     return result;
 }
 
@@ -562,8 +556,7 @@ static PyObject *histogram(PyObject *self, PyObject *args)
         Py_END_ALLOW_THREADS
         result = PyBool_FromLong(outside == 0);
     }
-    PyBuffer_Release(&symbols);
-    PyBuffer_Release(&counts);
+    RELEASE_BUFFERS(&symbols, &counts);
     return result;
 }
 
@@ -602,8 +595,7 @@ static PyObject *unpack(PyObject *self, PyObject *args)
         Py_END_ALLOW_THREADS
         result = Py_NewRef(Py_None);
     }
-    PyBuffer_Release(&data);
-    PyBuffer_Release(&out);
+    RELEASE_BUFFERS(&data, &out);
     return result;
 }
 
@@ -687,9 +679,7 @@ static PyObject *gather(PyObject *self, PyObject *args)
         Py_END_ALLOW_THREADS
         result = PyLong_FromUnsignedLong(largest);
     }
-    PyBuffer_Release(&symbols);
-    PyBuffer_Release(&values);
-    PyBuffer_Release(&out);
+    RELEASE_BUFFERS(&symbols, &values, &out);
     return result;
 }
 
@@ -722,10 +712,7 @@ static PyObject *scatter(PyObject *self, PyObject *args)
         Py_END_ALLOW_THREADS
         result = Py_NewRef(Py_None);
     }
-    PyBuffer_Release(&gaps);
-    PyBuffer_Release(&codes);
-    PyBuffer_Release(&values);
-    PyBuffer_Release(&out);
+    RELEASE_BUFFERS(&gaps, &codes, &values, &out);
     return result;
 }
 
@@ -930,10 +917,7 @@ static PyObject *float_split_merge(PyObject *self, PyObject *args)
 release:
     for (Py_ssize_t k = 0; k < got; k++)
         PyBuffer_Release(&buffers[k]);
-    PyBuffer_Release(&heads);
-    PyBuffer_Release(&widths_buf);
-    PyBuffer_Release(&packed_buf);
-    PyBuffer_Release(&out);
+    RELEASE_BUFFERS(&heads, &widths_buf, &packed_buf, &out);
     return result;
 }
 
