@@ -48,7 +48,8 @@ def main(argv=None) -> int:
     import bench_hf
 
     from dcformat import hf
-    from dcformat.hf.calibration import stdlib_prose
+    from dcformat.hf.calibration import read_texts, stdlib_prose
+    from dcformat.hf.distill import MAX_TEXTS
 
     source, cosines = bench_hf.held_out_cosines()
     options = {"lr": args.lr} if args.lr is not None else {}
@@ -56,8 +57,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="dcformat-bench-distill-") as work:
         if args.text:
             texts = args.text
-            with open(texts, encoding="utf-8") as f:
-                prose = [line for line in f.read().splitlines() if line.strip()]
+            prose = read_texts(texts, limit=MAX_TEXTS)  # the texts as the command reads them
         else:
             texts = os.path.join(work, "prose.txt")
             prose = stdlib_prose(100_000, documentation=True)
