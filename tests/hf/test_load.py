@@ -8,6 +8,7 @@ with the tensors in the ``.dcf`` files.
 from __future__ import annotations
 
 import copy
+import os
 
 import numpy as np
 import pytest
@@ -146,3 +147,45 @@ def test_a_sharded_folder_loads_the_same(original, tmp_path):
     one = hf.from_pretrained(tmp_path / "one", "fill-mask").state_dict()
     for name, tensor in hf.from_pretrained(tmp_path / "shards", "fill-mask").state_dict().items():
         assert torch.equal(one[name], tensor), name
+
+
+def test_the_state_dict_is_loaded_without_transformers_thread_pool(original, tmp_path, monkeypatch):
+    """The decoded tensors are in memory: transformers takes them in turn, and its switch is
+    left as it was found."""
+    from transformers import core_model_loading
+
+    folder, model = original
+    hf.convert_folder(folder, tmp_path / "dcf")
+
+    def no_pool(*args, **kwargs):
+        raise AssertionError("transformers started its loading thread pool")
+
+    monkeypatch.delenv(SEQUENTIAL, raising=False)
+    with monkeypatch.context() as patched:
+        patched.setattr(core_model_loading, "ThreadPoolExecutor", no_pool)
+        loaded = hf.from_pretrained(tmp_path / "dcf", "fill-mask")
+    assert SEQUENTIAL not in os.environ
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+
+
+SEQUENTIAL = "HF_DEACTIVATE_ASYNC_LOAD"
+
+
+def test_the_loading_switch_is_set_while_loads_run_and_a_users_choice_kept(monkeypatch):
+    from dcformat.hf.load import _tensors_in_memory
+
+    monkeypatch.delenv(SEQUENTIAL, raising=False)
+    with _tensors_in_memory():
+        assert os.environ[SEQUENTIAL] == "1"
+        with _tensors_in_memory():  # a second load at the same time
+            assert os.environ[SEQUENTIAL] == "1"
+        assert os.environ[SEQUENTIAL] == "1"  # still the first load's
+    assert SEQUENTIAL not in os.environ
+    with pytest.raises(RuntimeError), _tensors_in_memory():
+        raise RuntimeError("a load that fails")
+    assert SEQUENTIAL not in os.environ
+    monkeypatch.setenv(SEQUENTIAL, "0")  # the user's choice: the pool
+    with _tensors_in_memory():
+        assert os.environ[SEQUENTIAL] == "0"
+    assert os.environ[SEQUENTIAL] == "0"
