@@ -16,6 +16,7 @@ file's header for what they still bound themselves.
 
 from __future__ import annotations
 
+import mmap
 import os
 import warnings
 from types import ModuleType
@@ -76,18 +77,35 @@ def in_use() -> str:
 OWN_PAGES_MIN_BYTES = 64 << 10
 
 
-def output_array(count: int, dtype) -> np.ndarray:
+def output_array(count: int, dtype, reserve=None) -> np.ndarray:
     """A zero-filled 1-D array of ``count`` elements for a decoded tensor to be written into.
 
     With the compiled extension on Linux, a large one is mapped for itself: aligned for
     transparent huge pages from 2 MiB, populated in one call below (``output_pages`` in the
-    C file says why: first touches of fresh 4 KiB pages were a third of a model's load). Its
-    memory is returned when the last array using it goes, as numpy's would be.
+    C file says why: first touches of fresh 4 KiB pages were a third of a model's load), or
+    taken from ``reserve`` (:func:`output_reserve`) while it lasts. Its memory is returned
+    when the last array using it goes, as numpy's would be.
     """
     dtype = np.dtype(dtype)
     nbytes = count * dtype.itemsize
     native = compiled() if nbytes >= OWN_PAGES_MIN_BYTES else None
-    pages = native.output_pages(nbytes) if native is not None else None
+    pages = None
+    if native is not None:
+        pages = reserve.take(nbytes) if reserve is not None else None
+        if pages is None:
+            pages = native.output_pages(nbytes)
     if pages is None:
         return np.zeros(count, dtype=dtype)
     return np.frombuffer(pages, dtype=dtype, count=count)
+
+
+def output_reserve(sizes) -> object | None:
+    """Pages mapped at once for outputs of these byte sizes, for :func:`output_array` to take
+    (those under ``OWN_PAGES_MIN_BYTES`` come from numpy and need none); None where the
+    extension is not in use or nothing needs them. The ``Reserve`` in the C file says why."""
+    native = compiled()
+    if native is None:
+        return None
+    page = mmap.PAGESIZE  # each output takes a run of whole pages
+    total = sum(-(-int(size) // page) * page for size in sizes if size >= OWN_PAGES_MIN_BYTES)
+    return native.output_reserve(total) if total else None

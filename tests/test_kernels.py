@@ -109,6 +109,104 @@ def test_output_pages_refuse_a_size_that_is_not_positive(size):
         kernels._load()[0].output_pages(size)
 
 
+def _mapped(address: int) -> bool:
+    """Whether this process maps the byte at ``address`` (Linux: /proc/self/maps)."""
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            lo, hi = (int(part, 16) for part in line.split()[0].split("-"))
+            if lo <= address < hi:
+                return True
+    return False
+
+
+linux_only = pytest.mark.skipif(os.uname().sysname != "Linux", reason="pages are mapped by dcformat on Linux only")
+
+
+@needs_extension
+@linux_only
+def test_outputs_taken_from_a_reserve_are_runs_of_its_pages_each_freed_alone(monkeypatch):
+    monkeypatch.delenv(kernels.ENV_KERNELS, raising=False)
+    page = os.sysconf("SC_PAGESIZE")
+    sizes = [300_000 * 4, 3 << 20, 100_000 * 2]
+    reserve = kernels.output_reserve(sizes + [100])  # the small one needs no pages
+    first = kernels.output_array(300_000, np.float32, reserve)
+    second = kernels.output_array(3 << 20, np.uint8, reserve)
+    third = kernels.output_array(100_000, np.uint16, reserve)
+    assert first.ctypes.data % (2 << 20) == 0  # a reserve from 2 MiB up is aligned for huge pages
+    assert second.ctypes.data == first.ctypes.data + -(-sizes[0] // page) * page  # run after run
+    assert third.ctypes.data == second.ctypes.data + -(-sizes[1] // page) * page
+    for out, value in ((first, 1.5), (second, 2), (third, 3)):
+        assert not out.any() and out.flags.writeable
+        out[:] = value
+    assert kernels.output_array(100_000, np.uint16, reserve).ctypes.data not in range(first.ctypes.data, third.ctypes.data + sizes[2])
+    del reserve  # what nobody took is unmapped; the runs taken live on in their arrays
+    import gc
+
+    gc.collect()
+    assert float(first.sum()) == 1.5 * 300_000 and int(second.sum()) == 2 * (3 << 20) and int(third.sum()) == 3 * 100_000
+    address = second.ctypes.data
+    del second
+    gc.collect()
+    assert not _mapped(address) and _mapped(first.ctypes.data) and _mapped(third.ctypes.data)
+
+
+@needs_extension
+@linux_only
+def test_a_reserve_hands_out_no_more_than_it_holds():
+    native = kernels._load()[0]
+    page = os.sysconf("SC_PAGESIZE")
+    reserve = native.output_reserve(3 * page - 5)  # three pages
+    assert reserve.take(page + 1) is not None  # two
+    assert reserve.take(page + 1) is None  # two more: too many, nothing taken
+    last = reserve.take(page)
+    assert last is not None and len(memoryview(last)) == page
+    assert reserve.take(1) is None
+    for size in (0, -1):
+        with pytest.raises(ValueError, match="take needs a positive size"):
+            reserve.take(size)
+        with pytest.raises(ValueError, match="output_reserve needs a positive size"):
+            native.output_reserve(size)
+
+
+def test_no_reserve_without_the_extension_or_without_outputs_that_need_one(monkeypatch):
+    monkeypatch.setenv(kernels.ENV_KERNELS, "numpy")
+    assert kernels.output_reserve([10 << 20]) is None
+    assert kernels.output_array(300_000, np.float32, None).shape == (300_000,)
+    monkeypatch.delenv(kernels.ENV_KERNELS)
+    assert kernels.output_reserve([100, kernels.OWN_PAGES_MIN_BYTES - 1]) is None
+
+
+@needs_extension
+@linux_only
+def test_a_load_decodes_into_one_reserve(monkeypatch, tmp_path):
+    """load_file maps the pages of every decoded tensor at once: the quantized and float_split
+    tensors lie run after run (raw and small ones are elsewhere), and the values are those
+    the numpy kernels give."""
+    rng = np.random.default_rng(0)
+    tensors = {
+        "a": rng.standard_normal((300, 400)).astype(np.float32),
+        "b": rng.standard_normal(70_000).astype(np.float32),
+        "small": rng.standard_normal(10).astype(np.float32),
+        "c": rng.standard_normal((200, 300)).astype(np.float32),
+    }
+    path = tmp_path / "m.dcf"
+    with dcformat.FileWriter(path) as writer:
+        writer.add("a", dcformat.quantize(tensors["a"], bits=5))
+        writer.add("b", tensors["b"])  # float_split, the lossless default for floats
+        writer.add("small", tensors["small"])
+        writer.add("c", dcformat.quantize(tensors["c"], bits=4))
+    monkeypatch.delenv(kernels.ENV_KERNELS, raising=False)
+    loaded = dcformat.load_file(path, threads=1)
+    page = os.sysconf("SC_PAGESIZE")
+    runs = sorted((loaded[name].ctypes.data, -(-loaded[name].nbytes // page) * page) for name in ("a", "b", "c"))
+    for (start, length), (following, _) in zip(runs, runs[1:]):
+        assert following == start + length
+    monkeypatch.setenv(kernels.ENV_KERNELS, "numpy")
+    reference = dcformat.load_file(path)
+    for name, array in loaded.items():
+        assert array.flags.writeable and np.array_equal(array, reference[name]), name
+
+
 @pytest.mark.skipif(kernels._load()[0] is None, reason="dcformat._kernels is not built (test_extension_is_built_where_ci_runs fails in CI instead)")
 @pytest.mark.parametrize("fold", [True, False])
 def test_crc32_is_zlibs(fold):

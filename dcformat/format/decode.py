@@ -33,19 +33,20 @@ def storage_array(plan: DensePlan) -> np.ndarray:
     return array.reshape(plan.shape)
 
 
-def decode(plan: DensePlan | QuantPlan | FloatSplitPlan, *, threads: int = 1) -> np.ndarray:
-    """The tensor a plan describes, as a numpy array of its dtype."""
+def decode(plan: DensePlan | QuantPlan | FloatSplitPlan, *, threads: int = 1, reserve=None) -> np.ndarray:
+    """The tensor a plan describes, as a numpy array of its dtype; a decoded (not raw) one in
+    pages from ``reserve`` where it has enough (``kernels.output_reserve``)."""
     if isinstance(plan, (DensePlan, FloatSplitPlan)):
-        array = storage_array(plan) if isinstance(plan, DensePlan) else float_split_bits(plan, threads=threads)
+        array = storage_array(plan) if isinstance(plan, DensePlan) else float_split_bits(plan, threads=threads, reserve=reserve)
         if plan.dtype in (DType.BOOL, DType.BFLOAT16):
             array = array.view(dtypes.numpy_dtype(plan.dtype, field=plan.field, offset=plan.offset))
         return array
     values = plan.values()
     if plan.gaps is None:  # quant_dense: the codes through the codebook, fused where the kernel can
-        out = kernels.output_array(plan.numel, values.dtype)  # the tensor itself: pages of its own
+        out = kernels.output_array(plan.numel, values.dtype, reserve)  # the tensor itself, in pages of its own
         return streams.decode(plan.codes, threads=threads, values=values, out=out).reshape(plan.shape)
     codes, gap_symbols = decode_streams(plan, threads=threads)
-    out = kernels.output_array(plan.numel, values.dtype)
+    out = kernels.output_array(plan.numel, values.dtype, reserve)
     sparse.scatter(out, gap_symbols, codes, values, threads=threads)
     return out.reshape(plan.shape)
 
@@ -56,9 +57,9 @@ def float_split_blocks(plan: FloatSplitPlan, *, threads: int = 1):
         yield lo, hi, [streams.decode(stream, threads=threads) for stream in block]
 
 
-def float_split_bits(plan: FloatSplitPlan, *, threads: int = 1) -> np.ndarray:
+def float_split_bits(plan: FloatSplitPlan, *, threads: int = 1, reserve=None) -> np.ndarray:
     """A float_split tensor's elements as their storage bits (bfloat16 as uint16), shaped."""
-    out = kernels.output_array(plan.numel, float_split.bits_dtype(plan.dtype))
+    out = kernels.output_array(plan.numel, float_split.bits_dtype(plan.dtype), reserve)
     native = kernels.compiled()
     if native is not None:
         _float_split_compiled(native, plan, out, threads)

@@ -8,7 +8,9 @@ import os
 
 import numpy as np
 
-from ..format.constants import MAX_EXPANSION
+from .. import kernels
+from ..format import decode as decoding
+from ..format.constants import MAX_EXPANSION, Encoding
 from ..format.reader import DCFile
 from ..parallel import map_threads, resolve_threads
 from .shards import ShardedFile
@@ -24,11 +26,17 @@ def open_file(source, *, max_expansion: int = MAX_EXPANSION):
     return DCFile(source, max_expansion=max_expansion)
 
 
+#: The encodings whose tensors are decoded into pages of their own (raw ones are views of the
+#: file, zstd ones the decompressor's bytes).
+_DECODED_INTO_PAGES = (Encoding.QUANT_DENSE, Encoding.QUANT_SPARSE, Encoding.FLOAT_SPLIT)
+
+
 def decode_all(reader, *, threads: int | None = None, writable: bool = True) -> dict[str, np.ndarray]:
     """Every tensor of an open reader, decoded on a pool of ``threads`` threads.
 
     Tensors larger than one thread's share of the work are decoded one at a time with
-    all threads (across their Huffman lanes and entry spans); the rest in parallel.
+    all threads (across their Huffman lanes and entry spans); the rest in parallel. The
+    decoded ones go to pages mapped for them all at once (``kernels.output_reserve``).
     """
     threads = resolve_threads(threads)
     names = reader.keys()
@@ -36,9 +44,10 @@ def decode_all(reader, *, threads: int | None = None, writable: bool = True) -> 
     total = sum(sizes.values())
     big = [name for name in names if threads > 1 and sizes[name] * threads > total]
     small = [name for name in names if name not in set(big)]
+    reserve = kernels.output_reserve(sizes[name] for name in names if reader.entry(name).encoding in _DECODED_INTO_PAGES)
 
     def decode(name: str, inner: int = 1) -> np.ndarray:
-        array = reader.get(name, threads=inner)
+        array = decoding.decode(reader.plan(name), threads=inner, reserve=reserve)
         return array.copy() if writable and not array.flags.writeable else array
 
     out = {name: decode(name, threads) for name in big}
