@@ -50,6 +50,14 @@ def print_json(report) -> int:
     return EXIT_OK
 
 
+def add_work_options(parser, *, threads: str, report: str = "report") -> None:
+    """The options of the commands that work through a model and report on it: ``--threads N``
+    (``threads`` says what they do), ``--json`` and ``--no-progress``."""
+    parser.add_argument("--threads", type=int, default=None, metavar="N", help=threads)
+    parser.add_argument("--json", action="store_true", help=f"print the {report} as JSON")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
 def bad_threads(command: str, threads: int | None) -> bool:
     """True (and a line on stderr) when ``--threads`` was given and is below 1."""
     if threads is not None and threads < 1:

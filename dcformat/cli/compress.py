@@ -16,7 +16,7 @@ from ..compress import DEFAULT_MIN_ELEMENTS, DEFAULT_TARGET_BITS_PER_WEIGHT, TRA
 from ..format.encode import DENSE_CHOICES, EncodeOptions
 from ..hf.folder import is_model_folder
 from ..hf.write import DEFAULT_MAX_SHARD_BYTES, compress_folder
-from .common import EXIT_OK, EXIT_USAGE, bad_threads, print_folder_summary, print_json, print_table, printable
+from .common import EXIT_OK, EXIT_USAGE, add_work_options, bad_threads, print_folder_summary, print_json, print_table, printable
 
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 
@@ -152,15 +152,7 @@ def register(subparsers) -> None:
         default="auto",
         help="storage of exact tensors: auto (default: the smallest lossless of raw, zstd and float_split), raw (memory-mappable), zstd, float_split",
     )
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        metavar="N",
-        help="tensors worked on at once (default: $DCFORMAT_THREADS, else every core); the output is the same for any N",
-    )
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_work_options(p, threads="tensors worked on at once (default: $DCFORMAT_THREADS, else every core); the output is the same for any N")
     p.set_defaults(func=run)
 
 

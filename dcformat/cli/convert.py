@@ -15,7 +15,7 @@ from ..format.encode import DENSE_CHOICES, EncodeOptions
 from ..hf.folder import is_model_folder
 from ..hf.write import DEFAULT_MAX_SHARD_BYTES, convert_folder
 from ..interop.convert import DEFAULT_MIN_ELEMENTS, convert
-from .common import EXIT_OK, EXIT_USAGE, bad_threads, print_folder_summary, print_json, printable
+from .common import EXIT_OK, EXIT_USAGE, add_work_options, bad_threads, print_folder_summary, print_json, printable
 from .compress import parse_size
 
 
@@ -57,9 +57,7 @@ def register(subparsers) -> None:
         default=None,
         help=f"model folders: weights larger than SIZE are written in shards of about SIZE (default {DEFAULT_MAX_SHARD_BYTES // 10**9}GB)",
     )
-    p.add_argument("--threads", type=int, default=None, metavar="N", help="model folders: tensors worked on at once (default: every core)")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_work_options(p, threads="model folders: tensors worked on at once (default: every core)")
     p.set_defaults(func=run)
 
 

@@ -18,7 +18,7 @@ from ..hf.distill import (
     distill_folder,
 )
 from ..hf.folder import is_model_folder
-from .common import EXIT_OK, EXIT_USAGE, bad_threads, print_folder_summary, print_json
+from .common import EXIT_OK, EXIT_USAGE, add_work_options, bad_threads, print_folder_summary, print_json
 
 
 def register(subparsers) -> None:
@@ -77,9 +77,7 @@ def register(subparsers) -> None:
         metavar="N",
         help=f"float tensors with fewer elements stay exact (default {DEFAULT_MIN_ELEMENTS})",
     )
-    p.add_argument("--threads", type=int, default=None, metavar="N", help="threads for compressing and writing (default: every core)")
-    p.add_argument("--json", action="store_true", help="print the record as JSON")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_work_options(p, threads="threads for compressing and writing (default: every core)", report="record")
     p.set_defaults(func=run)
 
 
