@@ -7,6 +7,9 @@ only be known after decoding is checked by calling the plans' and the codecs' ch
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 import numpy as np
 
 from .. import kernels
@@ -36,19 +39,43 @@ def storage_array(plan: DensePlan) -> np.ndarray:
 def decode(plan: DensePlan | QuantPlan | FloatSplitPlan, *, threads: int = 1, reserve=None) -> np.ndarray:
     """The tensor a plan describes, as a numpy array of its dtype; a decoded (not raw) one in
     pages from ``reserve`` where it has enough (``kernels.output_reserve``)."""
-    if isinstance(plan, (DensePlan, FloatSplitPlan)):
-        array = storage_array(plan) if isinstance(plan, DensePlan) else float_split_bits(plan, threads=threads, reserve=reserve)
-        if plan.dtype in (DType.BOOL, DType.BFLOAT16):
-            array = array.view(dtypes.numpy_dtype(plan.dtype, field=plan.field, offset=plan.offset))
-        return array
+    array, fill = start(plan, reserve=reserve)
+    if fill is not None:
+        fill(threads)
+    return array
+
+
+def start(plan: DensePlan | QuantPlan | FloatSplitPlan, *, reserve=None) -> tuple[np.ndarray, Callable[[int], None] | None]:
+    """The tensor's array, and the work that writes its values: ``fill(threads)``, which
+    raises as :func:`decode` does (None for raw and zstd tensors, whole at once). Until
+    ``fill`` returns, the array's memory exists but its values do not: for a loader that
+    hands the arrays on while a worker decodes (``io.loading.decoding``)."""
+    if isinstance(plan, DensePlan):
+        return _as_dtype(storage_array(plan), plan), None
+    if isinstance(plan, FloatSplitPlan):
+        out = kernels.output_array(plan.numel, float_split.bits_dtype(plan.dtype), reserve)
+        return _as_dtype(out.view(DTYPE_STORAGE[plan.dtype]).reshape(plan.shape), plan), partial(_float_split_into, plan, out)
     values = plan.values()
+    out = kernels.output_array(plan.numel, values.dtype, reserve)  # the tensor itself, in pages of its own
     if plan.gaps is None:  # quant_dense: the codes through the codebook, fused where the kernel can
-        out = kernels.output_array(plan.numel, values.dtype, reserve)  # the tensor itself, in pages of its own
-        return streams.decode(plan.codes, threads=threads, values=values, out=out).reshape(plan.shape)
+        return out.reshape(plan.shape), partial(_quant_dense_into, plan, values, out)
+    return out.reshape(plan.shape), partial(_quant_sparse_into, plan, values, out)
+
+
+def _as_dtype(array: np.ndarray, plan: DensePlan | FloatSplitPlan) -> np.ndarray:
+    """Storage elements as the tensor's dtype (bool and bfloat16 are stored as bytes and bits)."""
+    if plan.dtype in (DType.BOOL, DType.BFLOAT16):
+        return array.view(dtypes.numpy_dtype(plan.dtype, field=plan.field, offset=plan.offset))
+    return array
+
+
+def _quant_dense_into(plan: QuantPlan, values: np.ndarray, out: np.ndarray, threads: int) -> None:
+    streams.decode(plan.codes, threads=threads, values=values, out=out)
+
+
+def _quant_sparse_into(plan: QuantPlan, values: np.ndarray, out: np.ndarray, threads: int) -> None:
     codes, gap_symbols = decode_streams(plan, threads=threads)
-    out = kernels.output_array(plan.numel, values.dtype, reserve)
     sparse.scatter(out, gap_symbols, codes, values, threads=threads)
-    return out.reshape(plan.shape)
 
 
 def float_split_blocks(plan: FloatSplitPlan, *, threads: int = 1):
@@ -57,16 +84,13 @@ def float_split_blocks(plan: FloatSplitPlan, *, threads: int = 1):
         yield lo, hi, [streams.decode(stream, threads=threads) for stream in block]
 
 
-def float_split_bits(plan: FloatSplitPlan, *, threads: int = 1, reserve=None) -> np.ndarray:
-    """A float_split tensor's elements as their storage bits (bfloat16 as uint16), shaped."""
-    out = kernels.output_array(plan.numel, float_split.bits_dtype(plan.dtype), reserve)
+def _float_split_into(plan: FloatSplitPlan, out: np.ndarray, threads: int) -> None:
     native = kernels.compiled()
     if native is not None:
         _float_split_compiled(native, plan, out, threads)
     else:
         for lo, hi, symbols in float_split_blocks(plan, threads=threads):
             out[lo:hi] = float_split.join(symbols, plan.dtype, plan.head_bits)
-    return out.view(DTYPE_STORAGE[plan.dtype]).reshape(plan.shape)
 
 
 def _float_split_compiled(native, plan: FloatSplitPlan, out: np.ndarray, threads: int) -> None:

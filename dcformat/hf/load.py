@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import FormatError, UnsupportedError
 from ..interop.common import require
-from ..io.loading import decode_all
+from ..io.loading import decode_all, decoding
 from ..io.loading import open_file as _open_weights
 from ..torch.errors import ModelMismatchError
 from .folder import open_folder
@@ -100,6 +100,11 @@ def from_pretrained(path, model_class=None, *, dtype=None, device=None, strict: 
     shape that differs raises :class:`dcformat.torch.ModelMismatchError` naming them; without it
     transformers' warnings stand and missing parameters keep their fresh initialisation.
     Other keyword arguments go to transformers (configuration overrides, ``attn_implementation``).
+
+    With more than one thread and no ``dtype``, transformers builds the model around the
+    tensors while a worker decodes their values (``io.loading.decoding``); should it have
+    copied one of them meanwhile (converting it), the model is built again from the decoded
+    tensors.
     """
     torch, transformers = torch_and_transformers()
     dtype = _torch_dtype(dtype, torch)
@@ -111,11 +116,22 @@ def from_pretrained(path, model_class=None, *, dtype=None, device=None, strict: 
     if config is None:
         config, kwargs = transformers.AutoConfig.from_pretrained(folder.path, return_unused_kwargs=True, **kwargs)
     cls = model_class_for(model_class, config, transformers)
-    state = decode_state(folder.weights, dtype=dtype, threads=threads)
-    if dtype is not None:
+
+    def build(state: dict):
+        with _tensors_in_memory():
+            return cls.from_pretrained(None, config=config, state_dict=state, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs)
+
+    if dtype is None:  # the model is built while the values are decoded (io.loading.decoding)
+        with _open_weights(folder.weights) as reader:
+            reader.check_padding()
+            with decoding(reader, threads=threads) as (arrays, arriving):
+                state = {name: _as_torch(array, torch, None) for name, array in arrays.items()}
+                model, info = build(state)
+        if not _holds(model, [state[name] for name in arriving]):  # transformers copied one before its values were in
+            model, info = build(state)
+    else:
         kwargs["dtype"] = dtype
-    with _tensors_in_memory():
-        model, info = cls.from_pretrained(None, config=config, state_dict=state, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs)
+        model, info = build(decode_state(folder.weights, dtype=dtype, threads=threads))
     if strict:
         _check_fit(info, folder.weights)
     if device is not None:
@@ -149,6 +165,13 @@ def _tensors_in_memory():
                 _sequential_loads -= 1
                 if _sequential_loads == 0:
                     del os.environ[_SEQUENTIAL_LOADING]
+
+
+def _holds(model, tensors) -> bool:
+    """Whether the model's tensors are the memory of every one of ``tensors`` (transformers keeps
+    a state dict's tensors as its parameters unless it converts them)."""
+    held = {tensor.untyped_storage().data_ptr() for tensor in model.state_dict().values()}
+    return all(tensor.untyped_storage().data_ptr() in held for tensor in tensors if tensor.numel())
 
 
 def _torch_dtype(dtype, torch):

@@ -5,11 +5,15 @@ sharded model's index, and ``load``/``load_file``, which decode every tensor on 
 from __future__ import annotations
 
 import os
+import threading
+from collections import deque
+from collections.abc import Callable
+from contextlib import contextmanager
 
 import numpy as np
 
 from .. import kernels
-from ..format import decode as decoding
+from ..format import decode as decoders
 from ..format.constants import MAX_EXPANSION, Encoding
 from ..format.reader import DCFile
 from ..parallel import map_threads, resolve_threads
@@ -47,12 +51,122 @@ def decode_all(reader, *, threads: int | None = None, writable: bool = True) -> 
     reserve = kernels.output_reserve(sizes[name] for name in names if reader.entry(name).encoding in _DECODED_INTO_PAGES)
 
     def decode(name: str, inner: int = 1) -> np.ndarray:
-        array = decoding.decode(reader.plan(name), threads=inner, reserve=reserve)
+        array = decoders.decode(reader.plan(name), threads=inner, reserve=reserve)
         return array.copy() if writable and not array.flags.writeable else array
 
     out = {name: decode(name, threads) for name in big}
     out.update(zip(small, map_threads(decode, small, threads)))
     return {name: out[name] for name in names}
+
+
+@contextmanager
+def decoding(reader, *, threads: int | None = None):
+    """``with decoding(reader) as (arrays, arriving):`` every tensor's writable array at once,
+    planned and checked as for :func:`decode_all`, while a worker thread decodes the values
+    of those named in ``arriving``, largest first (raw and zstd tensors come whole); leaving
+    the block waits for the values (the caller's thread joins in) and raises the first
+    decoding error.
+
+    For a loader with work of its own that needs the arrays but not yet their values:
+    ``dcformat.hf.from_pretrained`` hands them to transformers, which builds the model around
+    them meanwhile. Inside the block read none of ``arriving``. With one thread everything is
+    decoded before the block starts (``arriving`` is empty).
+    """
+    threads = resolve_threads(threads)
+    names = sorted(reader.keys(), key=reader.decoded_bytes, reverse=True)  # the worker starts on the largest
+    reserve = kernels.output_reserve(reader.decoded_bytes(name) for name in names if reader.entry(name).encoding in _DECODED_INTO_PAGES)
+    fills = _Fills() if threads > 1 else None
+    arrays, arriving = {}, set()
+    try:
+        for name in names:
+            array, fill = decoders.start(reader.plan(name), reserve=reserve)
+            if fill is None:
+                array = array if array.flags.writeable else array.copy()
+            elif fills is None:
+                fill(1)
+            else:
+                fills.add(fill)
+                arriving.add(name)
+            arrays[name] = array
+        yield {name: arrays[name] for name in reader.keys()}, frozenset(arriving)
+    except BaseException:
+        if fills is not None:
+            fills.cancel()
+        raise
+    if fills is not None:
+        fills.finish(threads)
+
+
+class _Fills:
+    """The decoding work of a load (``fill(threads)`` calls): one worker thread takes it from
+    the front while the caller's thread works on; then the caller takes it from the back."""
+
+    def __init__(self) -> None:
+        self._queue: deque[Callable[[int], None]] = deque()
+        self._changed = threading.Condition()
+        self._closed = False
+        self._running = 0
+        self._errors: list[BaseException] = []
+        self._worker = threading.Thread(target=self._work, name="dcformat-decode", daemon=True)
+        self._worker.start()
+
+    def add(self, fill: Callable[[int], None]) -> None:
+        with self._changed:
+            self._queue.append(fill)
+            self._changed.notify()
+
+    def _take(self, *, last: bool) -> Callable[[int], None] | None:
+        """The next fill, or None once there is none to come (the caller's lock held)."""
+        while not self._queue and not self._closed:
+            self._changed.wait()
+        if not self._queue:
+            return None
+        self._running += 1
+        return self._queue.pop() if last else self._queue.popleft()
+
+    def _run(self, *, last: bool, threads: int) -> None:
+        while True:
+            with self._changed:
+                fill = self._take(last=last)
+            if fill is None:
+                return
+            try:
+                fill(threads)
+            except BaseException as error:  # kept for finish(); the rest is not worth decoding
+                with self._changed:
+                    self._errors.append(error)
+                    self._queue.clear()
+            finally:
+                with self._changed:
+                    self._running -= 1
+                    self._changed.notify_all()
+
+    def _work(self) -> None:
+        self._run(last=False, threads=1)
+
+    def cancel(self) -> None:
+        """No more fills started; waits for the running ones."""
+        with self._changed:
+            self._queue.clear()
+        self._close()
+
+    def finish(self, threads: int) -> None:
+        """Every fill done, the caller's thread helping; raises the first error."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+        self._run(last=True, threads=threads)
+        self._close()
+        if self._errors:
+            raise self._errors[0]
+
+    def _close(self) -> None:
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+            while self._running:
+                self._changed.wait()
+        self._worker.join()
 
 
 def load(data, *, max_expansion: int = MAX_EXPANSION, threads: int | None = None) -> dict[str, np.ndarray]:

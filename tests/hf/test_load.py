@@ -189,3 +189,36 @@ def test_the_loading_switch_is_set_while_loads_run_and_a_users_choice_kept(monke
     with _tensors_in_memory():
         assert os.environ[SEQUENTIAL] == "0"
     assert os.environ[SEQUENTIAL] == "0"
+
+
+def test_the_model_is_the_same_built_while_its_values_are_decoded_or_after(original, tmp_path):
+    folder, _ = original
+    hf.compress_folder(folder, tmp_path / "dcf", min_elements=1024)
+    after = hf.from_pretrained(tmp_path / "dcf", "fill-mask", threads=1).state_dict()
+    meanwhile = hf.from_pretrained(tmp_path / "dcf", "fill-mask", threads=2).state_dict()
+    assert after.keys() == meanwhile.keys()
+    for name, tensor in after.items():
+        assert torch.equal(meanwhile[name], tensor), name
+
+
+def test_a_model_that_copied_tensors_before_their_values_were_in_is_built_again(original, tmp_path, monkeypatch):
+    """transformers copying every tensor as it loads (as when it converts one), with the values
+    decoded only once the model is built: the copies hold none of them, so the model is
+    built again from the decoded tensors."""
+    from transformers import core_model_loading
+
+    from dcformat.hf import load as hf_load
+    from dcformat.io import loading
+
+    folder, model = original
+    hf.convert_folder(folder, tmp_path / "dcf")
+    materialize = core_model_loading._materialize_copy
+    monkeypatch.setattr(core_model_loading, "_materialize_copy", lambda *args, **kwargs: materialize(*args, **kwargs).clone())
+    monkeypatch.setattr(loading._Fills, "_work", lambda self: None)  # no worker: every value comes after the build
+    checks = []
+    holds = hf_load._holds
+    monkeypatch.setattr(hf_load, "_holds", lambda *args: checks.append(holds(*args)) or checks[-1])
+    loaded = hf.from_pretrained(tmp_path / "dcf", "fill-mask", threads=2)
+    assert checks == [False]
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
