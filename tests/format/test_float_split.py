@@ -12,6 +12,7 @@ import dcformat
 from dcformat import EncodeOptions
 from dcformat.format import float_split
 from dcformat.format.constants import DType
+from dcformat.format.encode import FLOAT_SPLIT_MIN_SAVING
 from tests.support.optional import needs_ml_dtypes
 from tests.support.strategies import BFLOAT16, FLOAT_DTYPES, assert_bit_exact, few, parse_file, raw_arrays
 
@@ -35,12 +36,25 @@ def test_every_bit_pattern_round_trips(array, coder):
 
 @settings(max_examples=few(30))
 @given(array=st.sampled_from(FLOAT_DTYPES).flatmap(lambda dtype: raw_arrays(dtype=dtype, max_elements=5000)))
-def test_auto_is_the_smallest_lossless_choice(array):
+def test_auto_is_the_smallest_lossless_choice_unless_float_split_saves_little(array):
     sizes = {dense: len(dcformat.save({"x": array}, options=EncodeOptions(dense=dense))) for dense in ("raw", "zstd", "float_split")}
     auto = dcformat.save({"x": array})
-    assert len(auto) <= min(sizes.values())
+    assert len(auto) <= min(sizes["raw"], sizes["zstd"], sizes["float_split"] + FLOAT_SPLIT_MIN_SAVING)
     with dcformat.open(auto) as f:
         assert_bit_exact(f.get("x"), array)
+
+
+def test_float_split_is_kept_where_it_saves_enough_to_be_worth_decoding():
+    """A weight matrix goes float_split; a bias, which float_split would also make smaller,
+    by less than FLOAT_SPLIT_MIN_SAVING, stays whole (no tiny tensor to plan and decode)."""
+    rng = np.random.default_rng(5)
+    weights = (rng.standard_normal((256, 256)) * 0.05).astype(np.float32)
+    bias = (rng.standard_normal(1536) * 0.05).astype(np.float32)
+    for array, split_kept in ((weights, True), (bias, False)):
+        sizes = {dense: len(dcformat.save({"x": array}, options=EncodeOptions(dense=dense))) for dense in ("raw", "zstd", "float_split")}
+        assert sizes["float_split"] < min(sizes["raw"], sizes["zstd"])
+        assert (min(sizes["raw"], sizes["zstd"]) - sizes["float_split"] >= FLOAT_SPLIT_MIN_SAVING) == split_kept
+        assert (parse_file(dcformat.save({"x": array})).entries[0].encoding == 5) == split_kept
 
 
 @pytest.mark.parametrize(
@@ -111,7 +125,7 @@ def test_blocks_cover_the_tensor():
 
 
 def test_version_follows_the_ids_used():
-    weights = np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32)
+    weights = np.random.default_rng(0).standard_normal((256, 256)).astype(np.float32)
     split = dcformat.save({"w": weights})
     raw = dcformat.save({"w": weights}, options=EncodeOptions(dense="raw"))
     assert parse_file(split).entries[0].encoding == 5
