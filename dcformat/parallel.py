@@ -9,7 +9,9 @@ Threads are kept between calls: one pool per worker count, made on first use (a 
 and joined per call cost about as much as decoding a million symbols). Calls nest (a
 tensor decoded on a worker splits its own lanes over threads), so a thread waiting for an
 item no worker has started runs it itself: a wait is only ever on a call that is running,
-and nesting cannot deadlock however busy the workers are.
+and nesting cannot deadlock however busy the workers are. A :class:`Backlog` is the other
+shape of work: one worker thread of its own, working through a queue while the caller does
+something else, then both finishing it.
 """
 
 from __future__ import annotations
@@ -143,3 +145,78 @@ def imap_bounded(fn: Callable[[T], R], items: Iterable[T], threads: int) -> Iter
             yield _result(*pending.popleft())
     finally:
         wait_futures([future for future, _, _ in pending if not future.cancel()])
+
+
+class Backlog:
+    """Work queued for one worker thread while the caller's thread does something else
+    (``io.loading.decoding``: transformers building a model): calls ``work(threads)``, added
+    with :meth:`add`, which the worker takes from the front (one thread each) until the
+    caller, in :meth:`finish`, joins in from the back with ``threads`` and waits for the
+    rest. An error stops the calls not yet started and is raised by :meth:`finish`."""
+
+    def __init__(self) -> None:
+        self._queue: deque[Callable[[int], None]] = deque()
+        self._changed = threading.Condition()
+        self._closed = False
+        self._running = 0
+        self._errors: list[BaseException] = []
+        self._worker = threading.Thread(target=self._work, name="dcformat-backlog", daemon=True)
+        self._worker.start()
+
+    def add(self, work: Callable[[int], None]) -> None:
+        with self._changed:
+            self._queue.append(work)
+            self._changed.notify()
+
+    def _take(self, *, last: bool) -> Callable[[int], None] | None:
+        """The next call, or None once there is none to come (the lock held)."""
+        while not self._queue and not self._closed:
+            self._changed.wait()
+        if not self._queue:
+            return None
+        self._running += 1
+        return self._queue.pop() if last else self._queue.popleft()
+
+    def _run(self, *, last: bool, threads: int) -> None:
+        while True:
+            with self._changed:
+                work = self._take(last=last)
+            if work is None:
+                return
+            try:
+                work(threads)
+            except BaseException as error:  # kept for finish(); the rest is not worth doing
+                with self._changed:
+                    self._errors.append(error)
+                    self._queue.clear()
+            finally:
+                with self._changed:
+                    self._running -= 1
+                    self._changed.notify_all()
+
+    def _work(self) -> None:
+        self._run(last=False, threads=1)
+
+    def cancel(self) -> None:
+        """No more calls started; waits for the running ones."""
+        with self._changed:
+            self._queue.clear()
+        self._close()
+
+    def finish(self, threads: int) -> None:
+        """Every call done, the caller's thread helping; raises the first error."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+        self._run(last=True, threads=threads)
+        self._close()
+        if self._errors:
+            raise self._errors[0]
+
+    def _close(self) -> None:
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+            while self._running:
+                self._changed.wait()
+        self._worker.join()

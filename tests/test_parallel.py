@@ -113,3 +113,73 @@ def test_map_threads_raises_the_first_failure_in_order_after_every_call_ended():
     count = len(ended)
     time.sleep(0.05)
     assert len(ended) == count  # nothing still running behind the exception
+
+
+def test_a_backlog_is_worked_from_the_front_while_the_caller_waits_then_from_both_ends():
+    from dcformat.parallel import Backlog
+
+    started, release = threading.Event(), threading.Event()
+    done: list[tuple[str, int, int]] = []
+
+    def work(k):
+        def call(threads):
+            if k == 0:
+                started.set()
+                release.wait(5)  # the worker holds the first call until the caller finishes
+            done.append((threading.current_thread().name, k, threads))
+
+        return call
+
+    backlog = Backlog()
+    for k in range(5):
+        backlog.add(work(k))
+    assert started.wait(5)
+    threading.Timer(0.05, release.set).start()
+    backlog.finish(3)
+    assert sorted(k for _, k, _ in done) == [0, 1, 2, 3, 4]
+    worker = [(k, threads) for name, k, threads in done if name == "dcformat-backlog"]
+    caller = [(k, threads) for name, k, threads in done if name != "dcformat-backlog"]
+    assert worker[0] == (0, 1) and all(threads == 1 for _, threads in worker)
+    assert all(threads == 3 for _, threads in caller)
+    assert [k for k, _ in caller] == sorted((k for k, _ in caller), reverse=True)  # from the back
+    assert not any(t.name == "dcformat-backlog" for t in threading.enumerate())
+
+
+def test_a_backlog_raises_the_first_error_and_starts_nothing_after_it():
+    from dcformat.parallel import Backlog
+
+    ran = []
+
+    def fail(threads):
+        raise ValueError("bad tensor")
+
+    backlog = Backlog()
+    backlog.add(fail)
+    for k in range(3):
+        backlog.add(lambda threads, k=k: ran.append(k))
+    with pytest.raises(ValueError, match="bad tensor"):
+        backlog.finish(2)
+    assert len(ran) <= 3  # some may have started before the error; none is run twice
+    assert len(set(ran)) == len(ran)
+
+
+def test_a_cancelled_backlog_runs_nothing_more():
+    from dcformat.parallel import Backlog
+
+    started = threading.Event()
+    release = threading.Event()
+    ran = []
+
+    def first(threads):
+        started.set()
+        release.wait(5)
+        ran.append("first")
+
+    backlog = Backlog()
+    backlog.add(first)
+    for k in range(3):
+        backlog.add(lambda threads, k=k: ran.append(k))
+    assert started.wait(5)
+    threading.Timer(0.05, release.set).start()
+    backlog.cancel()  # the running call ends; the queued ones never start
+    assert ran == ["first"]

@@ -1,13 +1,11 @@
 """Reading: the lazy ``open_file`` (safetensors' ``safe_open``) for one ``.dcf`` file or a
-sharded model's index, and ``load``/``load_file``, which decode every tensor on a thread pool.
+sharded model's index; ``load``/``load_file``, which decode every tensor on a thread pool;
+and ``decoding``, which hands out every tensor's array while a worker decodes the values.
 """
 
 from __future__ import annotations
 
 import os
-import threading
-from collections import deque
-from collections.abc import Callable
 from contextlib import contextmanager
 
 import numpy as np
@@ -16,7 +14,7 @@ from .. import kernels
 from ..format import decode as decoders
 from ..format.constants import MAX_EXPANSION, Encoding
 from ..format.reader import DCFile
-from ..parallel import map_threads, resolve_threads
+from ..parallel import Backlog, map_threads, resolve_threads
 from .shards import ShardedFile
 
 
@@ -75,7 +73,7 @@ def decoding(reader, *, threads: int | None = None):
     threads = resolve_threads(threads)
     names = sorted(reader.keys(), key=reader.decoded_bytes, reverse=True)  # the worker starts on the largest
     reserve = kernels.output_reserve(reader.decoded_bytes(name) for name in names if reader.entry(name).encoding in _DECODED_INTO_PAGES)
-    fills = _Fills() if threads > 1 else None
+    fills = Backlog() if threads > 1 else None
     arrays, arriving = {}, set()
     try:
         for name in names:
@@ -95,78 +93,6 @@ def decoding(reader, *, threads: int | None = None):
         raise
     if fills is not None:
         fills.finish(threads)
-
-
-class _Fills:
-    """The decoding work of a load (``fill(threads)`` calls): one worker thread takes it from
-    the front while the caller's thread works on; then the caller takes it from the back."""
-
-    def __init__(self) -> None:
-        self._queue: deque[Callable[[int], None]] = deque()
-        self._changed = threading.Condition()
-        self._closed = False
-        self._running = 0
-        self._errors: list[BaseException] = []
-        self._worker = threading.Thread(target=self._work, name="dcformat-decode", daemon=True)
-        self._worker.start()
-
-    def add(self, fill: Callable[[int], None]) -> None:
-        with self._changed:
-            self._queue.append(fill)
-            self._changed.notify()
-
-    def _take(self, *, last: bool) -> Callable[[int], None] | None:
-        """The next fill, or None once there is none to come (the caller's lock held)."""
-        while not self._queue and not self._closed:
-            self._changed.wait()
-        if not self._queue:
-            return None
-        self._running += 1
-        return self._queue.pop() if last else self._queue.popleft()
-
-    def _run(self, *, last: bool, threads: int) -> None:
-        while True:
-            with self._changed:
-                fill = self._take(last=last)
-            if fill is None:
-                return
-            try:
-                fill(threads)
-            except BaseException as error:  # kept for finish(); the rest is not worth decoding
-                with self._changed:
-                    self._errors.append(error)
-                    self._queue.clear()
-            finally:
-                with self._changed:
-                    self._running -= 1
-                    self._changed.notify_all()
-
-    def _work(self) -> None:
-        self._run(last=False, threads=1)
-
-    def cancel(self) -> None:
-        """No more fills started; waits for the running ones."""
-        with self._changed:
-            self._queue.clear()
-        self._close()
-
-    def finish(self, threads: int) -> None:
-        """Every fill done, the caller's thread helping; raises the first error."""
-        with self._changed:
-            self._closed = True
-            self._changed.notify_all()
-        self._run(last=True, threads=threads)
-        self._close()
-        if self._errors:
-            raise self._errors[0]
-
-    def _close(self) -> None:
-        with self._changed:
-            self._closed = True
-            self._changed.notify_all()
-            while self._running:
-                self._changed.wait()
-        self._worker.join()
 
 
 def load(data, *, max_expansion: int = MAX_EXPANSION, threads: int | None = None) -> dict[str, np.ndarray]:

@@ -18,7 +18,7 @@ DECODED = {"quant_dense", "quant_sparse", "float_split"}
 
 
 def workers() -> list[threading.Thread]:
-    return [thread for thread in threading.enumerate() if thread.name == "dcformat-decode"]
+    return [thread for thread in threading.enumerate() if thread.name == "dcformat-backlog"]
 
 
 @pytest.fixture(scope="module")
