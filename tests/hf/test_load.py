@@ -207,15 +207,15 @@ def test_a_model_that_copied_tensors_before_their_values_were_in_is_built_again(
     built again from the decoded tensors."""
     from transformers import core_model_loading
 
+    from dcformat import parallel
     from dcformat.hf import load as hf_load
-    from dcformat.io import loading
 
     folder, _ = original
     hf.compress_folder(folder, tmp_path / "dcf", min_elements=1024)
     stored = dcformat.load_file(tmp_path / "dcf" / "model.dcf")
     materialize = core_model_loading._materialize_copy
     monkeypatch.setattr(core_model_loading, "_materialize_copy", lambda *args, **kwargs: materialize(*args, **kwargs).clone())
-    monkeypatch.setattr(loading._Fills, "_work", lambda self: None)  # no worker: every value comes after the build
+    monkeypatch.setattr(parallel.Backlog, "_work", lambda self: None)  # no worker: every value comes after the build
     checks = []
     holds = hf_load._holds
     monkeypatch.setattr(hf_load, "_holds", lambda *args: checks.append(holds(*args)) or checks[-1])
