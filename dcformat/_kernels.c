@@ -1023,20 +1023,32 @@ static Py_ssize_t output_size(PyObject *arg, const char *what)
     return nbytes;
 }
 
+#ifdef __linux__
+static size_t whole_pages(size_t nbytes) { return (nbytes + page_size() - 1) / page_size() * page_size(); }
+
+/* map_pages for `nbytes` of output, without the GIL; NULL with an exception set if refused. */
+static uint8_t *map_output(Py_ssize_t nbytes, int populate, size_t *length)
+{
+    uint8_t *start;
+    *length = whole_pages((size_t)nbytes);
+    Py_BEGIN_ALLOW_THREADS
+    start = map_pages(*length, populate);
+    Py_END_ALLOW_THREADS
+    if (!start)
+        PyErr_NoMemory();
+    return start;
+}
+#endif
+
 static PyObject *output_pages(PyObject *self, PyObject *arg)
 {
     const Py_ssize_t nbytes = output_size(arg, "output_pages needs a positive size");
     if (nbytes < 0)
         return NULL;
 #ifdef __linux__
-    const size_t length = ((size_t)nbytes + page_size() - 1) / page_size() * page_size();
-    uint8_t *start;
-    Py_BEGIN_ALLOW_THREADS
-    start = map_pages(length, 1);
-    Py_END_ALLOW_THREADS
-    if (!start)
-        return PyErr_NoMemory();
-    return new_pages(start, length);
+    size_t length;
+    uint8_t *start = map_output(nbytes, 1, &length);
+    return start ? new_pages(start, length) : NULL;
 #else
     Py_RETURN_NONE; /* elsewhere numpy allocates */
 #endif
@@ -1072,7 +1084,7 @@ static PyObject *reserve_take(PyObject *self, PyObject *arg)
         return NULL;
 #ifdef __linux__
     Reserve *reserve = (Reserve *)self;
-    const size_t length = ((size_t)nbytes + page_size() - 1) / page_size() * page_size();
+    const size_t length = whole_pages((size_t)nbytes);
     if (length > (size_t)(reserve->end - reserve->next))
         Py_RETURN_NONE; /* taken already: the caller maps pages of its own */
     uint8_t *start = reserve->next;
@@ -1104,13 +1116,10 @@ static PyObject *output_reserve(PyObject *self, PyObject *arg)
     if (nbytes < 0)
         return NULL;
 #ifdef __linux__
-    const size_t length = ((size_t)nbytes + page_size() - 1) / page_size() * page_size();
-    uint8_t *start;
-    Py_BEGIN_ALLOW_THREADS
-    start = map_pages(length, 0);
-    Py_END_ALLOW_THREADS
+    size_t length;
+    uint8_t *start = map_output(nbytes, 0, &length);
     if (!start)
-        return PyErr_NoMemory();
+        return NULL;
     Reserve *reserve = PyObject_New(Reserve, &ReserveType);
     if (!reserve) {
         munmap(start, length);
