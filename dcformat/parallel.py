@@ -10,8 +10,8 @@ and joined per call cost about as much as decoding a million symbols). Calls nes
 tensor decoded on a worker splits its own lanes over threads), so a thread waiting for an
 item no worker has started runs it itself: a wait is only ever on a call that is running,
 and nesting cannot deadlock however busy the workers are. A :class:`Backlog` is the other
-shape of work: one worker thread of its own, working through a queue while the caller does
-something else, then both finishing it.
+shape of work: worker threads of its own, working through a queue while the caller does
+something else, then all of them finishing it.
 """
 
 from __future__ import annotations
@@ -148,20 +148,24 @@ def imap_bounded(fn: Callable[[T], R], items: Iterable[T], threads: int) -> Iter
 
 
 class Backlog:
-    """Work queued for one worker thread while the caller's thread does something else
-    (``io.loading.decoding``: transformers building a model): calls ``work(threads)``, added
-    with :meth:`add`, which the worker takes from the front (one thread each) until the
-    caller, in :meth:`finish`, joins in from the back with ``threads`` and waits for the
-    rest. An error stops the calls not yet started and is raised by :meth:`finish`."""
+    """Work queued for worker threads of its own while the caller's thread does something
+    else (``io.loading.decoding``: planning the next tensors, or transformers building a
+    model): calls ``work(threads)``, added with :meth:`add`, which the workers take from the
+    front (``threads=1`` each) until the caller, in :meth:`finish`, joins in from the back
+    with ``threads`` and waits for the rest. A worker leaves the last queued call to the
+    caller, who may still add more or will run it with all its threads (so one large call
+    alone is never left to a single worker). An error stops the calls not yet started and is
+    raised by :meth:`finish`."""
 
-    def __init__(self) -> None:
+    def __init__(self, workers: int = 1) -> None:
         self._queue: deque[Callable[[int], None]] = deque()
         self._changed = threading.Condition()
         self._closed = False
         self._running = 0
         self._errors: list[BaseException] = []
-        self._worker = threading.Thread(target=self._work, name="dcformat-backlog", daemon=True)
-        self._worker.start()
+        self._workers = [threading.Thread(target=self._work, name="dcformat-backlog", daemon=True) for _ in range(max(int(workers), 1))]
+        for worker in self._workers:
+            worker.start()
 
     def add(self, work: Callable[[int], None]) -> None:
         with self._changed:
@@ -169,10 +173,12 @@ class Backlog:
             self._changed.notify()
 
     def _take(self, *, last: bool) -> Callable[[int], None] | None:
-        """The next call, or None once there is none to come (the lock held)."""
-        while not self._queue and not self._closed:
+        """The next call, or None once there is none to come for this thread (the lock held):
+        the caller (``last``) takes from the back, a worker from the front but never the last."""
+        keep = 0 if last else 1
+        while len(self._queue) <= keep and not self._closed:
             self._changed.wait()
-        if not self._queue:
+        if len(self._queue) <= keep:
             return None
         self._running += 1
         return self._queue.pop() if last else self._queue.popleft()
@@ -219,4 +225,5 @@ class Backlog:
             self._changed.notify_all()
             while self._running:
                 self._changed.wait()
-        self._worker.join()
+        for worker in self._workers:
+            worker.join()

@@ -183,3 +183,36 @@ def test_a_cancelled_backlog_runs_nothing_more():
     threading.Timer(0.05, release.set).start()
     backlog.cancel()  # the running call ends; the queued ones never start
     assert ran == ["first"]
+
+
+def test_a_backlog_leaves_its_last_call_to_the_caller_with_every_thread():
+    from dcformat.parallel import Backlog
+
+    ran = []
+    backlog = Backlog(workers=2)
+    backlog.add(lambda threads: ran.append((threading.current_thread().name, threads)))
+    time.sleep(0.05)  # idle workers, one call queued: they leave it
+    assert ran == []
+    backlog.finish(4)
+    assert ran == [(threading.current_thread().name, 4)]
+
+
+def test_a_backlogs_workers_share_the_calls():
+    from dcformat.parallel import Backlog
+
+    names = []
+    barrier = threading.Barrier(2, timeout=5)
+    both = threading.Event()
+
+    def call(threads):
+        if threading.current_thread().name == "dcformat-backlog" and len(names) < 2:
+            names.append(threading.get_ident())
+            barrier.wait()  # two workers in calls at once
+            both.set()
+
+    backlog = Backlog(workers=2)
+    for _ in range(6):
+        backlog.add(call)
+    assert both.wait(5)
+    backlog.finish(1)
+    assert len(set(names)) == 2
