@@ -3,7 +3,8 @@
 
 ``check_input(data)`` is a plain function (the replay tests call it): it opens the bytes,
 lists keys, reads the metadata, calls ``info``, ``get`` and ``get_quantized`` on every
-tensor and ``verify``, and swallows only :class:`dcformat.DCFormatError`. Anything else
+tensor, ``verify`` and ``load`` (on two threads: the page reserve and the decoding workers),
+and swallows only :class:`dcformat.DCFormatError`. Anything else
 (an ``IndexError``, ``ValueError``, ``MemoryError``, a failed consistency check) escapes
 and is a finding. Beyond "no crash" it checks that what it decodes is consistent:
 shapes and dtypes agree with ``info``, a quantized tensor dequantizes to what ``get``
@@ -88,9 +89,30 @@ def check_input(data: bytes) -> None:
         try:
             checked = f.verify()
         except dcformat.DCFormatError:
+            _load_fails(data)
             return
         assert checked == names
         assert decoded_all, "verify() passed although a tensor failed to decode"
+        _load_agrees(data, f)
+
+
+def _load_fails(data: bytes) -> None:
+    """``load`` (its page reserve and worker threads) refuses what ``verify`` refused."""
+    try:
+        dcformat.load(data, threads=2)
+    except dcformat.DCFormatError:
+        return
+    raise AssertionError("load() passed although verify() failed")
+
+
+def _load_agrees(data: bytes, f) -> None:
+    """``load`` on two threads gives every tensor as ``get`` does, bit for bit."""
+    loaded = dcformat.load(data, threads=2)
+    assert list(loaded) == f.keys(), "load() and keys() name different tensors"
+    for name, array in loaded.items():
+        expected = f.get(name)
+        assert array.dtype == expected.dtype and array.shape == expected.shape, f"{name!r}: load() and get() differ in dtype or shape"
+        assert array.tobytes() == expected.tobytes(), f"{name!r}: load() and get() differ"
 
 
 def _check_tensor(f, name: str) -> bool:

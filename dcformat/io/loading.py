@@ -1,6 +1,6 @@
 """Reading: the lazy ``open_file`` (safetensors' ``safe_open``) for one ``.dcf`` file or a
-sharded model's index; ``load``/``load_file``, which decode every tensor on a thread pool;
-and ``decoding``, which hands out every tensor's array while a worker decodes the values.
+sharded model's index; ``load``/``load_file``, which decode every tensor on every thread;
+and ``decoding``, which hands out every tensor's array while workers decode the values.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import numpy as np
 from .. import kernels
 from ..format import decode as decoders
 from ..format.constants import MAX_EXPANSION, Encoding
+from ..format.encodings import within_expansion
 from ..format.reader import DCFile
 from ..parallel import Backlog, resolve_threads
 from .shards import ShardedFile
@@ -60,7 +61,7 @@ def decoding(reader, *, threads: int | None = None):
     """
     threads = resolve_threads(threads)
     names = sorted(reader.keys(), key=reader.decoded_bytes, reverse=True)  # the workers start on the largest
-    reserve = kernels.output_reserve(reader.decoded_bytes(name) for name in names if reader.entry(name).encoding in _DECODED_INTO_PAGES)
+    reserve = _reserve(reader, names)
     fills = Backlog(threads - 1) if threads > 1 else None
     arrays, arriving = {}, set()
     try:
@@ -81,6 +82,22 @@ def decoding(reader, *, threads: int | None = None):
         raise
     if fills is not None:
         fills.finish(threads)
+
+
+def _reserve(reader, names: list[str]):
+    """Pages for the tensors that are decoded into pages of their own (``kernels.output_reserve``):
+    only those the expansion limit allows, so a file declaring more than its payloads can hold
+    fails in planning (the limit named) before it can make a load map anything for it; none
+    when the address space refuses the sum (each tensor then maps its own, as it would alone)."""
+    sizes = []
+    for name in names:
+        entry, decoded = reader.entry(name), reader.decoded_bytes(name)
+        if entry.encoding in _DECODED_INTO_PAGES and within_expansion(decoded, entry.length, reader.max_expansion):
+            sizes.append(decoded)
+    try:
+        return kernels.output_reserve(sizes)
+    except MemoryError:
+        return None
 
 
 def load(data, *, max_expansion: int = MAX_EXPANSION, threads: int | None = None) -> dict[str, np.ndarray]:

@@ -162,7 +162,9 @@ CASES = _cases()
 
 
 def decode_everything(data: bytes) -> list:
-    """Open, get() every tensor and verify(); the outcome of each step (OK or an error type)."""
+    """Open, get() every tensor, verify(), then load() the file on one thread and on two (the
+    page reserve and the workers of ``io.loading.decoding``); the outcome of each step (OK
+    or an error type)."""
     try:
         f = dcformat.DCFile(data)
     except dcformat.DCFormatError as exc:
@@ -180,6 +182,13 @@ def decode_everything(data: bytes) -> list:
             outcomes.append(OK)
         try:
             f.verify()
+        except dcformat.DCFormatError as exc:
+            outcomes.append(type(exc))
+        else:
+            outcomes.append(OK)
+    for threads in (1, 2):
+        try:
+            dcformat.load(data, threads=threads)
         except dcformat.DCFormatError as exc:
             outcomes.append(type(exc))
         else:
@@ -229,7 +238,7 @@ def test_legal_decode_at_the_expansion_limit_is_bounded():
     data, _ = CASES["dense_k1_at_expansion_limit"]
     elements = expansion_elements(29)
     outcomes, peak, _ = measure(data)
-    assert outcomes == [OK, OK]
+    assert outcomes == [OK, OK, OK, OK]  # get, verify, load on one thread and on two
     assert peak < elements * (4 + 1 + 8) + 4 * MIB, f"peak {peak / MIB:.1f} MiB for a {elements * 4 / MIB:.1f} MiB tensor"
 
 
@@ -247,7 +256,7 @@ def test_legal_decode_at_the_expansion_limit_is_bounded():
 def test_zero_element_shapes_bound_the_nonzero_dimensions(shape, expected):
     """Spec 5.1.2: the product of the nonzero dimensions is at most 2**48, whatever their order."""
     outcomes = decode_everything(one(RAW, shape, b""))
-    assert outcomes == ([OK, OK] if expected is OK else [expected])
+    assert outcomes == ([OK] * 4 if expected is OK else [expected])
 
 
 def test_huffman_lookup_table_is_the_only_constant():
@@ -262,3 +271,33 @@ def test_huffman_lookup_table_is_the_only_constant():
             tracemalloc.stop()
     assert peak < 48 * MIB, f"{peak / MIB:.1f} MiB"
     assert np.isfinite(peak)
+
+
+@pytest.mark.parametrize("elements", [2**36, 2**40, 2**44])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_load_names_the_limit_for_sizes_no_payload_can_hold(elements, threads, monkeypatch):
+    """A load maps its outputs' pages before decoding (``io.loading.decoding``): a tensor
+    declaring terabytes from a 29-byte payload must still fail with the expansion limit named,
+    not with the address space refusing the mapping, and is given no pages at all."""
+    from dcformat import kernels
+
+    asked = []
+    reserve = kernels.output_reserve
+    monkeypatch.setattr(kernels, "output_reserve", lambda sizes: reserve(asked.extend(sizes) or asked))
+    data = dense((elements,), 1, elements, B.stream(BITPACK, b""))
+    with pytest.raises(LimitError, match="expansion limit"):
+        dcformat.load(data, threads=threads)
+    assert asked == []
+
+
+def test_a_load_without_room_for_its_reserve_maps_each_tensor_alone(monkeypatch):
+    from dcformat import kernels
+
+    def refused(sizes):
+        raise MemoryError
+
+    data, _ = CASES["dense_k1_at_expansion_limit"]
+    expected = dcformat.load(data)
+    monkeypatch.setattr(kernels, "output_reserve", refused)
+    for name, array in dcformat.load(data, threads=2).items():
+        assert np.array_equal(array, expected[name])
