@@ -52,8 +52,8 @@ def decoding(reader, *, threads: int | None = None):
 
     For a loader with work of its own that needs the arrays but not yet their values:
     ``dcformat.hf.from_pretrained`` hands them to transformers, which builds the model around
-    them meanwhile. Inside the block read none of ``arriving``. With one thread everything is
-    decoded before the block starts (``arriving`` is empty). Workers decode on one thread
+    them meanwhile. Inside the block read none of ``arriving``. With one thread, or one
+    tensor, everything is decoded before the block starts (``arriving`` is empty). Workers decode on one thread
     each, leaving the caller its core while it works; the caller then decodes on all threads
     (across a tensor's lanes and entry spans), and always takes the last tensor left, so a
     file of one large tensor is decoded with every thread. Measured on two cores against
@@ -62,7 +62,8 @@ def decoding(reader, *, threads: int | None = None):
     threads = resolve_threads(threads)
     names = sorted(reader.keys(), key=reader.decoded_bytes, reverse=True)  # the workers start on the largest
     reserve = _reserve(reader, names)
-    fills = Backlog(threads - 1) if threads > 1 else None
+    workers = min(threads, len(names)) - 1  # a worker never takes the last tensor: no more than the rest
+    fills = Backlog(workers) if workers > 0 else None
     arrays, arriving = {}, set()
     try:
         for name in names:
@@ -70,7 +71,7 @@ def decoding(reader, *, threads: int | None = None):
             if fill is None:
                 array = array if array.flags.writeable else array.copy()
             elif fills is None:
-                fill(1)
+                fill(threads)
             else:
                 fills.add(fill)
                 arriving.add(name)

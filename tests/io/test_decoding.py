@@ -97,3 +97,23 @@ def test_a_file_without_tensors(tmp_path):
     dcformat.save_file({}, tmp_path / "empty.dcf")
     with open_file(tmp_path / "empty.dcf") as reader, decoding(reader, threads=2) as (arrays, arriving):
         assert arrays == {} and arriving == set()
+
+
+def test_one_tensor_is_decoded_at_once_with_every_thread(tmp_path, monkeypatch):
+    from dcformat.format import decode as decoders
+
+    rng = np.random.default_rng(4)
+    path = tmp_path / "one.dcf"
+    dcformat.save_file({"w": dcformat.quantize(rng.standard_normal((512, 512)).astype(np.float32), bits=5)}, path)
+    used = []
+    start = decoders.start
+
+    def spied(plan, **kwargs):
+        array, fill = start(plan, **kwargs)
+        return array, (lambda threads: used.append(threads) or fill(threads))
+
+    monkeypatch.setattr(decoders, "start", spied)
+    with open_file(path) as reader, decoding(reader, threads=3) as (arrays, arriving):
+        assert arriving == set() and used == [3] and not workers()
+    with open_file(path) as reader:
+        assert np.array_equal(arrays["w"], reader.get("w"))
