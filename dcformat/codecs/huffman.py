@@ -437,7 +437,7 @@ class _Reader:
         return out
 
     def uint(self, size: int, sub: str) -> int:
-        return int.from_bytes(self.take(size, sub).tobytes(), "little")
+        return int.from_bytes(self.take(size, sub), "little")
 
 
 def _as_bytes(body) -> np.ndarray:
@@ -460,7 +460,6 @@ class LanePlan:
     lanes: int
     lane_start: np.ndarray  # int64 start bit of each lane
     lane_bits: np.ndarray  # int64 declared length of each lane
-    per_lane: np.ndarray  # symbols of each lane
     payload: np.ndarray  # uint8
     payload_bits: int
     symbols_sorted: np.ndarray | None  # present symbols in canonical order (by length, then symbol)
@@ -469,6 +468,11 @@ class LanePlan:
     single_symbol: int | None  # the only present symbol, when there is just one
     reader: _Reader
     payload_at: int
+
+    def lane_symbols(self, lane: int) -> int:
+        """How many symbols lane ``lane`` holds (spec 7.3.4: the first ``count mod lanes`` one more)."""
+        full, extra = divmod(self.count, self.lanes)
+        return full + (lane < extra)
 
     @functools.cached_property
     def _full_tables(self):
@@ -655,7 +659,7 @@ def check_lane_ends(plan: LanePlan, end: np.ndarray) -> None:
             what = f"consumes {int(end[j] - plan.lane_start[j])} bits"
         raise plan.reader.error(
             "payload",
-            f"lane {j} {what} decoding its {int(plan.per_lane[j])} symbols, its declared length is {int(plan.lane_bits[j])} bits",
+            f"lane {j} {what} decoding its {plan.lane_symbols(j)} symbols, its declared length is {int(plan.lane_bits[j])} bits",
             plan.payload_at + int(plan.lane_start[j]) // 8,
         )
 
@@ -683,7 +687,7 @@ def prepare(body, count: int, alphabet_size: int, *, field: str = "stream", offs
         if buf.size != 4:
             raise rd.error("trailing", f"{buf.size - 4} bytes after an empty stream's table_symbols")
         empty = np.zeros(0, dtype=np.int64)
-        return LanePlan(0, np.dtype(dtype), 0, empty, empty, empty, buf[:0], 0, None, None, 0, None, rd, 4)
+        return LanePlan(0, np.dtype(dtype), 0, empty, empty, buf[:0], 0, None, None, 0, None, rd, 4)
     if table_symbols == 0:
         raise rd.error("table_symbols", f"is 0 but the stream holds {n} symbols", 0)
     if table_symbols > alphabet_size:
@@ -734,26 +738,25 @@ def prepare(body, count: int, alphabet_size: int, *, field: str = "stream", offs
     # lane lengths: every lane must hold its symbols at 1..maxlen bits each, which also
     # bounds every sum below far from overflow.
     full, extra = divmod(n, lanes)
-    per_lane = np.full(lanes, full, dtype=np.int64)
-    per_lane[:extra] += 1
     min_len, max_len = int(lens_sorted[0]), int(lens_sorted[-1])
     if base > max_len * (full + 1):
         raise rd.error("lane_base_bits", f"{base} bits exceed what a lane of at most {full + 1} symbols can hold", start - 9)
-    lane_bits = deltas.astype(np.uint64)
     if width:
         cap = np.uint64(max_len * (full + 1) - base)
-        if bool((lane_bits > cap).any()):
-            j = int(np.argmax(lane_bits > cap))
+        if int(deltas.max()) > cap:
+            j = int(np.argmax(deltas > cap))
             raise rd.error("lane_deltas", f"lane {j} is longer than {full + 1} codes of at most {max_len} bits", start)
-    lane_bits = lane_bits.astype(np.int64) + base
-    bad = (lane_bits < per_lane * min_len) | (lane_bits > per_lane * max_len)
-    if bool(bad.any()):
-        j = int(np.argmax(bad))
-        raise rd.error(
-            "lane_deltas" if width else "lane_base_bits",
-            f"lane {j} declares {int(lane_bits[j])} bits for {int(per_lane[j])} codes of {min_len}..{max_len} bits",
-            start if width else start - 9,
-        )
+    lane_bits = deltas.astype(np.int64) + base
+    # lanes 0..extra-1 hold full + 1 symbols, the others full: each group's extremes checked
+    for first, stop, symbols in ((0, extra, full + 1), (extra, lanes, full)):
+        group = lane_bits[first:stop]
+        if group.size and (int(group.min()) < symbols * min_len or int(group.max()) > symbols * max_len):
+            j = first + int(np.argmax((group < symbols * min_len) | (group > symbols * max_len)))
+            raise rd.error(
+                "lane_deltas" if width else "lane_base_bits",
+                f"lane {j} declares {int(lane_bits[j])} bits for {symbols} codes of {min_len}..{max_len} bits",
+                start if width else start - 9,
+            )
     total = int(lane_bits.sum())
     if total != payload_bits:
         raise rd.error("payload_bits", f"is {payload_bits} but the lanes add up to {total} bits", bits_at)
@@ -766,7 +769,6 @@ def prepare(body, count: int, alphabet_size: int, *, field: str = "stream", offs
         lanes,
         lane_start,
         lane_bits,
-        per_lane,
         payload,
         payload_bits,
         symbols_sorted,
@@ -780,20 +782,21 @@ def prepare(body, count: int, alphabet_size: int, *, field: str = "stream", offs
 
 def _check_lengths(lengths: np.ndarray, rd: _Reader, start: int):
     """Present symbols in canonical order and their lengths; errors for invalid tables."""
-    if int(lengths.max()) > MAX_HUFFMAN_CODE_LENGTH:
+    per_length = np.bincount(lengths)  # lengths are 5-bit fields: at most 32 counts
+    if per_length.size > MAX_HUFFMAN_CODE_LENGTH + 1:
         j = int(np.argmax(lengths > MAX_HUFFMAN_CODE_LENGTH))
         raise rd.error("code_lengths", f"symbol {j} has length {int(lengths[j])} (at most {MAX_HUFFMAN_CODE_LENGTH})", start + 5 * j // 8)
-    present = np.flatnonzero(lengths)
-    if present.size == 0:
+    counts = per_length.tolist()
+    absent = counts[0]
+    if absent == lengths.size:
         raise rd.error("code_lengths", "no symbol has a code", start)
-    lens = lengths[present].astype(np.int64)
-    order = np.argsort(lens, kind="stable")
-    symbols_sorted, lens_sorted = present[order], lens[order]
-    if present.size == 1:
-        if lens[0] != 1:
-            raise rd.error("code_lengths", f"the only present symbol must have length 1, not {int(lens[0])}", start)
+    symbols_sorted = np.argsort(lengths, kind="stable")[absent:]  # by length, then symbol; the absent first
+    lens_sorted = lengths[symbols_sorted].astype(np.int64)
+    if symbols_sorted.size == 1:
+        if lens_sorted[0] != 1:
+            raise rd.error("code_lengths", f"the only present symbol must have length 1, not {int(lens_sorted[0])}", start)
         return symbols_sorted, lens_sorted
-    kraft = int(np.left_shift(np.int64(1), MAX_HUFFMAN_CODE_LENGTH - lens).sum())
+    kraft = sum(count << (MAX_HUFFMAN_CODE_LENGTH - length) for length, count in enumerate(counts) if length)
     full = 1 << MAX_HUFFMAN_CODE_LENGTH
     if kraft > full:
         raise rd.error("code_lengths", f"code lengths are over-subscribed (Kraft sum {kraft / full:.6g} > 1)", start)

@@ -453,6 +453,13 @@ def test_lane_errors():
     fails(body([1, 2, 2], 1, 9, 0, [], 9, b"\x19\x00"), field="lane_base_bits", offset=10)
     fails(body([1, 2, 2], 1, 2**64 - 1, 0, [], 6, b"\x19"), field="lane_base_bits")
     fails(body([1, 2, 2], 2, 0, 64, [2**64 - 1, 6], 6, b"\x19"), field="lane_deltas")
+    # three symbols in two lanes: lane 0 holds two codes (2..4 bits of codes of 1..2 bits), lane 1 one (1..2 bits)
+    err = fails(body([1, 2, 2], 2, 1, 2, [0, 0], 3, b"\x00"), n=3, field="lane_deltas")
+    assert "lane 0 declares 1 bits for 2 codes of 1..2 bits" in str(err)
+    err = fails(body([1, 2, 2], 2, 1, 2, [1, 2], 5, b"\x00"), n=3, field="lane_deltas")
+    assert "lane 1 declares 3 bits for 1 codes of 1..2 bits" in str(err)
+    err = fails(body([1, 2, 2], 2, 3, 0, [], 6, b"\x00"), n=3, field="lane_base_bits")
+    assert "lane 1 declares 3 bits for 1 codes of 1..2 bits" in str(err)
     # delta padding bits set
     bad = bytearray(HAND_TWO_LANES)
     bad[19] |= 0x10
