@@ -111,7 +111,7 @@ def encode_tensor(value, options: EncodeOptions, *, field: str) -> EncodedTensor
 #: spends about 0.1 ms planning and decoding a float_split tensor however small it is, as long
 #: as it takes to read some 100 KB. So float_split is kept where it saves at least this much
 #: over raw and zstd. On all-MiniLM-L6-v2 its 63 biases and norms (384 to 1536 floats) took
-#: 9 KB less as float_split than as zstd, 0.08% of the compressed file, and made load_file 15% slower.
+#: 9 KB less as float_split than as zstd, 0.08% of the compressed file, and made its load 6-7% slower.
 FLOAT_SPLIT_MIN_SAVING = 4096
 
 
