@@ -53,11 +53,13 @@ def decoding(reader, *, threads: int | None = None):
     For a loader with work of its own that needs the arrays but not yet their values:
     ``dcformat.hf.from_pretrained`` hands them to transformers, which builds the model around
     them meanwhile. Inside the block read none of ``arriving``. With one thread, or one
-    tensor, everything is decoded before the block starts (``arriving`` is empty). Workers decode on one thread
-    each, leaving the caller its core while it works; the caller then decodes on all threads
-    (across a tensor's lanes and entry spans), and always takes the last tensor left, so a
-    file of one large tensor is decoded with every thread. Measured on two cores against
-    planning everything then decoding with all threads: MiniLM's folder 30 -> 25 ms.
+    tensor, everything is decoded before the block starts (``arriving`` is empty).
+
+    Workers decode on one thread each, leaving the caller its core while it works; the
+    caller then decodes on all threads (across a tensor's lanes and entry spans) and always
+    takes the last tensor left, so a file of one large tensor gets every thread. On two
+    cores MiniLM's folder loaded in 25 ms this way, 30 ms when every tensor was planned
+    first and then decoded on a pool.
     """
     threads = resolve_threads(threads)
     names = sorted(reader.keys(), key=reader.decoded_bytes, reverse=True)  # the workers start on the largest
