@@ -1110,14 +1110,35 @@ static PyTypeObject ReserveType = {
     .tp_doc = "Pages mapped at once for the outputs of a load, taken tensor by tensor.",
 };
 
+/* A reserve for outputs of the given byte sizes: each takes a run of whole pages (take), so
+ * the reserve holds the sum of their runs; None for no sizes, and off Linux. */
 static PyObject *output_reserve(PyObject *self, PyObject *arg)
 {
-    const Py_ssize_t nbytes = output_size(arg, "output_reserve needs a positive size");
-    if (nbytes < 0)
+    PyObject *sizes = PySequence_Fast(arg, "dcformat._kernels: output_reserve needs a sequence of sizes");
+    if (!sizes)
         return NULL;
+    size_t total = 0;
+    for (Py_ssize_t k = 0; k < PySequence_Fast_GET_SIZE(sizes); k++) {
+        const Py_ssize_t nbytes = output_size(PySequence_Fast_GET_ITEM(sizes, k), "output_reserve needs positive sizes");
+        if (nbytes < 0) {
+            Py_DECREF(sizes);
+            return NULL;
+        }
 #ifdef __linux__
+        const size_t run = whole_pages((size_t)nbytes);
+        if (run > SIZE_MAX / 4 - total) {
+            Py_DECREF(sizes);
+            return misuse("output_reserve sizes add up past the address space");
+        }
+        total += run;
+#endif
+    }
+    Py_DECREF(sizes);
+#ifdef __linux__
+    if (total == 0)
+        Py_RETURN_NONE;
     size_t length;
-    uint8_t *start = map_output(nbytes, 0, &length);
+    uint8_t *start = map_output((Py_ssize_t)total, 0, &length);
     if (!start)
         return NULL;
     Reserve *reserve = PyObject_New(Reserve, &ReserveType);
@@ -1236,7 +1257,7 @@ static PyMethodDef methods[] = {
     {"float_split_merge", float_split_merge, METH_VARARGS, "Merge a float_split block's planes into bits holding their heads."},
     {"crc32", crc32, METH_VARARGS, "CRC-32 of a buffer as zlib computes it, continuing from an optional start value."},
     {"output_pages", output_pages, METH_O, "Zeroed writable pages of at least n bytes for one decoded tensor, or None off Linux."},
-    {"output_reserve", output_reserve, METH_O, "Pages of at least n bytes for a load's outputs to take from, or None off Linux."},
+    {"output_reserve", output_reserve, METH_O, "Pages for outputs of the given sizes to take from (a run of whole pages each), or None off Linux."},
     {NULL, NULL, 0, NULL},
 };
 

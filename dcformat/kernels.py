@@ -16,7 +16,6 @@ file's header for what they still bound themselves.
 
 from __future__ import annotations
 
-import mmap
 import os
 import warnings
 from types import ModuleType
@@ -106,6 +105,4 @@ def output_reserve(sizes) -> object | None:
     native = compiled()
     if native is None:
         return None
-    page = mmap.PAGESIZE  # each output takes a run of whole pages
-    total = sum(-(-int(size) // page) * page for size in sizes if size >= OWN_PAGES_MIN_BYTES)
-    return native.output_reserve(total) if total else None
+    return native.output_reserve([int(size) for size in sizes if size >= OWN_PAGES_MIN_BYTES])

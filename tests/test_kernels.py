@@ -155,7 +155,7 @@ def test_outputs_taken_from_a_reserve_are_runs_of_its_pages_each_freed_alone(mon
 def test_a_reserve_hands_out_no_more_than_it_holds():
     native = kernels._load()[0]
     page = os.sysconf("SC_PAGESIZE")
-    reserve = native.output_reserve(3 * page - 5)  # three pages
+    reserve = native.output_reserve([3 * page - 5])  # three pages
     assert reserve.take(page + 1) is not None  # two
     assert reserve.take(page + 1) is None  # two more: too many, nothing taken
     last = reserve.take(page)
@@ -164,8 +164,13 @@ def test_a_reserve_hands_out_no_more_than_it_holds():
     for size in (0, -1):
         with pytest.raises(ValueError, match="take needs a positive size"):
             reserve.take(size)
-        with pytest.raises(ValueError, match="output_reserve needs a positive size"):
-            native.output_reserve(size)
+        with pytest.raises(ValueError, match="output_reserve needs positive sizes"):
+            native.output_reserve([page, size])
+    runs = native.output_reserve([page + 1, 1])  # a run of whole pages for each size: two, then one
+    assert runs.take(page + 1) is not None and runs.take(1) is not None and runs.take(1) is None
+    assert native.output_reserve([]) is None
+    with pytest.raises(TypeError, match="a sequence of sizes"):
+        native.output_reserve(page)
 
 
 def test_no_reserve_without_the_extension_or_without_outputs_that_need_one(monkeypatch):
