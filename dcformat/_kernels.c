@@ -174,6 +174,107 @@ static inline __attribute__((always_inline)) void combined_step(const HuffmanTab
     memcpy(dst, &value, size); /* little-endian: the value's low bytes */
 }
 
+/* The vector loop (x86-64 with AVX-512 F, CD and BW, chosen at import): VECTOR_LANES lanes
+ * of a group at a time, four registers of eight 64-bit windows, each step's lookups in four
+ * gathers and its values in two stores. The interleaved layout is what makes this pay: the
+ * lanes' symbols of a step are adjacent in the output. Measured on one core: the embedding
+ * of all-MiniLM-L6-v2 as 5-bit codes decoded at 1520 M symbols/s to bytes and 1200 M/s to
+ * float32 values, against 1060 and 890 M/s for the scalar loop. Four registers beat two
+ * (the gathers' latency is hidden by the other registers' work) and eight (1036 M/s). */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define HAVE_VECTOR_LANES 1
+#define VECTOR_TARGET __attribute__((target("avx512f,avx512cd,avx512bw,avx512vl")))
+#define VECTOR_REGISTERS 4
+#define VECTOR_LANES (8 * VECTOR_REGISTERS)
+
+static int vector_lanes = 0; /* set at import where the CPU can, unless DCFORMAT_NO_AVX512 is set */
+
+/* window_at for eight lanes; the caller has checked that every lane's 8 bytes are in the payload. */
+VECTOR_TARGET static inline __m512i vector_window_at(const uint8_t *payload, __m512i pos)
+{
+    const __m512i word = _mm512_i64gather_epi64(_mm512_srli_epi64(pos, 3), (const void *)payload, 1);
+    const __m512i bits = _mm512_srlv_epi64(word, _mm512_and_si512(pos, _mm512_set1_epi64(7)));
+    return _mm512_or_si512(_mm512_and_si512(bits, _mm512_set1_epi64(((int64_t)1 << WINDOW_BITS) - 1)), _mm512_set1_epi64((int64_t)1 << WINDOW_BITS));
+}
+
+/* One chunk of `steps` symbols for lanes 0.. of a group (`pos` its lanes' positions, `base`
+ * where its first lane's first symbol goes), VECTOR_LANES lanes at a time through the
+ * combined table (value sizes up to 4): the symbols, positions and stores of combined_step.
+ * A lane meeting a code longer than the primary table (entry COMBINED_LONG: shifted by 0,
+ * its value stored but wrong) is then decoded alone by next_symbol_long, its value stored
+ * over. A run of lanes whose windows would read past the payload ends the vector loop: it
+ * and the lanes after it are left to the scalar loop, which clamps its reads. Returns the
+ * first lane not done. */
+VECTOR_TARGET static size_t vector_chunk(const HuffmanTables *t, uint64_t mask, uint64_t *pos, size_t group, size_t steps, uint8_t *base,
+                                         size_t row, size_t size)
+{
+    if (t->payload_len < 8)
+        return 0;
+    const __m512i index_mask = _mm512_set1_epi64((int64_t)mask), length_mask = _mm512_set1_epi64(63);
+    const __m512i long_flag = _mm512_set1_epi64(COMBINED_LONG), last_byte = _mm512_set1_epi64((int64_t)(t->payload_len - 8));
+    const __m512i unused = _mm512_set1_epi64(63 - WINDOW_BITS);
+    const __m512i high_halves = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+    const long long *combined = (const long long *)t->combined;
+    size_t q = 0;
+    for (; q + VECTOR_LANES <= group; q += VECTOR_LANES) {
+        __mmask8 beyond = 0;
+        for (int r = 0; r < VECTOR_REGISTERS; r++)
+            beyond |= _mm512_cmpgt_epu64_mask(_mm512_srli_epi64(_mm512_loadu_si512(pos + q + 8 * r), 3), last_byte);
+        if (beyond)
+            break;
+#ifdef __SANITIZE_ADDRESS__
+        /* AddressSanitizer does not see into gathers: read each lane's first and last byte here */
+        for (size_t l = 0; l < VECTOR_LANES; l++) {
+            const volatile uint8_t *lane_bytes = t->payload + (pos[q + l] >> 3);
+            (void)lane_bytes[0], (void)lane_bytes[7];
+        }
+#endif
+        __m512i window[VECTOR_REGISTERS];
+        for (int r = 0; r < VECTOR_REGISTERS; r++)
+            window[r] = vector_window_at(t->payload, _mm512_loadu_si512(pos + q + 8 * r));
+        uint8_t *dst = base + q * size;
+        for (size_t k = steps; k; k--, dst += row) {
+            __m512i entry[VECTOR_REGISTERS];
+            __mmask8 longs[VECTOR_REGISTERS], any_long = 0;
+            for (int r = 0; r < VECTOR_REGISTERS; r++) {
+                entry[r] = _mm512_i64gather_epi64(_mm512_and_si512(window[r], index_mask), combined, 8);
+                any_long |= longs[r] = _mm512_test_epi64_mask(entry[r], long_flag);
+                window[r] = _mm512_srlv_epi64(window[r], _mm512_and_si512(entry[r], length_mask));
+            }
+            for (int r = 0; r < VECTOR_REGISTERS; r += 2) { /* sixteen values: the entries' high halves */
+                const __m512i values = _mm512_permutex2var_epi32(entry[r], high_halves, entry[r + 1]);
+                uint8_t *at = dst + 8 * (size_t)r * size;
+                if (size == 4)
+                    _mm512_storeu_si512(at, values);
+                else if (size == 2)
+                    _mm256_storeu_si256((__m256i *)at, _mm512_cvtepi32_epi16(values));
+                else
+                    _mm_storeu_si128((__m128i *)at, _mm512_cvtepi32_epi8(values));
+            }
+            if (__builtin_expect(any_long != 0, 0)) {
+                uint64_t windows[VECTOR_LANES];
+                for (int r = 0; r < VECTOR_REGISTERS; r++)
+                    _mm512_storeu_si512(windows + 8 * r, window[r]);
+                for (size_t l = 0; l < VECTOR_LANES; l++)
+                    if (longs[l / 8] >> (l % 8) & 1) {
+                        unsigned length;
+                        memcpy(dst + l * size, next_symbol_long(t, &windows[l], &pos[q + l], &length), size);
+                    }
+                for (int r = 0; r < VECTOR_REGISTERS; r++)
+                    window[r] = _mm512_loadu_si512(windows + 8 * r);
+            }
+        }
+        for (int r = 0; r < VECTOR_REGISTERS; r++) { /* positions from the markers, as window_used */
+            const __m512i start = _mm512_loadu_si512(pos + q + 8 * r);
+            _mm512_storeu_si512(pos + q + 8 * r, _mm512_add_epi64(start, _mm512_sub_epi64(_mm512_lzcnt_epi64(window[r]), unused)));
+        }
+    }
+    return q;
+}
+#endif
+
+
 /* Lanes lo..hi-1 of a stream of `count` symbols in `lanes` lanes: symbol s of lane j goes to
  * out[(s * lanes + j) * size]; end[j] gets the bit where lane j stopped.
  *
@@ -202,6 +303,10 @@ static inline __attribute__((always_inline)) void huffman_lanes(const HuffmanTab
             const size_t steps = full - step < per_window ? full - step : per_window;
             uint8_t *base = out + (step * lanes + first) * size;
             size_t q = 0;
+#ifdef HAVE_VECTOR_LANES
+            if (size <= 4 && vector_lanes)
+                q = vector_chunk(t, mask, pos, group, steps, base, row, size);
+#endif
             for (; q + 4 <= group; q += 4) {
                 uint64_t w0 = window_at(t, pos[q]), w1 = window_at(t, pos[q + 1]);
                 uint64_t w2 = window_at(t, pos[q + 2]), w3 = window_at(t, pos[q + 3]);
@@ -1280,6 +1385,11 @@ PyMODINIT_FUNC PyInit__kernels(void)
             c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
         crc_table[i] = c;
     }
+#ifdef HAVE_VECTOR_LANES
+    __builtin_cpu_init();
+    vector_lanes = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512cd") && __builtin_cpu_supports("avx512bw") &&
+                   __builtin_cpu_supports("avx512vl") && getenv("DCFORMAT_NO_AVX512") == NULL;
+#endif
 #ifdef HAVE_CLMUL_CRC
     __builtin_cpu_init();
     crc_can_fold = __builtin_cpu_supports("pclmul") && getenv("DCFORMAT_NO_CLMUL") == NULL;
@@ -1292,5 +1402,13 @@ PyMODINIT_FUNC PyInit__kernels(void)
     }
     if (PyType_Ready(&PagesType) < 0 || PyType_Ready(&ReserveType) < 0)
         return NULL;
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    int vector = 0;
+#ifdef HAVE_VECTOR_LANES
+    vector = vector_lanes ? VECTOR_LANES : 0;
+#endif
+    /* lanes the Huffman decoder takes at a time, 0 without the vector loop: huffman.primary_bits widens its table for it */
+    if (m && PyModule_AddIntConstant(m, "VECTOR_LANES", vector) < 0)
+        Py_CLEAR(m);
+    return m;
 }

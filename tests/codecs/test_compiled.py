@@ -5,8 +5,10 @@ codec, format, spec and hostile tests a second time with ``DCFORMAT_KERNELS=nump
 properties here compare the two paths directly on the same inputs, including the corner
 cases the compiled loops treat specially: codes longer than the primary table, lanes of
 one more symbol, symbol outputs of one and two bytes, value outputs of two to eight,
-corrupted payloads (same symbols, same lane ends, same error) and misuse from Python
-(a kernel checks its buffers against its counts).
+streams of many lanes (the vector loop's, where the CPU has AVX-512; CI runs this file
+again with ``DCFORMAT_NO_AVX512=1`` for the scalar loop), corrupted payloads (same symbols,
+same lane ends, same error) and misuse from Python (a kernel checks its buffers against
+its counts).
 """
 
 from __future__ import annotations
@@ -89,10 +91,10 @@ def split_streams_over_threads():
         yield
 
 
-@given(symbol_streams(), st.sampled_from(["float16", "float32", "float64"]), st.integers(1, 3))
-def test_huffman_decode_through_a_codebook_agrees(case, dtype, threads):
+@given(symbol_streams(), st.sampled_from(["float16", "float32", "float64"]), st.integers(1, 3), st.sampled_from([None, 4, 64]))
+def test_huffman_decode_through_a_codebook_agrees(case, dtype, threads, lane_symbols):
     symbols, alphabet = case
-    body = huffman.encode(symbols, alphabet, max_length=20)
+    body = huffman.encode(symbols, alphabet, max_length=20, lane_symbols=lane_symbols)
     values = np.random.default_rng(alphabet).standard_normal(alphabet).astype(dtype)
     with split_streams_over_threads():
         decoded = both(lambda: huffman.decode_plan(huffman.prepare(body, symbols.size, alphabet), threads=threads, values=values))
@@ -100,14 +102,14 @@ def test_huffman_decode_through_a_codebook_agrees(case, dtype, threads):
     assert np.array_equal(decoded[1], values[symbols])
 
 
-@given(symbol_streams(), st.data())
-def test_corrupted_huffman_payloads_fail_alike(case, data):
+@given(symbol_streams(), st.sampled_from([None, 2, 64]), st.data())
+def test_corrupted_huffman_payloads_fail_alike(case, lane_symbols, data):
     """Same symbols and lane ends on any payload bits, so the same error (or none), on one
-    thread or split over several."""
+    thread or split over several, in few lanes or in many (the vector loop's)."""
     symbols, alphabet = case
     if symbols.size < 2:
         return
-    body = bytearray(huffman.encode(symbols, alphabet, max_length=20))
+    body = bytearray(huffman.encode(symbols, alphabet, max_length=20, lane_symbols=lane_symbols))
     for _ in range(data.draw(st.integers(1, 4))):
         at = data.draw(st.integers(len(body) - max(len(body) // 2, 1), len(body) - 1))  # the payload is at the end
         body[at] ^= 1 << data.draw(st.integers(0, 7))
@@ -129,7 +131,7 @@ def test_every_first_table_width_decodes_alike(case, width, dtype, data):
         body[at] ^= 1 << data.draw(st.integers(0, 7))
     values = None if dtype is None else np.random.default_rng(alphabet).standard_normal(alphabet).astype(dtype)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(huffman, "primary_bits", lambda lens_sorted, max_len: min(width, max_len))
+        patch.setattr(huffman, "primary_bits", lambda lens_sorted, max_len, long_share: min(width, max_len))
         results = both(lambda: huffman.decode_plan(huffman.prepare(bytes(body), symbols.size, alphabet), values=values))
     assert_same(*results)
 
@@ -166,6 +168,21 @@ def test_first_table_width_follows_the_share_of_long_codes():
     # twice the limit (32 codes of 10 bits): the table widens to take them
     over = np.array([1, 2, 3, 4, 5] + [10] * 32)
     assert huffman.primary_bits(over, 10) == 10
+    # the vector loop's share (1/256): 2**-6 of the symbols in codes of 10 bits is too many for 9
+    assert huffman.primary_bits(at_limit, 10, huffman._VECTOR_LONG_CODE_SHARE) == 10
+    assert huffman.primary_bits(skewed, 20, huffman._VECTOR_LONG_CODE_SHARE) == 9  # 2**-9 is under it
+
+
+def test_vector_streams_take_the_vector_share(monkeypatch):
+    """Where the extension decodes VECTOR_LANES lanes a step, a stream of that many lanes gets
+    the wider table; one of fewer lanes (the scalar loop) keeps the narrow one."""
+    monkeypatch.setattr(native, "VECTOR_LANES", 32, raising=False)
+    skewed = np.minimum(np.random.default_rng(1).geometric(0.3, 40_000) - 1, 40)  # codes of 1 to 11 bits
+    widths = {}
+    for lane_symbols in (64, 4000):
+        plan = huffman.prepare(huffman.encode(skewed, 41, lane_symbols=lane_symbols), skewed.size, 41)
+        widths[plan.lanes] = huffman._compiled_tables(native, plan, None)[0]
+    assert widths == {625: 11, 10: 9}
 
 
 @given(st.integers(1, 64), st.integers(0, 3000), st.integers(0, 2**32 - 1))
