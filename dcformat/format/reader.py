@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import mmap
 import os
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from construct import ConstructError
 
 from ..errors import ChecksumError, DCFormatError, EncodeError, FormatError, LimitError, UnsupportedError
 from ..quantize import QuantizedTensor
@@ -226,7 +226,7 @@ class DCFile:
                 raise FormatError(field, "directory ends inside an entry", offset=base + pos)
             try:
                 raw = parse_entry(bytes(data[pos : pos + length]))
-            except ConstructError as exc:  # cannot happen after the checks above; kept as a guard
+            except struct.error as exc:  # cannot happen after the checks above; kept as a guard
                 raise FormatError(field, f"unreadable entry ({exc})", offset=base + pos) from None
             entry = self._check_entry(raw, field, base + pos, previous)
             previous = raw.name

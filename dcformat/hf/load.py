@@ -13,6 +13,7 @@ extras, imported when these functions run.
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from contextlib import contextmanager
@@ -113,13 +114,13 @@ def from_pretrained(path, model_class=None, *, dtype=None, device=None, strict: 
         raise FormatError(folder.path, "holds safetensors weights, not .dcf: load it with transformers itself, or compress it first", offset=None)
     for option in _IGNORED_OPTIONS:
         kwargs.pop(option, None)
-    if config is None:
-        config, kwargs = transformers.AutoConfig.from_pretrained(folder.path, return_unused_kwargs=True, **kwargs)
-    cls = model_class_for(model_class, config, transformers)
+    builder = None
 
     def build(state: dict):
-        with _tensors_in_memory():
-            return cls.from_pretrained(None, config=config, state_dict=state, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs)
+        nonlocal builder
+        if builder is None:  # the configuration is read once the workers have started decoding
+            builder = _builder(folder, model_class, config, dtype, kwargs, transformers)
+        return builder(state)
 
     if dtype is None:  # the model is built while the values are decoded (io.loading.decoding)
         with _open_weights(folder.weights) as reader:
@@ -130,13 +131,29 @@ def from_pretrained(path, model_class=None, *, dtype=None, device=None, strict: 
         if not _holds(model, [state[name] for name in arriving]):  # transformers copied one before its values were in
             model, info = build(state)
     else:
-        kwargs["dtype"] = dtype
         model, info = build(decode_state(folder.weights, dtype=dtype, threads=threads))
     if strict:
         _check_fit(info, folder.weights)
     if device is not None:
         model = model.to(device)
     return model
+
+
+def _builder(folder, model_class, config, dtype, kwargs: dict, transformers):
+    """``build(state)``: the model class's ``from_pretrained`` of a state dict, with the
+    folder's configuration (read here unless given), ``dtype`` (None: the tensors' own) and
+    the caller's options for transformers; returns the model and transformers' loading report."""
+    if config is None:
+        config, kwargs = transformers.AutoConfig.from_pretrained(folder.path, return_unused_kwargs=True, **kwargs)
+    cls = model_class_for(model_class, config, transformers)
+    if dtype is not None:
+        kwargs = {**kwargs, "dtype": dtype}
+
+    def build(state: dict):
+        with _tensors_in_memory():
+            return cls.from_pretrained(None, config=config, state_dict=state, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs)
+
+    return build
 
 
 #: transformers (5.x) hands each tensor of a checkpoint to a pool of threads, which read files
@@ -170,7 +187,7 @@ def _tensors_in_memory():
 def _holds(model, tensors) -> bool:
     """Whether the model's tensors are the memory of every one of ``tensors`` (transformers keeps
     a state dict's tensors as its parameters unless it converts them)."""
-    held = {tensor.untyped_storage().data_ptr() for tensor in model.state_dict().values()}
+    held = {tensor.untyped_storage().data_ptr() for tensor in itertools.chain(model.parameters(), model.buffers())}
     return all(tensor.untyped_storage().data_ptr() in held for tensor in tensors if tensor.numel())
 
 
