@@ -376,6 +376,28 @@ static SCALAR_STORES void huffman_lanes_any(const HuffmanTables *t, const int64_
     }
 }
 
+/* The combined table from the primary ones (value sizes up to 4), one loop per value size:
+ * with a size known only at run time each entry's copy was a call, and building the wide
+ * tables of a bfloat16 load's 87 blocks took a twentieth of it. */
+static inline __attribute__((always_inline)) void fill_combined_sized(uint64_t *combined, const uint8_t *lengths, const uint8_t *values, size_t entries,
+                                                                      const size_t size)
+{
+    for (size_t k = 0; k < entries; k++) {
+        uint32_t value = 0;
+        memcpy(&value, values + k * size, size);
+        combined[k] = (uint64_t)value << 32 | (lengths[k] ? lengths[k] : COMBINED_LONG);
+    }
+}
+
+static void fill_combined(uint64_t *combined, const uint8_t *lengths, const uint8_t *values, size_t entries, size_t size)
+{
+    switch (size) {
+    case 1: fill_combined_sized(combined, lengths, values, entries, 1); break;
+    case 2: fill_combined_sized(combined, lengths, values, entries, 2); break;
+    default: fill_combined_sized(combined, lengths, values, entries, 4); break;
+    }
+}
+
 static PyObject *huffman_decode(PyObject *self, PyObject *args)
 {
     Py_buffer payload, lane_start, primary_len, primary_value, long_start, long_len, long_value, out, end;
@@ -423,21 +445,17 @@ static PyObject *huffman_decode(PyObject *self, PyObject *args)
                            long_count, long_start.buf, long_len.buf, long_value.buf, (size_t)value_size, NULL};
         uint64_t *combined = NULL;
         if (value_size <= 4) {
-            combined = PyMem_Malloc(sizeof(uint64_t) << primary_bits);
+            combined = PyMem_RawMalloc(sizeof(uint64_t) << primary_bits);
             if (!combined)
                 goto release;
-            const uint8_t *lengths = primary_len.buf, *values = primary_value.buf;
-            for (size_t k = 0; k < ((size_t)1 << primary_bits); k++) {
-                uint32_t value = 0;
-                memcpy(&value, values + k * (size_t)value_size, (size_t)value_size);
-                combined[k] = (uint64_t)value << 32 | (lengths[k] ? lengths[k] : COMBINED_LONG);
-            }
             t.combined = combined;
         }
         Py_BEGIN_ALLOW_THREADS
+        if (combined)
+            fill_combined(combined, primary_len.buf, primary_value.buf, (size_t)1 << primary_bits, (size_t)value_size);
         huffman_lanes_any(&t, lane_start.buf, (size_t)lanes, (size_t)count, (size_t)lo, (size_t)hi, max_len, out.buf, end.buf);
         Py_END_ALLOW_THREADS
-        PyMem_Free(combined);
+        PyMem_RawFree(combined);
         result = Py_NewRef(Py_None);
     }
 release:
@@ -865,8 +883,54 @@ static inline __attribute__((always_inline)) void unpack_bytes(const uint8_t *da
     }
 }
 
+#ifdef HAVE_VECTOR_LANES
+/* unpack_bytes with AVX-512 VBMI (chosen at import with the vector loop): 64 symbols at a
+ * time from the 8 x width bytes that hold them, by one byte permutation (each qword of the
+ * result gets the `width` bytes its eight symbols start in) and one multishift (each byte
+ * of a qword the 8 bits from its symbol's first bit on), then a mask. Reads past the plane
+ * are masked off (zero, as unpack_bytes reads them); `dst` must have room for `count`
+ * rounded up to 64. bfloat16's 6-bit planes unpacked in a tenth of the time. */
+#define UNPACK_TARGET __attribute__((target("avx512f,avx512bw,avx512vbmi")))
+static int vector_unpack = 0;
+static uint8_t unpack_permute[8][64], unpack_shift[8][64]; /* by width, 1..7 */
+
+static void unpack_tables(void)
+{
+    for (unsigned width = 1; width < 8; width++)
+        for (unsigned q = 0; q < 8; q++)
+            for (unsigned j = 0; j < 8; j++) {
+                unpack_permute[width][8 * q + j] = (uint8_t)(width * q + j);
+                unpack_shift[width][8 * q + j] = (uint8_t)(width * j);
+            }
+}
+
+UNPACK_TARGET static void unpack_bytes_vector(const uint8_t *data, size_t len, size_t first, size_t count, uint8_t *dst, unsigned width)
+{
+    const __m512i permute = _mm512_loadu_si512(unpack_permute[width]), shift = _mm512_loadu_si512(unpack_shift[width]);
+    const __m512i mask = _mm512_set1_epi8((char)((1u << width) - 1));
+    for (size_t g = 0; g < count; g += 64) {
+        const size_t at = (first + g) / 8 * width;
+        const size_t left = at < len ? len - at : 0, take = left < 8 * width ? left : 8 * width; /* at most 56 */
+        const uint8_t *from = take ? data + at : data;
+#ifdef __SANITIZE_ADDRESS__
+        if (take) /* AddressSanitizer does not see into masked loads */
+            (void)((const volatile uint8_t *)from)[0], (void)((const volatile uint8_t *)from)[take - 1];
+#endif
+        const __m512i bytes = _mm512_maskz_loadu_epi8(((__mmask64)1 << take) - 1, from);
+        const __m512i symbols = _mm512_multishift_epi64_epi8(shift, _mm512_permutexvar_epi8(permute, bytes));
+        _mm512_storeu_si512(dst + g, _mm512_and_si512(symbols, mask));
+    }
+}
+#endif
+
 static void unpack_bytes_any(const uint8_t *data, size_t len, size_t first, size_t count, uint8_t *dst, unsigned width)
 {
+#ifdef HAVE_VECTOR_LANES
+    if (vector_unpack) {
+        unpack_bytes_vector(data, len, first, count, dst, width);
+        return;
+    }
+#endif
     switch (width) {
     case 1: unpack_bytes(data, len, first, count, dst, 1); break;
     case 2: unpack_bytes(data, len, first, count, dst, 2); break;
@@ -956,20 +1020,33 @@ static inline __attribute__((always_inline)) void merge_planes(const uint8_t *he
             merge_planes(heads, planes, count, out, low, sign_shift, n, 8);                            \
         break;
 
+#define MERGE_ANY                                                                                      \
+    switch (nplanes) {                                                                                 \
+        MERGE_CASE(1)                                                                                  \
+        MERGE_CASE(2)                                                                                  \
+        MERGE_CASE(3)                                                                                  \
+        MERGE_CASE(4)                                                                                  \
+        MERGE_CASE(5)                                                                                  \
+        MERGE_CASE(6)                                                                                  \
+        MERGE_CASE(7)                                                                                  \
+    default: break;                                                                                    \
+    }
+
 static void merge_any(const uint8_t *heads, const Plane *planes, size_t nplanes, size_t count, uint8_t *out, unsigned low, unsigned sign_shift,
                       size_t size)
 {
-    switch (nplanes) {
-        MERGE_CASE(1)
-        MERGE_CASE(2)
-        MERGE_CASE(3)
-        MERGE_CASE(4)
-        MERGE_CASE(5)
-        MERGE_CASE(6)
-        MERGE_CASE(7)
-    default: break;
-    }
+    MERGE_ANY
 }
+
+#ifdef HAVE_VECTOR_LANES
+/* The same loops compiled for AVX-512 (chosen with the vector unpacking): the merge's
+ * shifts and ORs on 32 or 16 elements an instruction. */
+UNPACK_TARGET static void merge_any_vector(const uint8_t *heads, const Plane *planes, size_t nplanes, size_t count, uint8_t *out, unsigned low,
+                                           unsigned sign_shift, size_t size)
+{
+    MERGE_ANY
+}
+#endif
 
 static PyObject *float_split_merge(PyObject *self, PyObject *args)
 {
@@ -1016,7 +1093,12 @@ static PyObject *float_split_merge(PyObject *self, PyObject *args)
         goto release;
     }
     Py_BEGIN_ALLOW_THREADS
-    merge_any(heads.buf, planes, (size_t)nplanes, count, out.buf, (unsigned)low, (unsigned)sign_shift, (size_t)item_size);
+#ifdef HAVE_VECTOR_LANES
+    if (vector_unpack)
+        merge_any_vector(heads.buf, planes, (size_t)nplanes, count, out.buf, (unsigned)low, (unsigned)sign_shift, (size_t)item_size);
+    else
+#endif
+        merge_any(heads.buf, planes, (size_t)nplanes, count, out.buf, (unsigned)low, (unsigned)sign_shift, (size_t)item_size);
     Py_END_ALLOW_THREADS
     result = Py_NewRef(Py_None);
 release:
@@ -1389,6 +1471,8 @@ PyMODINIT_FUNC PyInit__kernels(void)
     __builtin_cpu_init();
     vector_lanes = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512cd") && __builtin_cpu_supports("avx512bw") &&
                    __builtin_cpu_supports("avx512vl") && getenv("DCFORMAT_NO_AVX512") == NULL;
+    vector_unpack = vector_lanes && __builtin_cpu_supports("avx512vbmi");
+    unpack_tables();
 #endif
 #ifdef HAVE_CLMUL_CRC
     __builtin_cpu_init();
@@ -1403,12 +1487,14 @@ PyMODINIT_FUNC PyInit__kernels(void)
     if (PyType_Ready(&PagesType) < 0 || PyType_Ready(&ReserveType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
-    int vector = 0;
+    int vector = 0, unpack = 0;
 #ifdef HAVE_VECTOR_LANES
     vector = vector_lanes ? VECTOR_LANES : 0;
+    unpack = vector_unpack;
 #endif
-    /* lanes the Huffman decoder takes at a time, 0 without the vector loop: huffman.primary_bits widens its table for it */
-    if (m && PyModule_AddIntConstant(m, "VECTOR_LANES", vector) < 0)
+    /* lanes the Huffman decoder takes at a time, 0 without the vector loop: huffman.primary_bits
+     * widens its table for it; and whether float_split's planes are unpacked with AVX-512 VBMI */
+    if (m && (PyModule_AddIntConstant(m, "VECTOR_LANES", vector) < 0 || PyModule_AddIntConstant(m, "VECTOR_UNPACK", unpack) < 0))
         Py_CLEAR(m);
     return m;
 }

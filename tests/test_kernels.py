@@ -236,16 +236,18 @@ print("ok")
 
 
 @pytest.mark.skipif(kernels._load()[0] is None, reason="dcformat._kernels is not built (test_extension_is_built_where_ci_runs fails in CI instead)")
-def test_vector_lanes_follow_the_cpu_and_the_switch():
+def test_vector_loops_follow_the_cpu_and_the_switch():
     """The Huffman decoder's vector loop is chosen at import where the CPU has AVX-512 (F, CD,
-    BW, VL) and not told otherwise (``DCFORMAT_NO_AVX512``, which CI uses to run the compiled
-    property tests over the scalar loop as well)."""
-    code = "from dcformat import _kernels; print(_kernels.VECTOR_LANES)"
+    BW, VL), and float_split's vector unpacking where it also has VBMI, unless told otherwise
+    (``DCFORMAT_NO_AVX512``, which CI uses to run the compiled property tests over the scalar
+    loops as well)."""
+    code = "from dcformat import _kernels; print(_kernels.VECTOR_LANES, _kernels.VECTOR_UNPACK)"
     flags = set()
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as cpuinfo:
         flags = next((set(line.split(":", 1)[1].split()) for line in cpuinfo if line.startswith("flags")), set())
     capable = {"avx512f", "avx512cd", "avx512bw", "avx512vl"} <= flags
     plain = {k: v for k, v in os.environ.items() if k != "DCFORMAT_NO_AVX512"}
-    for env, expected in ((plain, "32" if capable else "0"), ({**plain, "DCFORMAT_NO_AVX512": "1"}, "0")):
+    expected_plain = f"{32 if capable else 0} {int(capable and 'avx512vbmi' in flags)}"
+    for env, expected in ((plain, expected_plain), ({**plain, "DCFORMAT_NO_AVX512": "1"}, "0 0")):
         result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
         assert result.stdout.strip() == expected, result.stderr

@@ -6,7 +6,8 @@ properties here compare the two paths directly on the same inputs, including the
 cases the compiled loops treat specially: codes longer than the primary table, lanes of
 one more symbol, symbol outputs of one and two bytes, value outputs of two to eight,
 streams of many lanes (the vector loop's, where the CPU has AVX-512; CI runs this file
-again with ``DCFORMAT_NO_AVX512=1`` for the scalar loop), corrupted payloads (same symbols,
+again with ``DCFORMAT_NO_AVX512=1`` for the scalar loops, float_split's unpacking
+included), corrupted payloads (same symbols,
 same lane ends, same error) and misuse from Python (a kernel checks its buffers against
 its counts).
 """
