@@ -71,7 +71,7 @@ class FloatSplit:
     array: np.ndarray
     coder: str | None = None
     head_bits: int = 2
-    block_elements: int = float_split.DEFAULT_BLOCK_ELEMENTS
+    block_elements: int = 1 << 18  # the encoder's B when the vectors were written
 
     def encoded(self) -> EncodedTensor:
         dtype = dtype_id(self.array.dtype)
