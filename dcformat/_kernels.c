@@ -274,7 +274,6 @@ VECTOR_TARGET static size_t vector_chunk(const HuffmanTables *t, uint64_t mask, 
 }
 #endif
 
-
 /* Lanes lo..hi-1 of a stream of `count` symbols in `lanes` lanes: symbol s of lane j goes to
  * out[(s * lanes + j) * size]; end[j] gets the bit where lane j stopped.
  *

@@ -1,6 +1,7 @@
 """The wire constants in code match the tables of the normative spec, field for field."""
 
 import random
+import struct
 import re
 
 import pytest
@@ -138,3 +139,21 @@ def test_fast_header_parsers_read_what_the_declarations_say(declaration, parse):
         for source in (data, memoryview(b"\x01" + data + b"\x02")[1 : 1 + size]):
             parsed = parse(source)
             assert [getattr(parsed, name) for name in names] == [expected[name] for name in names]
+
+
+def test_fast_entry_parser_reads_what_the_declaration_says():
+    """The directory entry's struct-based parser gives construct's fields for names of 1 to
+    40 bytes and ranks 0 to 8 with random contents, and refuses bytes of another length."""
+    rng = random.Random(5)
+    names = [field.name for field in layout.TensorEntry.subcons]
+    for _ in range(300):
+        name = rng.randbytes(rng.randint(1, 40))
+        rank = rng.randint(0, 8)
+        fields = dict(name_length=len(name), name=name, dtype=rng.randrange(256), encoding=rng.randrange(256), rank=rank, flags=rng.randrange(256))
+        fields.update(shape=[rng.getrandbits(64) for _ in range(rank)], payload_offset=rng.getrandbits(64), payload_length=rng.getrandbits(64))
+        data = layout.TensorEntry.build({**fields, "payload_crc32": rng.getrandbits(32)})
+        expected, parsed = layout.TensorEntry.parse(data), layout.parse_entry(data)
+        assert [getattr(parsed, k) for k in names if k != "shape"] == [expected[k] for k in names if k != "shape"]
+        assert list(parsed.shape) == list(expected.shape)
+        with pytest.raises(struct.error):
+            layout.parse_entry(data + b"\0")
