@@ -1,8 +1,8 @@
 """The wire constants in code match the tables of the normative spec, field for field."""
 
 import random
-import struct
 import re
+import struct
 
 import pytest
 
