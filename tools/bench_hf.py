@@ -11,9 +11,12 @@ against fp32, the mean and minimum cosine between the mean-pooled embeddings of 
 original model and of :func:`dcformat.hf.from_pretrained`'s on :data:`SENTENCES`
 (written for this benchmark; no setting was chosen on them), and the load time of
 ``dcformat.hf.from_pretrained(compressed)`` beside ``AutoModel.from_pretrained(original)``,
-alternating in one process after one warm-up of each, medians of ``--repeat``; and the
-same with the sentences embedded once after the load (a memory-mapped safetensors load
-reads its pages when the model first runs, so this is the time to a first result).
+alternating in one process after one warm-up of each, medians of ``--repeat``, each load
+followed by embedding the sentences once (a memory-mapped safetensors load reads its pages
+when the model first runs, so load and embedding together are the time to a first
+result); and the loads again in a loop of their own, nothing run between them (a load
+right after a model has run shares the CPUs with what that left behind, torch's threads
+among them, and varies more).
 
 Scale: a folder of dense fp32 safetensors shards (512 MiB each, ``tools/bench_scale.py``'s
 Laplacian 4096x4096 layers) with a ``config.json`` and tokenizer files, compressed by
@@ -121,8 +124,16 @@ def bench_minilm(work: str, *, target, repeat: int, progress) -> dict:
     }
     times = {what: [] for what in loaders}
     first_use = {what: [] for what in loaders}  # load, then embed the sentences once
+    alone = {what: [] for what in loaders}  # loads in a loop of their own, nothing run between them
     for load in loaders.values():  # warm-up: imports, the model's module, page cache
         mean_pooled(load(), tokenizer, torch)
+    for k in range(repeat):
+        progress(f"MiniLM: load alone, both ways ({k + 1}/{repeat})")
+        for what, load in loaders.items():
+            started = time.perf_counter()
+            model = load()
+            alone[what].append(time.perf_counter() - started)
+            del model
     for k in range(repeat):
         progress(f"MiniLM: load, both ways ({k + 1}/{repeat})")
         for what, load in loaders.items():
@@ -135,6 +146,7 @@ def bench_minilm(work: str, *, target, repeat: int, progress) -> dict:
             del model
     medians = {what: statistics.median(samples) for what, samples in times.items()}
     first_medians = {what: statistics.median(samples) for what, samples in first_use.items()}
+    alone_medians = {what: statistics.median(samples) for what, samples in alone.items()}
     weights = record["weights"]
     return {
         "settings": record["settings"],
@@ -151,6 +163,8 @@ def bench_minilm(work: str, *, target, repeat: int, progress) -> dict:
         "load_ratio": medians["dcformat_compressed"] / medians["automodel_original"],
         "load_and_first_use_seconds_median": first_medians,
         "load_and_first_use_ratio": first_medians["dcformat_compressed"] / first_medians["automodel_original"],
+        "load_alone_seconds_median": alone_medians,
+        "load_alone_ratio": alone_medians["dcformat_compressed"] / alone_medians["automodel_original"],
     }
 
 
@@ -241,6 +255,11 @@ def main(argv=None) -> int:
     print(
         f"load (median of {args.repeat}): dcformat.hf.from_pretrained {1000 * med['dcformat_compressed']:.0f} ms, "
         f"AutoModel.from_pretrained of the original {1000 * med['automodel_original']:.0f} ms: ratio {m['load_ratio']:.2f}"
+    )
+    alone = m["load_alone_seconds_median"]
+    print(
+        f"load alone (a loop of loads, nothing run between them): {1000 * alone['dcformat_compressed']:.0f} ms vs "
+        f"{1000 * alone['automodel_original']:.0f} ms: ratio {m['load_alone_ratio']:.2f}"
     )
     first = m["load_and_first_use_seconds_median"]
     print(
