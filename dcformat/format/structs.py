@@ -119,8 +119,8 @@ def _entry_parser():
     runs through ``struct``. Five times faster than construct's compiled parser; a model's
     load parses every entry before it decodes anything."""
     kinds, payload = _fixed_layout(_EntryKinds, "TensorEntry"), _fixed_layout(_EntryPayload, "TensorEntry")
-    shape = next(field for field in TensorEntry.subcons if field.name == "shape")
-    dimension = shape.subcon.subcon.fmtstr[1:]  # Array(rank, Int64ul): each dimension's struct code, "Q"
+    shape_field = next(field for field in TensorEntry.subcons if field.name == "shape")
+    dimension = shape_field.subcon.subcon.fmtstr[1:]  # Array(rank, Int64ul): each dimension's struct code, "Q"
     fields = namedtuple("TensorEntry", [field.name for field in TensorEntry.subcons])
 
     def parse(data: bytes) -> tuple:
