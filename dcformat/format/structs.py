@@ -116,8 +116,8 @@ def _fixed_parser(declaration: Struct, name: str):
 def _entry_parser():
     """A parser of one directory entry, given exactly its bytes (``entry_size`` of its name
     length and rank, which the reader checks first): :data:`TensorEntry`'s fields, its fixed
-    runs through ``struct``. Five times faster than construct's compiled parser; a model's
-    load parses every entry before it decodes anything."""
+    runs through ``struct``: 1.3 us an entry against 4.3 for construct's compiled parser, whose
+    fields are also slower to read; a load parses every entry before it decodes anything."""
     kinds, payload = _fixed_layout(_EntryKinds, "TensorEntry"), _fixed_layout(_EntryPayload, "TensorEntry")
     shape_field = next(field for field in TensorEntry.subcons if field.name == "shape")
     dimension = shape_field.subcon.subcon.fmtstr[1:]  # Array(rank, Int64ul): each dimension's struct code, "Q"
