@@ -114,23 +114,17 @@ def from_pretrained(path, model_class=None, *, dtype=None, device=None, strict: 
         raise FormatError(folder.path, "holds safetensors weights, not .dcf: load it with transformers itself, or compress it first", offset=None)
     for option in _IGNORED_OPTIONS:
         kwargs.pop(option, None)
-    builder = None
-
-    def build(state: dict):
-        nonlocal builder
-        if builder is None:  # the configuration is read once the workers have started decoding
-            builder = _builder(folder, model_class, config, dtype, kwargs, transformers)
-        return builder(state)
-
     if dtype is None:  # the model is built while the values are decoded (io.loading.decoding)
         with _open_weights(folder.weights) as reader:
             reader.check_padding()
             with decoding(reader, threads=threads) as (arrays, arriving):
+                build = _builder(folder, model_class, config, None, kwargs, transformers)  # config.json read while the workers decode
                 state = {name: _as_torch(array, torch, None) for name, array in arrays.items()}
                 model, info = build(state)
         if not _holds(model, [state[name] for name in arriving]):  # transformers copied one before its values were in
             model, info = build(state)
     else:
+        build = _builder(folder, model_class, config, dtype, kwargs, transformers)
         model, info = build(decode_state(folder.weights, dtype=dtype, threads=threads))
     if strict:
         _check_fit(info, folder.weights)
