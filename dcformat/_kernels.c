@@ -174,7 +174,7 @@ static inline __attribute__((always_inline)) void combined_step(const HuffmanTab
     memcpy(dst, &value, size); /* little-endian: the value's low bytes */
 }
 
-/* The vector loop (x86-64 with AVX-512 F, CD and BW, chosen at import): VECTOR_LANES lanes
+/* The vector loop (x86-64 with AVX-512 F, CD, BW and VL, chosen at import): VECTOR_LANES lanes
  * of a group at a time, four registers of eight 64-bit windows, each step's lookups in four
  * gathers and its values in two stores. The interleaved layout is what makes this pay: the
  * lanes' symbols of a step are adjacent in the output. Measured on one core: the embedding
