@@ -214,15 +214,16 @@ def test_a_load_decodes_into_one_reserve(monkeypatch, tmp_path):
 
 
 @pytest.mark.skipif(kernels._load()[0] is None, reason="dcformat._kernels is not built (test_extension_is_built_where_ci_runs fails in CI instead)")
-@pytest.mark.parametrize("fold", [True, False])
-def test_crc32_is_zlibs(fold):
-    """Every length around the 16- and 64-byte steps and a few large ones, from several
-    start values, with the carry-less folding and (a fresh process told not to) without it."""
+@pytest.mark.parametrize("switches", [(), ("DCFORMAT_NO_AVX512",), ("DCFORMAT_NO_CLMUL",)], ids=["wide", "clmul", "bytes"])
+def test_crc32_is_zlibs(switches):
+    """Every length around the 16-, 64- and 256-byte steps and a few large ones, from several
+    start values, folded 512 bits at a time where the CPU has VPCLMULQDQ, 128 bits at a time
+    (a fresh process told not to use AVX-512), and by the byte table alone (told not to fold)."""
     code = """
 import zlib, numpy as np
 from dcformat import _kernels
 rng = np.random.default_rng(7)
-lengths = list(range(0, 200)) + [255, 256, 257, 1000, 4096 + 13, 1 << 20]
+lengths = list(range(0, 600)) + [1000, 4096 + 13, (1 << 20) + 77]
 for n in lengths:
     data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
     for start in (0, 1, 0x12345678, 0xFFFFFFFF):
@@ -230,7 +231,8 @@ for n in lengths:
     assert _kernels.crc32(memoryview(data)[3:]) == zlib.crc32(data[3:])
 print("ok")
 """
-    env = {**os.environ, "DCFORMAT_NO_CLMUL": "1"} if not fold else {k: v for k, v in os.environ.items() if k != "DCFORMAT_NO_CLMUL"}
+    env = {k: v for k, v in os.environ.items() if k not in ("DCFORMAT_NO_AVX512", "DCFORMAT_NO_CLMUL")}
+    env.update({name: "1" for name in switches})
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "ok", result.stderr
 
