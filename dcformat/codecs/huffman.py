@@ -188,6 +188,21 @@ def default_lane_count(count: int) -> int:
     return max(1, min(MAX_DEFAULT_LANES, count // LANE_SYMBOLS), -(-count // MAX_LANE_SYMBOLS))
 
 
+def lane_count(count: int, lane_symbols: int | None = None) -> int:
+    """The lanes :func:`encode` writes for ``count`` symbols: :func:`default_lane_count`, or
+    ``ceil(count / lane_symbols)`` kept within 1..count and raised where needed so no lane
+    holds more than ``MAX_LANE_SYMBOLS``."""
+    count = int(count)
+    if lane_symbols is None:
+        lanes = default_lane_count(count)
+    else:
+        lane_symbols = int(lane_symbols)
+        if lane_symbols < 1:
+            raise EncodeError(f"lane_symbols must be positive, got {lane_symbols}")
+        lanes = -(-count // lane_symbols)
+    return max(1, -(-count // MAX_LANE_SYMBOLS), min(lanes, count, 0xFFFFFFFF))
+
+
 def canonical_codes(lengths: np.ndarray) -> np.ndarray:
     """DEFLATE canonical codes (``uint32``, MSB-first values) for ``lengths``; 0 where absent."""
     lengths = np.asarray(lengths).astype(np.int64)
@@ -240,14 +255,7 @@ def encode(
     lengths = lengths[:table_symbols]
     codes = canonical_codes(lengths)
 
-    if lane_symbols is None:
-        lanes = default_lane_count(n)
-    else:
-        lane_symbols = int(lane_symbols)
-        if lane_symbols < 1:
-            raise EncodeError(f"lane_symbols must be positive, got {lane_symbols}")
-        lanes = -(-n // lane_symbols)
-    lanes = max(1, -(-n // MAX_LANE_SYMBOLS), min(lanes, n, 0xFFFFFFFF))
+    lanes = lane_count(n, lane_symbols)
 
     len_table = lengths.astype(np.uint8)
     code_table = _reverse_bits(codes, lengths.astype(np.int64))
@@ -372,8 +380,9 @@ def _write_codes(lane_major, len_table, code_table, lanes: int, n: int):
 # --------------------------------------------------------------------------- size
 
 
-def encoded_size(histogram: np.ndarray, *, count: int | None = None) -> int:
-    """Size in bytes of the body :func:`encode` (default options) makes for this histogram.
+def encoded_size(histogram: np.ndarray, *, count: int | None = None, lane_symbols: int | None = None) -> int:
+    """Size in bytes of the body :func:`encode` makes for this histogram (default code
+    lengths; ``lane_symbols`` as :func:`encode` takes it).
 
     Exact except for the lane deltas' bit width ``w`` of the jump table, which depends on
     the order of the symbols: it is estimated from the expected spread of the lane
@@ -389,7 +398,7 @@ def encoded_size(histogram: np.ndarray, *, count: int | None = None) -> int:
     lengths = default_lengths(hist)
     table_symbols = int(np.flatnonzero(lengths)[-1]) + 1
     payload_bits = int((hist * lengths.astype(np.int64)).sum())
-    lanes = default_lane_count(n)
+    lanes = lane_count(n, lane_symbols)
     width = _estimated_delta_width(hist, lengths, n, lanes)
     return _FIXED_BYTES + bitpack.packed_size(table_symbols, HUFFMAN_LENGTH_BITS) + bitpack.packed_size(lanes, width) + (payload_bits + 7) // 8
 

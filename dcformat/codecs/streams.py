@@ -41,18 +41,21 @@ ZSTD_SAMPLE_SYMBOLS = 1 << 18
 ZSTD_SAMPLE_MARGIN = 1.05
 
 
-def encode(symbols: np.ndarray, alphabet_size: int, *, coder: Coder | None = None, zstd_level: int = zstd.DEFAULT_LEVEL) -> bytes:
+def encode(
+    symbols: np.ndarray, alphabet_size: int, *, coder: Coder | None = None, zstd_level: int = zstd.DEFAULT_LEVEL, lane_symbols: int | None = None
+) -> bytes:
     """Header and body of the stream; ``coder=None`` keeps the smallest (ties: the earlier id).
+    ``lane_symbols`` sets a Huffman body's lanes (``huffman.encode``; default: its policy).
 
     On long streams zstd is first tried on a sample of the stream's start, and skipped
     when the sample compresses clearly worse than the best of the other two coders.
     """
     best = None
     candidates = [Coder(coder)] if coder is not None else [Coder.BITPACK, Coder.HUFFMAN]
-    if coder is None and not _huffman_may_win(symbols, alphabet_size):
+    if coder is None and not _huffman_may_win(symbols, alphabet_size, lane_symbols):
         candidates = [Coder.BITPACK]  # it could not be smaller, and a tie keeps bit packing anyway
     for candidate in candidates:
-        body = _encode_body(symbols, alphabet_size, candidate, zstd_level)
+        body = _encode_body(symbols, alphabet_size, candidate, zstd_level, lane_symbols)
         if best is None or len(body) < len(best[1]):
             best = (candidate, body)
     if coder is None and _zstd_may_win(symbols, alphabet_size, len(best[1]), zstd_level):
@@ -63,7 +66,7 @@ def encode(symbols: np.ndarray, alphabet_size: int, *, coder: Coder | None = Non
     return StreamHeader.build(dict(coder=int(chosen), body_length=len(body))) + body
 
 
-def _huffman_may_win(symbols: np.ndarray, alphabet_size: int) -> bool:
+def _huffman_may_win(symbols: np.ndarray, alphabet_size: int, lane_symbols: int | None = None) -> bool:
     """False only when a Huffman body cannot be smaller than the bit-packed one.
 
     ``huffman.encoded_size`` is exact but for the jump table's delta width, which it may
@@ -74,7 +77,7 @@ def _huffman_may_win(symbols: np.ndarray, alphabet_size: int) -> bool:
     if count == 0:
         return True
     histogram = huffman.histogram(np.asarray(symbols).reshape(-1), alphabet_size)
-    lower_bound = huffman.encoded_size(histogram, count=count) - -(-huffman.default_lane_count(count) // 8)
+    lower_bound = huffman.encoded_size(histogram, count=count, lane_symbols=lane_symbols) - -(-huffman.lane_count(count, lane_symbols) // 8)
     return lower_bound < bitpack.packed_size(count, bitpack.width_for(alphabet_size))
 
 
@@ -86,11 +89,11 @@ def _zstd_may_win(symbols: np.ndarray, alphabet_size: int, best_bytes: int, zstd
     return sample / ZSTD_SAMPLE_SYMBOLS <= ZSTD_SAMPLE_MARGIN * best_bytes / count
 
 
-def _encode_body(symbols: np.ndarray, alphabet_size: int, coder: Coder, zstd_level: int) -> bytes:
+def _encode_body(symbols: np.ndarray, alphabet_size: int, coder: Coder, zstd_level: int, lane_symbols: int | None = None) -> bytes:
     if coder == Coder.BITPACK:
         return bitpack.pack(symbols, bitpack.width_for(alphabet_size))
     if coder == Coder.HUFFMAN:
-        return huffman.encode(symbols, alphabet_size)
+        return huffman.encode(symbols, alphabet_size, lane_symbols=lane_symbols)
     if coder == Coder.ZSTD:
         return zstd.compress(np.ascontiguousarray(symbols, dtype=symbol_dtype(alphabet_size).newbyteorder("<")).tobytes(), level=zstd_level)
     raise EncodeError(f"unknown coder {coder!r}")

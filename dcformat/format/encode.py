@@ -129,7 +129,9 @@ def _float_split_payload(storage: np.ndarray, dtype: DType, options: EncodeOptio
     alphabets = float_split.alphabets(dtype, head_bits)
     for lo, hi in float_split.blocks(bits.size, block_elements):
         for stream, alphabet in zip(float_split.split(bits[lo:hi], dtype, head_bits), alphabets):
-            parts.append(streams.encode(stream, alphabet, coder=options.coder_id, zstd_level=options.zstd_level))
+            parts.append(
+                streams.encode(stream, alphabet, coder=options.coder_id, zstd_level=options.zstd_level, lane_symbols=float_split.LANE_SYMBOLS)
+            )
     return b"".join(parts)
 
 

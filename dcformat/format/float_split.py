@@ -26,25 +26,27 @@ from .constants import DTYPE_ITEMSIZE, FLOAT_FIELDS, DType
 
 #: Unsigned integer type holding one element's bits, per itemsize.
 _BITS = {2: np.dtype("<u2"), 4: np.dtype("<u4"), 8: np.dtype("<u8")}
-#: The encoder's choices (spec 6.6.4): mantissa bits coded with the exponent, and elements
-#: per block. Measured on all-MiniLM-L6-v2 (tools/bench_lossless.py): two head bits gave
-#: the smallest files in float32, bfloat16 and float16, and blocks of 2**18 elements the
-#: smallest in float32 and float16 (2**19 in bfloat16, by 0.8 KB). In
-#: float32 no head bit costs 0.24% more bytes (still fewer than ZipNN's) and decodes 19%
-#: faster (shorter codes, and the rest is three whole bytes, nothing to unpack), so float32
-#: takes none; in bfloat16 none would cost 0.56% and lose to ZipNN's size, but one head bit
-#: costs 0.19% (55.8 KB on MiniLM, still 85 KB under ZipNN's file) and loads 7% faster
-#: (36.7 against 39.5 ms on one core, the files alternating in one process), so bfloat16
-#: takes one.
-#: Blocks of 2**19 elements load MiniLM 10-13% faster than 2**18 (half the streams to plan
-#: and call kernels for; one core, from memory: float32 57.0 -> 49.8 ms, bfloat16 46.1 ->
-#: 40.8) for 13.8 KB more in float32 (0.02%) and 0.8 KB less in bfloat16; in float16 they
-#: cost 8.0 KB (0.02%), which would put its files above ZipNN's, so float16 keeps 2**18.
+#: The encoder's choices (spec 6.6.4): mantissa bits coded with the exponent, elements per
+#: block, and symbols per lane of a block's Huffman streams. Measured on all-MiniLM-L6-v2
+#: (tools/bench_lossless.py): two head bits gave the smallest files in float32, bfloat16 and
+#: float16. In float32 no head bit costs 0.24% more bytes (still fewer than ZipNN's) and
+#: decodes 19% faster (shorter codes, and the rest is three whole bytes, nothing to unpack),
+#: so float32 takes none; in bfloat16 none would cost 0.56% and lose to ZipNN's size, but one
+#: head bit costs 0.19% (55.8 KB on MiniLM, still 85 KB under ZipNN's file) and loads 7%
+#: faster (36.7 against 39.5 ms on one core, the files alternating in one process), so
+#: bfloat16 takes one.
+#: Blocks of 2**20 elements in lanes of 4096 symbols (four times the Huffman default), against
+#: 2**18 and 1024: a quarter of the streams to plan and call kernels for, and a quarter of
+#: the lane tables' bytes, which pays for tables that follow the statistics less closely.
+#: One core, from memory, the files alternating in one process: float16 42.5 -> 36.0 ms for
+#: 89 bytes more (2**19 blocks in lanes of 1024 had cost it 8 KB, and 2**20 in lanes of 2048
+#: left it 17 bytes under ZipNN's file), bfloat16 36.6 -> 34.6 ms for 10.6 KB less (from
+#: 2**19 and 1024), float32 48.1 -> 47.7 ms for 12.1 KB less.
 DEFAULT_HEAD_BITS = 2
 FLOAT32_HEAD_BITS = 0
 BFLOAT16_HEAD_BITS = 1
-DEFAULT_BLOCK_ELEMENTS = 1 << 19
-FLOAT16_BLOCK_ELEMENTS = 1 << 18
+DEFAULT_BLOCK_ELEMENTS = 1 << 20
+LANE_SYMBOLS = 4096
 #: The smallest block a file may declare (spec 6.6.2): it bounds the number of blocks, and
 #: so the work of a hostile payload, by the element count.
 MIN_BLOCK_ELEMENTS = 1 << 12
@@ -73,8 +75,8 @@ def default_head_bits(dtype: DType) -> int:
 
 
 def default_block_elements(dtype: DType) -> int:
-    """The ``B`` the encoder writes for a dtype."""
-    return FLOAT16_BLOCK_ELEMENTS if dtype == DType.FLOAT16 else DEFAULT_BLOCK_ELEMENTS
+    """The ``B`` the encoder writes for a dtype (one for all of them, as measured so far)."""
+    return DEFAULT_BLOCK_ELEMENTS
 
 
 def plane_widths(dtype: DType, head_bits: int) -> list[int]:

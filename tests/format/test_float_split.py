@@ -119,23 +119,24 @@ def test_the_encoder_codes_two_mantissa_bits_with_the_exponent_but_in_float32_an
 def test_blocks_cover_the_tensor():
     assert float_split.blocks(0, 4096) == []
     assert float_split.blocks(10_000, 4096) == [(0, 4096), (4096, 8192), (8192, 10_000)]
-    weights = (np.random.default_rng(3).standard_normal(3 * (1 << 19) + 5) * 0.05).astype(np.float32)
+    weights = (np.random.default_rng(3).standard_normal(3 * (1 << 20) + 5) * 0.05).astype(np.float32)
     blob = dcformat.save({"w": weights}, options=EncodeOptions(dense="float_split"))
     with dcformat.open(blob) as f:
         plan = f.plan("w")
         assert len(plan.blocks) == 4 and plan.head_bits == float_split.default_head_bits(DType.FLOAT32) == 0
-        assert plan.block_elements == float_split.default_block_elements(DType.FLOAT32) == 1 << 19
+        assert plan.block_elements == float_split.default_block_elements(DType.FLOAT32) == 1 << 20
         assert_bit_exact(f.get("w"), weights)
 
 
-def test_the_encoder_keeps_smaller_blocks_in_float16():
-    """Spec 6.6.4: B = 2**19, but 2**18 in float16 (larger blocks cost it more bytes than they
-    save in planning)."""
-    weights = (np.random.default_rng(4).standard_normal((1 << 18) + 3) * 0.05).astype(np.float32)
-    for array, blocks in ((weights.astype(np.float16), 2), (weights, 1)):
-        with dcformat.open(dcformat.save({"w": array}, options=EncodeOptions(dense="float_split"))) as f:
-            assert len(f.plan("w").blocks) == blocks
-            assert_bit_exact(f.get("w"), array)
+def test_the_encoder_writes_long_lanes():
+    """Spec 6.6.4: a block's Huffman streams have lanes of 4096 symbols (the last one
+    shorter), four times the default of other streams."""
+    for dtype in (np.float16, np.float32):
+        weights = (np.random.default_rng(4).standard_normal((1 << 20) + 5000) * 0.05).astype(dtype)
+        with dcformat.open(dcformat.save({"w": weights}, options=EncodeOptions(dense="float_split", coder="huffman"))) as f:
+            (first, *_), (last, *_) = f.plan("w").blocks
+            assert (first.lanes.lanes, last.lanes.lanes) == (256, 2), dtype
+            assert_bit_exact(f.get("w"), weights)
 
 
 def test_version_follows_the_ids_used():

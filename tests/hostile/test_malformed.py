@@ -1216,7 +1216,7 @@ def test_float_split_truncated_plane_stream_other_coders(coder):
     p = parse_file(blob)
     e = p.entry("f")
     assert e.encoding == FLOAT_SPLIT
-    assert e.payload[0] == 0 and int.from_bytes(e.payload[4:8], "little") == 2**19  # the encoder's h (float32) and B
+    assert e.payload[0] == 0 and int.from_bytes(e.payload[4:8], "little") == 2**20  # the encoder's h (float32) and B
     # the first plane stream: skip the header and the head stream
     at = 8 + 9 + int.from_bytes(e.payload[9:17], "little")
     length = int.from_bytes(e.payload[at + 1 : at + 9], "little")
