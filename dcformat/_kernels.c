@@ -776,6 +776,29 @@ done:
 
 /* out[i] = values[symbols[i]]; a symbol past the table writes values[0]. Returns the largest
  * symbol, for the caller's alphabet check. */
+/* values[symbols[i]] into out[i], symbols past the table as symbol 0 (the caller raises on
+ * the largest, returned); always inlined with constant sizes, so each pair gets its own loop
+ * (the generic one ran at 1.2 ns an element, a twentieth of a float16 load's time). */
+static inline __attribute__((always_inline)) unsigned gather_loop(const uint8_t *sym, size_t symbol_size, const uint8_t *val, size_t table,
+                                                                 uint8_t *dst, size_t size, size_t count)
+{
+    unsigned largest = 0;
+    for (size_t i = 0; i < count; i++) {
+        const unsigned s = read_symbol(sym, symbol_size, i);
+        largest = s > largest ? s : largest;
+        copy_value(dst + i * size, val + (s < table ? s : 0) * size, size);
+    }
+    return largest;
+}
+
+#define GATHER_SIZES(symbol_size)                                                                                                          \
+    switch (size) {                                                                                                                        \
+    case 1: largest = gather_loop(sym, symbol_size, val, table, dst, 1, count); break;                                                     \
+    case 2: largest = gather_loop(sym, symbol_size, val, table, dst, 2, count); break;                                                     \
+    case 4: largest = gather_loop(sym, symbol_size, val, table, dst, 4, count); break;                                                     \
+    default: largest = gather_loop(sym, symbol_size, val, table, dst, 8, count); break;                                                    \
+    }
+
 static PyObject *gather(PyObject *self, PyObject *args)
 {
     Py_buffer symbols, values, out;
@@ -793,10 +816,10 @@ static PyObject *gather(PyObject *self, PyObject *args)
         uint8_t *dst = out.buf;
         unsigned largest = 0;
         Py_BEGIN_ALLOW_THREADS
-        for (size_t i = 0; i < count; i++) {
-            unsigned s = read_symbol(sym, (size_t)symbol_size, i);
-            largest = s > largest ? s : largest;
-            copy_value(dst + i * size, val + (s < table ? s : 0) * size, size);
+        if (symbol_size == 1) {
+            GATHER_SIZES(1)
+        } else {
+            GATHER_SIZES(2)
         }
         Py_END_ALLOW_THREADS
         result = PyLong_FromUnsignedLong(largest);
