@@ -42,10 +42,18 @@ ZSTD_SAMPLE_MARGIN = 1.05
 
 
 def encode(
-    symbols: np.ndarray, alphabet_size: int, *, coder: Coder | None = None, zstd_level: int = zstd.DEFAULT_LEVEL, lane_symbols: int | None = None
+    symbols: np.ndarray,
+    alphabet_size: int,
+    *,
+    coder: Coder | None = None,
+    zstd_level: int = zstd.DEFAULT_LEVEL,
+    lane_symbols: int | None = None,
+    zstd_min_saving: float = 0.0,
 ) -> bytes:
-    """Header and body of the stream; ``coder=None`` keeps the smallest (ties: the earlier id).
-    ``lane_symbols`` sets a Huffman body's lanes (``huffman.encode``; default: its policy).
+    """Header and body of the stream; ``coder=None`` keeps the smallest (ties: the earlier id),
+    zstd only where it is smaller than the best of the others by ``zstd_min_saving`` of it
+    (zstd decodes slower than Huffman). ``lane_symbols`` sets a Huffman body's lanes
+    (``huffman.encode``; default: its policy).
 
     On long streams zstd is first tried on a sample of the stream's start, and skipped
     when the sample compresses clearly worse than the best of the other two coders.
@@ -58,9 +66,10 @@ def encode(
         body = _encode_body(symbols, alphabet_size, candidate, zstd_level, lane_symbols)
         if best is None or len(body) < len(best[1]):
             best = (candidate, body)
-    if coder is None and _zstd_may_win(symbols, alphabet_size, len(best[1]), zstd_level):
+    beat = len(best[1]) * (1.0 - zstd_min_saving)
+    if coder is None and _zstd_may_win(symbols, alphabet_size, beat, zstd_level):
         body = _encode_body(symbols, alphabet_size, Coder.ZSTD, zstd_level)
-        if len(body) < len(best[1]):
+        if len(body) < beat:
             best = (Coder.ZSTD, body)
     chosen, body = best
     return StreamHeader.build(dict(coder=int(chosen), body_length=len(body))) + body
@@ -81,7 +90,7 @@ def _huffman_may_win(symbols: np.ndarray, alphabet_size: int, lane_symbols: int 
     return lower_bound < bitpack.packed_size(count, bitpack.width_for(alphabet_size))
 
 
-def _zstd_may_win(symbols: np.ndarray, alphabet_size: int, best_bytes: int, zstd_level: int) -> bool:
+def _zstd_may_win(symbols: np.ndarray, alphabet_size: int, best_bytes: float, zstd_level: int) -> bool:
     count = symbols.size
     if count <= 4 * ZSTD_SAMPLE_SYMBOLS:
         return True

@@ -130,7 +130,14 @@ def _float_split_payload(storage: np.ndarray, dtype: DType, options: EncodeOptio
     for lo, hi in float_split.blocks(bits.size, block_elements):
         for stream, alphabet in zip(float_split.split(bits[lo:hi], dtype, head_bits), alphabets):
             parts.append(
-                streams.encode(stream, alphabet, coder=options.coder_id, zstd_level=options.zstd_level, lane_symbols=float_split.LANE_SYMBOLS)
+                streams.encode(
+                    stream,
+                    alphabet,
+                    coder=options.coder_id,
+                    zstd_level=options.zstd_level,
+                    lane_symbols=float_split.LANE_SYMBOLS,
+                    zstd_min_saving=float_split.ZSTD_MIN_SAVING,
+                )
             )
     return b"".join(parts)
 
