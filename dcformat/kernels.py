@@ -3,7 +3,7 @@
 The numpy kernels are the reference and the fallback; the compiled ones (one C file,
 ``dcformat/_kernels.c``, built by ``pip install``) must give the same bytes and are tested
 against them. The choice follows python-zstandard's backend policy, read from the
-environment variable ``DCFORMAT_KERNELS`` at each call:
+environment variable ``DCFORMAT_KERNELS`` at each call (once per load: see :func:`fixed`):
 
 * unset or ``auto``: compiled if the extension was built, else numpy with a one-line
   warning (once per process);
@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from types import ModuleType
 
 import numpy as np
@@ -29,6 +32,9 @@ CHOICES = ("auto", "compiled", "numpy")
 
 _loaded: tuple[ModuleType | None, str] | None = None  # (module, why it is missing)
 _warned = False
+#: What :func:`compiled` answers inside :func:`fixed` (in that thread's context).
+_fixed: ContextVar[ModuleType | None] = ContextVar("dcformat_kernels_fixed")
+_UNFIXED = object()
 
 
 def _load() -> tuple[ModuleType | None, str]:
@@ -54,6 +60,9 @@ def choice() -> str:
 def compiled() -> ModuleType | None:
     """The compiled kernels when they are to be used, else None (use numpy)."""
     global _warned
+    module = _fixed.get(_UNFIXED)
+    if module is not _UNFIXED:
+        return module
     policy = choice()
     if policy == "numpy":
         return None
@@ -65,6 +74,18 @@ def compiled() -> ModuleType | None:
             _warned = True
             warnings.warn(f"dcformat: compiled kernels unavailable ({why}); decoding with numpy (slower)", RuntimeWarning, stacklevel=3)
     return module
+
+
+@contextmanager
+def fixed() -> Iterator[None]:
+    """Within the block, :func:`compiled` in this thread answers as it did on entry, without
+    reading the environment again: a model's load asks a few hundred times, and a read of an
+    unset variable costs about a microsecond (two KeyErrors inside ``os.environ.get``)."""
+    token = _fixed.set(compiled())
+    try:
+        yield
+    finally:
+        _fixed.reset(token)
 
 
 def in_use() -> str:

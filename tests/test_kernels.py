@@ -46,6 +46,23 @@ def test_numpy_forces_the_reference_kernels(monkeypatch):
     assert kernels.compiled() is None and kernels.in_use() == "numpy"
 
 
+def test_a_fixed_block_keeps_the_choice_it_began_with(monkeypatch):
+    """kernels.fixed (a load reads the environment once): inside, compiled() answers as on
+    entry whatever the variable says; after it, and in other threads, the variable rules."""
+    import threading
+
+    monkeypatch.setenv(kernels.ENV_KERNELS, "numpy")
+    with kernels.fixed():
+        monkeypatch.setenv(kernels.ENV_KERNELS, "auto")
+        assert kernels.compiled() is None
+        seen = []
+        worker = threading.Thread(target=lambda: seen.append(kernels.compiled()))
+        worker.start()
+        worker.join()
+        assert seen == [kernels._load()[0]]
+    assert kernels.compiled() is kernels._load()[0]
+
+
 def test_missing_extension_falls_back_with_one_warning(monkeypatch):
     monkeypatch.setattr(kernels, "_loaded", (None, "No module named 'dcformat._kernels'"))
     monkeypatch.setattr(kernels, "_warned", False)

@@ -108,6 +108,9 @@ def _encode_body(symbols: np.ndarray, alphabet_size: int, coder: Coder, zstd_lev
     raise EncodeError(f"unknown coder {coder!r}")
 
 
+_CODERS = {coder.value: coder for coder in Coder}  # a dict lookup: calling the enum by value costs a microsecond
+
+
 def read_header(buf, pos: int, end: int, *, field: str, base: int) -> tuple[Coder, int, int]:
     """Parse a stream header at ``buf[pos:]``; returns (coder, body start, body end).
 
@@ -116,10 +119,9 @@ def read_header(buf, pos: int, end: int, *, field: str, base: int) -> tuple[Code
     if end - pos < STREAM_HEADER_SIZE:
         raise FormatError(field, f"stream header needs {STREAM_HEADER_SIZE} bytes, {end - pos} left in the payload", offset=base + pos)
     header = parse_stream_header(buf[pos : pos + STREAM_HEADER_SIZE])
-    try:
-        coder = Coder(header.coder)
-    except ValueError:
-        raise UnsupportedError(field + ".coder", f"unknown coder id {header.coder}", offset=base + pos) from None
+    coder = _CODERS.get(header.coder)
+    if coder is None:
+        raise UnsupportedError(field + ".coder", f"unknown coder id {header.coder}", offset=base + pos)
     start = pos + STREAM_HEADER_SIZE
     if header.body_length > end - start:
         raise FormatError(

@@ -36,7 +36,7 @@ from .structs import FLOAT_SPLIT_HEADER_SIZE, QUANT_HEADER_SIZE, STREAM_HEADER_S
 
 
 def numel_of(shape) -> int:
-    return math.prod(int(d) for d in shape)  # Python ints: no overflow however large
+    return math.prod(map(int, shape))  # Python ints: no overflow however large
 
 
 def decoded_nbytes(dtype: DType, shape) -> int:

@@ -61,7 +61,11 @@ def decoding(reader, *, threads: int | None = None):
     cores MiniLM's folder loaded in 25 ms this way, 30 ms when every tensor was planned
     first and then decoded on a pool.
     """
-    threads = resolve_threads(threads)
+    with kernels.fixed():
+        yield from _decoding(reader, resolve_threads(threads))
+
+
+def _decoding(reader, threads: int):
     names = sorted(reader.keys(), key=reader.decoded_bytes, reverse=True)  # the workers start on the largest
     reserve = _reserve(reader, names)
     workers = min(threads, len(names)) - 1  # a worker never takes the last tensor: no more than the rest
