@@ -26,12 +26,13 @@
  * step writing a run of LANE_GROUP values, and few passes over the output's rows (each row
  * of a large stream is on its own page). */
 #define LANE_GROUP 256
-/* The same for the vector loop, which ran faster over half as many: a group's lanes each
- * keep a line of the payload in use while the decode table takes up to 32 KiB, and 256 lines
- * beside it overflow the L1 cache (one core, the Huffman kernel alone: bfloat16 MiniLM heads
- * 1058-1098 -> 1216-1253 M symbols/s, the quantized MiniLM's codes 819-824 -> 930-994,
- * float16 heads, whose table is half as large, 1230-1244 -> 1254-1315; 96 and 192 lanes did
- * less well; whole loads: bfloat16 -4 to -5%, the quantized MiniLM -5%, float16 +2%). */
+/* The same for the vector loop where its decode table is the widest (2**12 entries of 8 bytes,
+ * the whole L1 cache): a group's lanes each keep a line of the payload in use beside it, and
+ * 256 lines made them evict each other. One core: bfloat16 MiniLM loads 7-8% faster, the
+ * Huffman kernel alone on its heads 1058-1098 -> 1216-1253 M symbols/s and on 8-bit codes
+ * 925-956 -> 1030-1048; on narrower tables (5-bit codes, float16's 11-bit heads) 128 lanes
+ * were slower (by a quarter on 16M 5-bit codes in 8192 lanes, where each row of the output is
+ * on a page of its own). */
 #define VECTOR_LANE_GROUP 128
 /* Bits a 64-bit load holds after shifting out the partial first byte. */
 #define WINDOW_BITS 57
@@ -303,7 +304,7 @@ static inline __attribute__((always_inline)) void huffman_lanes(const HuffmanTab
     uint64_t pos[LANE_GROUP];
     size_t lane_group = LANE_GROUP;
 #ifdef HAVE_VECTOR_LANES
-    if (size <= 4 && vector_lanes)
+    if (size <= 4 && vector_lanes && t->primary_bits >= MAX_PRIMARY_BITS)
         lane_group = VECTOR_LANE_GROUP;
 #endif
     for (size_t first = lo; first < hi; first += lane_group) {
