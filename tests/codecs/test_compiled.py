@@ -381,3 +381,17 @@ def test_bounded_reads_past_short_buffers():
     dense = np.zeros(3, np.float32)
     native.scatter(np.array([0, 5, 0], np.uint8), 1, np.zeros(3, np.uint8), 1, np.ones(1, np.float32).view(np.uint8), 4, dense.view(np.uint8))
     assert dense.tolist() == [1.0, 0.0, 0.0]  # the second entry is past the end: writes stop
+
+
+def test_wide_tables_in_many_lanes_decode_alike():
+    """A first table of 2**12 entries (the vector loop then takes its lanes 128 at a time)
+    over 300 lanes: the same symbols and float32 values as numpy's."""
+    rng = np.random.default_rng(12)
+    symbols = rng.integers(0, 4096, 300 * 64)
+    body = huffman.encode(symbols, 4096, lane_symbols=64)
+    plan = huffman.prepare(body, symbols.size, 4096)
+    assert plan.lanes == 300 and huffman._compiled_tables(native, plan, None)[0] == 12
+    values = rng.standard_normal(4096).astype(np.float32)
+    for through in ({}, {"values": values}):
+        assert_same(*both(lambda through=through: huffman.decode_plan(huffman.prepare(body, symbols.size, 4096), **through)))
+    assert np.array_equal(huffman.decode_plan(plan), symbols)
