@@ -238,11 +238,15 @@ def encode(
     *,
     max_length: int | None = None,
     lane_symbols: int | None = None,
+    length_limit: int | None = None,
 ) -> bytes:
     """The Huffman body of ``symbols`` (integers in ``0 .. alphabet_size - 1``).
 
-    The code lengths default to :func:`default_lengths`; ``lane_symbols`` (symbols per
-    lane, so ``C = ceil(n / lane_symbols)``) defaults to :func:`default_lane_count`.
+    The code lengths default to :func:`default_lengths`, with codes of at most
+    ``length_limit`` bits where those would be longer and the symbols in use fit (a decode
+    table of ``2**length_limit`` entries), or are limited to exactly ``max_length``;
+    ``lane_symbols`` (symbols per lane, so ``C = ceil(n / lane_symbols)``) defaults to
+    :func:`default_lane_count`.
     """
     alphabet_size = _check_alphabet(alphabet_size)
     sym = _check_symbols(symbols, alphabet_size)
@@ -250,7 +254,12 @@ def encode(
     if n == 0:
         return bytes(4)
     hist = histogram(sym, alphabet_size)
-    lengths = default_lengths(hist) if max_length is None else code_lengths(hist, max_length)
+    if max_length is not None:
+        lengths = code_lengths(hist, max_length)
+    else:
+        lengths = default_lengths(hist)
+        if length_limit is not None and int(lengths.max()) > length_limit and np.count_nonzero(hist) <= 1 << length_limit:
+            lengths = code_lengths(hist, length_limit)
     table_symbols = int(np.flatnonzero(lengths)[-1]) + 1
     lengths = lengths[:table_symbols]
     codes = canonical_codes(lengths)

@@ -48,12 +48,13 @@ def encode(
     coder: Coder | None = None,
     zstd_level: int = zstd.DEFAULT_LEVEL,
     lane_symbols: int | None = None,
+    length_limit: int | None = None,
     zstd_min_saving: float = 0.0,
 ) -> bytes:
     """Header and body of the stream; ``coder=None`` keeps the smallest (ties: the earlier id),
     zstd only where it is smaller than the best of the others by ``zstd_min_saving`` of it
-    (zstd decodes slower than Huffman). ``lane_symbols`` sets a Huffman body's lanes
-    (``huffman.encode``; default: its policy).
+    (zstd decodes slower than Huffman). ``lane_symbols`` and ``length_limit`` set a Huffman
+    body's lanes and longest code (``huffman.encode``; default: its policy).
 
     On long streams zstd is first tried on a sample of the stream's start, and skipped
     when the sample compresses clearly worse than the best of the other two coders.
@@ -63,7 +64,7 @@ def encode(
     if coder is None and not _huffman_may_win(symbols, alphabet_size, lane_symbols):
         candidates = [Coder.BITPACK]  # it could not be smaller, and a tie keeps bit packing anyway
     for candidate in candidates:
-        body = _encode_body(symbols, alphabet_size, candidate, zstd_level, lane_symbols)
+        body = _encode_body(symbols, alphabet_size, candidate, zstd_level, lane_symbols, length_limit)
         if best is None or len(body) < len(best[1]):
             best = (candidate, body)
     beat = len(best[1]) * (1.0 - zstd_min_saving)
@@ -98,11 +99,13 @@ def _zstd_may_win(symbols: np.ndarray, alphabet_size: int, best_bytes: float, zs
     return sample / ZSTD_SAMPLE_SYMBOLS <= ZSTD_SAMPLE_MARGIN * best_bytes / count
 
 
-def _encode_body(symbols: np.ndarray, alphabet_size: int, coder: Coder, zstd_level: int, lane_symbols: int | None = None) -> bytes:
+def _encode_body(
+    symbols: np.ndarray, alphabet_size: int, coder: Coder, zstd_level: int, lane_symbols: int | None = None, length_limit: int | None = None
+) -> bytes:
     if coder == Coder.BITPACK:
         return bitpack.pack(symbols, bitpack.width_for(alphabet_size))
     if coder == Coder.HUFFMAN:
-        return huffman.encode(symbols, alphabet_size, lane_symbols=lane_symbols)
+        return huffman.encode(symbols, alphabet_size, lane_symbols=lane_symbols, length_limit=length_limit)
     if coder == Coder.ZSTD:
         return zstd.compress(np.ascontiguousarray(symbols, dtype=symbol_dtype(alphabet_size).newbyteorder("<")).tobytes(), level=zstd_level)
     raise EncodeError(f"unknown coder {coder!r}")

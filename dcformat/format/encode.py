@@ -136,6 +136,7 @@ def _float_split_payload(storage: np.ndarray, dtype: DType, options: EncodeOptio
                     coder=options.coder_id,
                     zstd_level=options.zstd_level,
                     lane_symbols=float_split.LANE_SYMBOLS,
+                    length_limit=float_split.CODE_LENGTH_LIMIT,
                     zstd_min_saving=float_split.ZSTD_MIN_SAVING,
                 )
             )

@@ -608,3 +608,21 @@ def test_lane_holding_more_than_65536_symbols_is_rejected():
         huffman.decode(body, n, 2)
     # the same symbols in two lanes decode fine
     assert np.array_equal(huffman.decode(huffman.encode(symbols, 2), n, 2), symbols)
+
+
+def test_a_length_limit_caps_the_default_codes_where_the_symbols_fit():
+    """encode's ``length_limit``: the default lengths, with none longer than the limit where
+    they would be; left alone where they already fit, and where the symbols in use need
+    longer codes than the limit allows (more than 2**limit of them)."""
+    rng = np.random.default_rng(3)
+    skewed = np.minimum(rng.geometric(0.5, 200_000) - 1, 511)  # default codes run past 11 bits
+    wide = rng.integers(0, 4096, 50_000)  # 4096 symbols in use: 11 bits cannot code them
+
+    def longest(symbols, alphabet, **limit):
+        body = huffman.encode(symbols, alphabet, **limit)
+        assert np.array_equal(huffman.decode(body, symbols.size, alphabet), symbols)
+        return int(huffman.prepare(body, symbols.size, alphabet).max_len)
+
+    assert longest(skewed, 512) > 11 and longest(skewed, 512, length_limit=11) == 11
+    assert longest(skewed, 512, length_limit=20) == longest(skewed, 512)
+    assert longest(wide, 4096, length_limit=11) == longest(wide, 4096) >= 12

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 import dcformat
 from dcformat import EncodeOptions
+from dcformat.codecs import huffman
 from dcformat.format import float_split
 from dcformat.format.constants import DType
 from dcformat.format.encode import FLOAT_SPLIT_MIN_SAVING
@@ -125,6 +126,17 @@ def test_blocks_cover_the_tensor():
         plan = f.plan("w")
         assert len(plan.blocks) == 4 and plan.head_bits == float_split.default_head_bits(DType.FLOAT32) == 0
         assert plan.block_elements == float_split.default_block_elements(DType.FLOAT32) == 1 << 20
+        assert_bit_exact(f.get("w"), weights)
+
+
+def test_the_encoder_keeps_codes_to_11_bits():
+    """Spec 6.6.4: a block's Huffman codes are at most 11 bits long where the default would
+    make them longer (float32 exponents spread over 30 octaves: 13-bit codes by default)."""
+    weights = np.exp(np.random.default_rng(6).laplace(0, 6, 1 << 17)).astype(np.float32)
+    heads = huffman.encode(float_split.split(weights.view(np.uint32), DType.FLOAT32, 0)[0], 256)
+    assert huffman.prepare(heads, weights.size, 256).max_len > 11
+    with dcformat.open(dcformat.save({"w": weights}, options=EncodeOptions(dense="float_split", coder="huffman"))) as f:
+        assert f.plan("w").blocks[0][0].lanes.max_len == float_split.CODE_LENGTH_LIMIT == 11
         assert_bit_exact(f.get("w"), weights)
 
 
