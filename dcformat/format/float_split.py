@@ -86,11 +86,6 @@ def default_head_bits(dtype: DType) -> int:
     return min(DEFAULT_HEAD_BITS, max_head_bits(dtype))
 
 
-def default_block_elements(dtype: DType) -> int:
-    """The ``B`` the encoder writes for a dtype (one for all of them, as measured so far)."""
-    return DEFAULT_BLOCK_ELEMENTS
-
-
 def plane_widths(dtype: DType, head_bits: int) -> list[int]:
     """Bits in each plane of the rest, most significant plane first."""
     _, mantissa = FLOAT_FIELDS[dtype]

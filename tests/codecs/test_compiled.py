@@ -231,7 +231,7 @@ def test_float_split_decode_agrees(dtype, count, kind, data):
     coder = data.draw(st.sampled_from([None, "bitpack", "huffman", "zstd"]))
     with pytest.MonkeyPatch.context() as patch:  # the encoder's choices, made smaller and varied
         patch.setattr(float_split, "default_head_bits", lambda dtype: head_bits)
-        patch.setattr(float_split, "default_block_elements", lambda dtype: float_split.MIN_BLOCK_ELEMENTS)
+        patch.setattr(float_split, "DEFAULT_BLOCK_ELEMENTS", float_split.MIN_BLOCK_ELEMENTS)
         payload = dcformat.save({"x": array}, options=dcformat.EncodeOptions(dense="float_split", coder=coder))
     threads = data.draw(st.integers(1, 3))  # blocks decoded on several threads
     results = both(lambda: dcformat.load(payload, threads=threads)["x"])

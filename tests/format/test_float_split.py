@@ -125,7 +125,7 @@ def test_blocks_cover_the_tensor():
     with dcformat.open(blob) as f:
         plan = f.plan("w")
         assert len(plan.blocks) == 4 and plan.head_bits == float_split.default_head_bits(DType.FLOAT32) == 0
-        assert plan.block_elements == float_split.default_block_elements(DType.FLOAT32) == 1 << 20
+        assert plan.block_elements == float_split.DEFAULT_BLOCK_ELEMENTS == 1 << 20
         assert_bit_exact(f.get("w"), weights)
 
 
