@@ -9,12 +9,13 @@ this package.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .._version import __version__
 from ..errors import DCFormatError
 from . import compress, convert, demo, distill, inspect, reproduce, verify
-from .common import EXIT_BAD_FILE, EXIT_INTERRUPTED, printable
+from .common import EXIT_BAD_FILE, EXIT_CLOSED_OUTPUT, EXIT_INTERRUPTED, printable
 
 SUBCOMMANDS = (inspect, verify, convert, compress, distill, demo, reproduce)
 
@@ -36,6 +37,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
+    except BrokenPipeError:  # the reader went away (`dcformat inspect big.dcf | head`): stop quietly, as Unix tools do
+        _discard_stdout()
+        return EXIT_CLOSED_OUTPUT
     except DCFormatError as exc:
         print(f"dcformat {args.command}: {printable(str(exc))}", file=sys.stderr)
         return EXIT_BAD_FILE
@@ -44,6 +48,16 @@ def main(argv=None) -> int:
         return EXIT_BAD_FILE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+
+
+def _discard_stdout() -> None:
+    """Point standard output at /dev/null, so that flushing it at exit, into the closed pipe,
+    raises nothing more (the Python documentation's advice on SIGPIPE)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no file descriptor behind sys.stdout (captured): nothing to flush into the pipe
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -14,6 +14,7 @@ EXIT_BAD_FILE = 1  # a file (or an input) is invalid, or a library error occurre
 EXIT_USAGE = 2  # wrong arguments, missing data, or an optional dependency is missing
 EXIT_TARGETS_MISSED = 3  # ``reproduce`` ran to the end but missed one of the paper's targets
 EXIT_INTERRUPTED = 130
+EXIT_CLOSED_OUTPUT = 141  # the reader of standard output closed it (128 + SIGPIPE, as a shell reports)
 
 
 def printable(name: str) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -212,6 +214,20 @@ def test_demo(tmp_path, capsys):
     assert main(["demo", "--out", str(out_dir)]) == 0
     out = capsys.readouterr().out
     assert "fc1.weight" in out and "written:" in out
+
+
+def test_a_reader_closing_the_output_stops_it_quietly(tmp_path):
+    """``dcformat inspect big.dcf | head``: once head has gone, the command stops with the
+    shell's status for SIGPIPE and writes nothing to stderr (no "Broken pipe", no traceback)."""
+    path = tmp_path / "many.dcf"
+    dcformat.save_file({f"layer.{k}.weight": np.full(2, k, np.float32) for k in range(2000)}, path)  # ~300 KB of table
+    process = subprocess.Popen([sys.executable, "-m", "dcformat", "inspect", str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout.readline().startswith(str(path).encode())
+    process.stdout.close()  # more than a pipe's buffer was still to come
+    stderr = process.stderr.read()
+    process.stderr.close()
+    assert process.wait(timeout=60) == 141
+    assert stderr == b""
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["inspect", "--help"], ["verify", "--help"], ["demo", "--help"]])
