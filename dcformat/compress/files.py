@@ -15,7 +15,8 @@ from ..format.encode import EncodedTensor, EncodeOptions, encode_tensor
 from ..format.reader import DCFile
 from ..format.writer import encode_metadata
 from ..interop.sources import open_source
-from ..io.shards import ShardedFile, ShardedWriter
+from ..io.atomic import same_file
+from ..io.shards import ShardedFile, ShardedWriter, sharded_save_may_replace
 from ..io.writers import FileWriter
 from ..parallel import imap_bounded, resolve_threads
 from ..progress import progress as _progress
@@ -36,6 +37,21 @@ def write_encoded(out, names, encode, *, threads: int, progress: bool, desc: str
     encoded = imap_bounded(encode, names, threads)
     for name, payload in _progress(zip(names, encoded), enabled=progress, desc=desc, total=len(names)):
         out.add(name, payload)
+
+
+def _check_output_spares_source(source_files, out_path: str, max_shard_bytes, one_file_if_fits) -> None:
+    """Refuse an output that would replace (or, as a stale shard, delete) a file the model is
+    read from: ``dcformat compress model.safetensors model.safetensors`` would leave the user
+    without the original weights."""
+    for file in source_files:
+        if max_shard_bytes is None:
+            replaced = same_file(file, out_path)
+        else:
+            replaced = sharded_save_may_replace(out_path, file) or bool(
+                one_file_if_fits and same_file(file, os.path.join(out_path, one_file_if_fits))
+            )
+        if replaced:
+            raise EncodeError(f"writing {out_path} would replace {file}, which the model is read from: choose another output", field="output")
 
 
 def compress_file(
@@ -77,6 +93,7 @@ def compress_file(
     ):
         raise EncodeError(f"must be a positive number of bytes, got {max_shard_bytes!r}", field="max_shard_bytes")
     with open_source(in_path) as source:
+        _check_output_spares_source(source.files, out_path, max_shard_bytes, one_file_if_fits)
         user = dict(source.metadata)
         user.update(metadata or {})
         draft = dict(user)

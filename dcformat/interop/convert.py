@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 from ..errors import EncodeError
 from ..format.constants import RESERVED_KEY_PREFIX
 from ..format.encode import EncodeOptions
+from ..io.atomic import same_file
 from . import formats
 from .common import Context, MissingDependencyError, dense
 from .dcf import DEFAULT_MIN_ELEMENTS, quantize_tensors, read_dcf, write_dcf
@@ -106,7 +107,7 @@ def convert(
             fmt.check(role, context)
     if strip_graph is not None and src_format != "onnx":
         raise EncodeError("strip_graph (--strip-graph) needs an .onnx source")
-    if os.path.abspath(os.fspath(src)) == os.path.abspath(os.fspath(dst)):
+    if os.path.abspath(os.fspath(src)) == os.path.abspath(os.fspath(dst)) or same_file(src, dst):
         raise EncodeError("the source and destination are the same file")
     read = reader.read(src, context)
     tensors, metadata = read.tensors, read.metadata

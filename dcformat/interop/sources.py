@@ -42,8 +42,10 @@ class TensorSource(Mapping):
     key ``"safetensors.metadata"``; a ``.dcf``'s own keys, reserved ones left out).
     """
 
-    def __init__(self, path, names: list[str], metadata: dict):
+    def __init__(self, path, names: list[str], metadata: dict, files: tuple[str, ...] = ()):
         self.path = os.fspath(path)
+        #: Every file the source reads: the file itself, or an index and its shards.
+        self.files = files or (self.path,)
         self._names = names
         self._known = set(names)
         self.metadata = metadata
@@ -79,7 +81,8 @@ class _SafetensorsSource(TensorSource):
     """One or more safetensors files; ``owners`` maps each tensor name to the layout of its file."""
 
     def __init__(self, path, layouts: list[SafetensorsLayout], owners: dict[str, SafetensorsLayout], metadata: dict):
-        super().__init__(path, sorted(owners, key=lambda n: n.encode("utf-8", "surrogatepass")), metadata)
+        files = tuple(dict.fromkeys([os.fspath(path)] + [layout.path for layout in layouts]))
+        super().__init__(path, sorted(owners, key=lambda n: n.encode("utf-8", "surrogatepass")), metadata, files)
         self._owners = owners
         self._lock = threading.Lock()
         self._files = {layout.path: open(layout.path, "rb") for layout in layouts}
@@ -119,7 +122,10 @@ class _DCFSource(TensorSource):
         metadata = {k: v for k, v in reader.metadata().items() if not k.startswith(RESERVED_KEY_PREFIX)}
         if isinstance(reader, ShardedFile):  # what ShardedWriter adds to an index's metadata describes the old shards
             metadata = {k: v for k, v in metadata.items() if k not in ("format", "shards")}
-        super().__init__(path, list(reader.keys()), metadata)
+        files = (os.fspath(path),)
+        if isinstance(reader, ShardedFile):
+            files += tuple(os.path.join(reader.folder, shard) for shard in reader.shards())
+        super().__init__(path, list(reader.keys()), metadata, files)
         self._reader = reader
 
     def _read(self, name: str) -> np.ndarray:

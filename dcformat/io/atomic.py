@@ -20,6 +20,15 @@ import tempfile
 from typing import BinaryIO, Self
 
 
+def same_file(a, b) -> bool:
+    """Whether two paths name one existing file (relative paths, symbolic and hard links
+    resolved): what a writer checks so as never to replace the file it reads from."""
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):  # one of them does not exist (or is no usable path)
+        return False
+
+
 class AllOrNothing:
     """``with`` for the writers that replace files whole: leaving the block normally completes
     the work (``_complete``, the writer's ``commit`` or ``close``), leaving it by an exception

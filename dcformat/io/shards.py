@@ -27,13 +27,27 @@ from ..format.constants import MAX_EXPANSION
 from ..format.encode import EncodeOptions
 from ..format.reader import DCFile, TensorInfo
 from ..format.rules import check_name
-from .atomic import AllOrNothing, sync_folder
+from .atomic import AllOrNothing, same_file, sync_folder
 from .index import DCF_INDEX_SUFFIX, read_index, write_index
 from .writers import FileWriter
 
 
 def shard_name(prefix: str, number: int, total: int) -> str:
     return f"{prefix}-{number:05d}-of-{total:05d}.dcf"
+
+
+def _shard_pattern(prefix: str) -> re.Pattern:
+    return re.compile(re.escape(prefix) + r"-\d{5}-of-\d{5}\.dcf")
+
+
+def sharded_save_may_replace(folder, path, *, prefix: str = "model") -> bool:
+    """Whether a :class:`ShardedWriter` saving into ``folder`` may replace or delete ``path``
+    (its index, or a shard of its naming: stale ones are deleted)."""
+    path = os.fspath(path)
+    if not os.path.isdir(folder) or not same_file(os.path.dirname(os.path.abspath(path)), folder):
+        return False
+    name = os.path.basename(path)
+    return name == prefix + DCF_INDEX_SUFFIX or _shard_pattern(prefix).fullmatch(name) is not None
 
 
 class ShardedWriter(AllOrNothing):
@@ -92,7 +106,7 @@ class ShardedWriter(AllOrNothing):
     def _remove_stale_shards(self, current: set[str]) -> None:
         """Delete the shards of an earlier save under this prefix (``model-00003-of-00004.dcf`` after a
         save in two shards), which the new index no longer names; only after it is in place."""
-        pattern = re.compile(re.escape(self.prefix) + r"-\d{5}-of-\d{5}\.dcf")
+        pattern = _shard_pattern(self.prefix)
         for name in os.listdir(self.folder):
             path = os.path.join(self.folder, name)
             if pattern.fullmatch(name) and path not in current:

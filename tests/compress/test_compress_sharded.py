@@ -84,6 +84,7 @@ class CountingSource(dict):
         super().__init__(tensors)
         self.handed_out: list[weakref.ref] = []
         self.most_alive = 0
+        self.files = ()  # read from no file: no output can replace one
 
     def __getitem__(self, name):
         alive = sum(ref() is not None for ref in self.handed_out)
@@ -100,6 +101,35 @@ class CountingSource(dict):
 
     def __exit__(self, *exc):
         pass
+
+
+def _contents(folder) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def test_an_output_that_would_replace_the_input_is_refused(sharded_input, tmp_path):
+    """Nothing lost: the model's own files (followed through links), or the shards a sharded
+    save would replace or delete as stale, are never the output; nothing is written."""
+    _, index, single = sharded_input
+    (tmp_path / "link.safetensors").symlink_to(single)
+    compress_file(index, tmp_path / "q", max_shard_bytes=8_000, bits=8)  # dcformat shards to read from
+    dcf_index = tmp_path / "q" / "model.dcf.index.json"
+    first_shard = tmp_path / "in" / sorted(set(json.loads(open(index).read())["weight_map"].values()))[0]
+    folders = (tmp_path, tmp_path / "in", tmp_path / "q")
+    before = [_contents(folder) for folder in folders]
+    for source, output, shard_bytes in [
+        (single, single, None),
+        (single, tmp_path / "link.safetensors", None),
+        (index, first_shard, None),  # one of the index's shards
+        (dcf_index, tmp_path / "q", 8_000),  # its shards and index, rewritten in place
+        (dcf_index, tmp_path / "q", 10**9),  # ... even as fewer shards (the stale ones deleted)
+        (dcf_index, sorted((tmp_path / "q").glob("model-*.dcf"))[-1], None),
+    ]:
+        with pytest.raises(EncodeError, match="would replace .* which the model is read from"):
+            compress_file(source, output, max_shard_bytes=shard_bytes, bits=8)
+    assert [_contents(folder) for folder in folders] == before
+    compress_file(dcf_index, tmp_path / "q" / "next.dcf", bits=8)  # beside its files is fine
+    compress_file(single, tmp_path, max_shard_bytes=10**9, one_file_if_fits="model.dcf", bits=8)
 
 
 @pytest.mark.parametrize(("shards", "threads"), [(None, 1), (6_000, 1), (None, 2), (6_000, 3)])
