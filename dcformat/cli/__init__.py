@@ -14,6 +14,7 @@ import sys
 
 from .._version import __version__
 from ..errors import DCFormatError
+from ..interop.formats import format_of
 from . import compress, convert, demo, distill, inspect, reproduce, verify
 from .common import EXIT_BAD_FILE, EXIT_CLOSED_OUTPUT, EXIT_INTERRUPTED, printable
 
@@ -41,13 +42,28 @@ def main(argv=None) -> int:
         _discard_stdout()
         return EXIT_CLOSED_OUTPUT
     except DCFormatError as exc:
-        print(f"dcformat {args.command}: {printable(str(exc))}", file=sys.stderr)
+        print(f"dcformat {args.command}: {printable(str(exc))}{_other_format_hint(args, exc)}", file=sys.stderr)
         return EXIT_BAD_FILE
     except OSError as exc:
         print(f"dcformat {args.command}: {exc.strerror or exc}: {printable(str(exc.filename or ''))}", file=sys.stderr)
         return EXIT_BAD_FILE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+
+
+def _other_format_hint(args, exc: DCFormatError) -> str:
+    """For ``inspect`` or ``verify`` of a file that is not a ``.dcf`` but has the extension of a
+    format ``convert`` reads: what to run instead."""
+    path = getattr(args, "file", None)
+    if getattr(exc, "field", None) != "header.magic" or path is None:
+        return ""
+    try:
+        fmt = format_of(path)
+    except DCFormatError:
+        return ""
+    if fmt == "dcf":
+        return ""
+    return f" ({printable(os.path.basename(path))} is named as {fmt}: `dcformat compress` or `dcformat convert` makes a .dcf of it)"
 
 
 def _discard_stdout() -> None:

@@ -162,6 +162,22 @@ def test_a_folder_is_not_a_file(tmp_path, capsys):
     assert_no_traceback(err)
 
 
+@pytest.mark.parametrize("command", ["inspect", "verify"])
+def test_another_format_gets_a_pointer_to_compress(tmp_path, capsys, command):
+    """A safetensors file given to inspect or verify: the error says what it is named as and
+    what makes a .dcf of it; a damaged .dcf gets no such pointer."""
+    from dcformat.interop.convert import write_safetensors
+
+    write_safetensors({"w": np.ones(4, np.float32)}, tmp_path / "w.safetensors")
+    (tmp_path / "bad.dcf").write_bytes(b"\0" * 64)
+    assert main([command, str(tmp_path / "w.safetensors")]) == 1
+    err = capsys.readouterr().err
+    assert "not a dcformat file" in err and "w.safetensors is named as safetensors: `dcformat compress`" in err
+    assert main([command, str(tmp_path / "bad.dcf")]) == 1
+    err = capsys.readouterr().err
+    assert "not a dcformat file" in err and "named as" not in err
+
+
 def test_names_with_control_characters_are_escaped(tmp_path, capsys):
     path = tmp_path / "evil.dcf"
     dcformat.save_file({EVIL: np.arange(3, dtype=np.float32), "ok": np.ones(2), "层1": np.zeros(1)}, path, metadata={"n\x07te": "a\x1bb\r"})
