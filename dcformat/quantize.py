@@ -15,7 +15,7 @@ import numpy as np
 from .codecs.alphabet import symbol_dtype
 from .errors import EncodeError
 from .format.constants import CODEBOOK_DTYPES, FLOAT_DTYPES, MAX_CODEBOOK_SIZE, DType
-from .format.dtypes import BFLOAT16, dtype_id
+from .format.dtypes import bfloat16, dtype_id
 
 INITS = ("linear", "density", "forgy")
 
@@ -243,7 +243,7 @@ def quantize(array, /, *, bits: int, init: str = "linear", seed: int = 0, max_it
     del xs
     codebook = centroids.astype(cb_dtype)
     if wire == DType.BFLOAT16:  # round centroids to values bfloat16 can hold
-        codebook = codebook.astype(BFLOAT16).astype(cb_dtype)
+        codebook = codebook.astype(bfloat16()).astype(cb_dtype)
     codebook = np.unique(codebook)  # casting can merge centroids; unique also sorts (k entries: cheap)
     if codebook.size == 0:
         codebook = np.zeros(1, dtype=cb_dtype)

@@ -8,7 +8,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from dcformat import EncodeError, QuantizedTensor, kmeans_1d, quantize
-from dcformat.format.dtypes import BFLOAT16
+from dcformat.format.dtypes import bfloat16
 from tests.support.strategies import FLOAT_DTYPES, assert_bit_exact, quantized_cases
 
 
@@ -201,14 +201,14 @@ def test_quantize_codebook_dtype():
     assert quantize(np.ones(3, np.float64), bits=2).codebook.dtype == np.float32
 
 
-@pytest.mark.skipif(BFLOAT16 is None, reason="needs ml_dtypes")
+@pytest.mark.skipif(bfloat16() is None, reason="needs ml_dtypes")
 def test_quantize_bfloat16_codebook_is_representable():
     rng = np.random.default_rng(2)
-    a = rng.normal(size=500).astype(BFLOAT16)
+    a = rng.normal(size=500).astype(bfloat16())
     q = quantize(a, bits=3)
     cb = q.codebook.astype(np.float32)
     assert (cb.view(np.uint32) & 0xFFFF == 0).all()  # low halves zero: exact in bfloat16
-    assert q.dequantize().dtype == BFLOAT16
+    assert q.dequantize().dtype == bfloat16()
 
 
 @pytest.mark.parametrize("bad", [np.array([1.0, np.nan]), np.array([np.inf, 1.0]), np.array([-np.inf], dtype=np.float16)])

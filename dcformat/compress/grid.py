@@ -130,7 +130,7 @@ def round_codebook(codebook: np.ndarray, dtype: np.dtype) -> np.ndarray:
     if wire == DType.FLOAT16:
         return codebook.astype(np.float16).astype(np.float64)
     if wire == DType.BFLOAT16:
-        return codebook.astype(np.float32).astype(dtypes.BFLOAT16).astype(np.float64)
+        return codebook.astype(np.float32).astype(dtypes.bfloat16()).astype(np.float64)
     return codebook.astype(np.float32).astype(np.float64)
 
 

@@ -2,22 +2,20 @@
 
 bfloat16 has no numpy dtype of its own; when the optional package ``ml_dtypes`` is
 installed its ``bfloat16`` is used, otherwise bfloat16 tensors cannot be handed to or
-returned from the numpy API (the torch adapter handles them natively).
+returned from the numpy API (the torch adapter handles them natively). ml_dtypes is
+imported only when a bfloat16 tensor is met: importing it takes about 0.6 s here (it
+registers the loops of all its types with numpy), which every ``dcformat`` command paid
+before, bfloat16 or not.
 """
 
 from __future__ import annotations
+
+import sys
 
 import numpy as np
 
 from ..errors import EncodeError, UnsupportedError
 from .constants import DTYPE_STORAGE, DType
-
-try:  # optional: gives numpy a bfloat16 dtype
-    import ml_dtypes as _ml_dtypes
-
-    BFLOAT16 = np.dtype(_ml_dtypes.bfloat16)
-except ImportError:  # pragma: no cover - depends on the environment
-    BFLOAT16 = None
 
 _FROM_NUMPY = {
     np.dtype(np.float32): DType.FLOAT32,
@@ -33,8 +31,28 @@ _FROM_NUMPY = {
     np.dtype(np.uint64): DType.UINT64,
     np.dtype(np.bool_): DType.BOOL,
 }
-if BFLOAT16 is not None:
-    _FROM_NUMPY[BFLOAT16] = DType.BFLOAT16
+
+_bfloat16: np.dtype | None | bool = False  # False: ml_dtypes not looked for yet
+
+
+def bfloat16() -> np.dtype | None:
+    """numpy's bfloat16 dtype (the optional package ml_dtypes'), or None without the package;
+    the package is imported on the first call."""
+    global _bfloat16
+    if _bfloat16 is False:
+        try:
+            import ml_dtypes
+        except ImportError:  # pragma: no cover - depends on the environment
+            _bfloat16 = None
+        else:
+            _bfloat16 = np.dtype(ml_dtypes.bfloat16)
+    return _bfloat16
+
+
+def is_bfloat16(dtype) -> bool:
+    """Whether ``dtype`` is ml_dtypes' bfloat16, without importing ml_dtypes for the answer (a
+    value of that dtype exists only once the package is loaded)."""
+    return "ml_dtypes" in sys.modules and bfloat16() is not None and np.dtype(dtype) == bfloat16()
 
 
 def dtype_id(dtype, *, field: str = "tensor") -> DType:
@@ -44,17 +62,21 @@ def dtype_id(dtype, *, field: str = "tensor") -> DType:
     try:
         return _FROM_NUMPY[key]
     except KeyError:
-        raise EncodeError(f"dtype {dtype} cannot be stored (supported: {', '.join(sorted(str(d) for d in _FROM_NUMPY))})", field=field) from None
+        if is_bfloat16(key):
+            return DType.BFLOAT16
+        supported = ", ".join(sorted(["bfloat16", *(str(d) for d in _FROM_NUMPY)]))
+        raise EncodeError(f"dtype {dtype} cannot be stored (supported: {supported})", field=field) from None
 
 
 def numpy_dtype(dtype: DType, *, field: str = "tensor", offset: int | None = None) -> np.dtype:
     """The numpy dtype a decoded tensor of wire dtype ``dtype`` is returned as."""
     if dtype == DType.BFLOAT16:
-        if BFLOAT16 is None:
+        found = bfloat16()
+        if found is None:
             raise UnsupportedError(
                 field, "bfloat16 tensors need the package ml_dtypes for numpy (pip install ml_dtypes), or use dcformat.torch", offset=offset
             )
-        return BFLOAT16
+        return found
     if dtype == DType.BOOL:
         return np.dtype(np.bool_)
     return DTYPE_STORAGE[dtype]

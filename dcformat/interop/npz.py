@@ -85,7 +85,7 @@ def write_npz(tensors: Mapping, path, *, metadata: Mapping | None = None) -> lis
     with AtomicFile(path) as out, zipfile.ZipFile(out.file, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
         for name in sorted(arrays):  # through zipfile, not np.savez(**arrays): a tensor may be called "file"
             array = arrays[name]
-            if dtypes.BFLOAT16 is not None and array.dtype == dtypes.BFLOAT16:
+            if dtypes.is_bfloat16(array.dtype):
                 array = array.astype(np.float32)
             with archive.open(name + ".npy", "w", force_zip64=True) as member:
                 np.lib.format.write_array(member, np.asarray(array, order="C"), allow_pickle=False)
@@ -104,10 +104,9 @@ def _read(path, context) -> Read:
 def _write(tensors: Mapping, path, metadata: dict, context) -> Written:
     dequantized = write_npz(tensors, path, metadata=metadata)
     notes = []
-    if dtypes.BFLOAT16 is not None:
-        widened = sorted(n for n, v in tensors.items() if getattr(v, "dtype", None) == dtypes.BFLOAT16)
-        if widened:
-            notes.append(f"npy has no bfloat16: widened to float32 (exactly): {widened[:10]}")
+    widened = sorted(n for n, v in tensors.items() if isinstance(getattr(v, "dtype", None), np.dtype) and dtypes.is_bfloat16(v.dtype))
+    if widened:
+        notes.append(f"npy has no bfloat16: widened to float32 (exactly): {widened[:10]}")
     if user_metadata(metadata):
         notes.append(f"npz files hold no metadata: dropped keys {sorted(user_metadata(metadata))[:10]}")
     return Written(dequantized, tuple(notes))

@@ -57,8 +57,8 @@ def _onnx_dtypes() -> dict:
         proto.UINT64: np.dtype("<u8"),
         proto.BOOL: np.dtype(np.bool_),
     }
-    if dtypes.BFLOAT16 is not None:
-        table[proto.BFLOAT16] = dtypes.BFLOAT16
+    if dtypes.bfloat16() is not None:
+        table[proto.BFLOAT16] = dtypes.bfloat16()
     return table
 
 

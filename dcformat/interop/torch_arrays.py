@@ -40,14 +40,15 @@ def to_numpy(tensor: torch.Tensor, *, name: str) -> np.ndarray:
         raise EncodeError(f"dcformat cannot store torch dtype {tensor.dtype}", field=repr(name))
     tensor = tensor.detach().to("cpu").contiguous()
     if wire == DType.BFLOAT16:
-        if dtypes.BFLOAT16 is None:
+        bfloat16 = dtypes.bfloat16()
+        if bfloat16 is None:
             raise EncodeError("bfloat16 tensors need the package ml_dtypes for numpy (pip install ml_dtypes)", field=repr(name))
-        return tensor.view(torch.int16).numpy().view(dtypes.BFLOAT16)
+        return tensor.view(torch.int16).numpy().view(bfloat16)
     return tensor.numpy()
 
 
 def to_torch(array: np.ndarray, *, device="cpu") -> torch.Tensor:
     """A numpy array from the core as a torch tensor (copied: the core may hand out read-only views)."""
-    if dtypes.BFLOAT16 is not None and array.dtype == dtypes.BFLOAT16:
+    if dtypes.is_bfloat16(array.dtype):
         return torch.from_numpy(np.array(array.view(np.int16))).view(torch.bfloat16).to(device)
     return torch.from_numpy(np.array(array, dtype=array.dtype.newbyteorder("="))).to(device)

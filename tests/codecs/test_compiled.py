@@ -27,7 +27,9 @@ from dcformat.codecs import bitpack, huffman
 from dcformat.errors import DCFormatError
 from dcformat.format import float_split, sparse
 from dcformat.format.constants import DType
-from dcformat.format.dtypes import BFLOAT16
+from dcformat.format.dtypes import bfloat16
+
+BFLOAT16 = bfloat16()  # ml_dtypes, loaded here for the tests that draw bfloat16 arrays
 
 native = kernels._load()[0]
 pytestmark = pytest.mark.skipif(native is None, reason="dcformat._kernels is not built (tests/test_kernels.py fails in CI instead)")

@@ -854,7 +854,7 @@ def test_codebook_value_not_representable(value, dtype):
     with dcformat.open(blob) as f:
         with pytest.raises(FormatError) as info:
             f.get("q")
-    if dtype == "bfloat16" and dcformat.format.dtypes.BFLOAT16 is None:
+    if dtype == "bfloat16" and dcformat.format.dtypes.bfloat16() is None:
         assert type(info.value) is UnsupportedError
     else:
         assert type(info.value) is FormatError and "tensors['q'].codebook" in str(info.value)

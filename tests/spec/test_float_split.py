@@ -461,10 +461,10 @@ def test_reference_and_package_agree_on_float_split_mutants():
 @needs_ml_dtypes
 def test_package_and_reference_agree_on_bfloat16_specials():
     """bfloat16 (one 8-bit plane): every 16-bit pattern survives the package's encoder and both decoders."""
-    from dcformat.format.dtypes import BFLOAT16
+    from dcformat.format.dtypes import bfloat16
 
     bits = np.arange(0, 1 << 16, 97, dtype=np.uint16)
     bits = np.concatenate([bits, np.array([0x7F81, 0xFF81, 0x7FC0, 0xFFFF, 0x8000, 0x0001], np.uint16)])
-    data = dcformat.save({"x": bits.view(BFLOAT16)}, options=dcformat.EncodeOptions(dense="float_split"))
+    data = dcformat.save({"x": bits.view(bfloat16())}, options=dcformat.EncodeOptions(dense="float_split"))
     assert reference_result(data) == {"x": bits.tobytes()}
     assert package_result(data) == {"x": bits.tobytes()}
