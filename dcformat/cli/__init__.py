@@ -63,7 +63,8 @@ def _other_format_hint(args, exc: DCFormatError) -> str:
         return ""
     if fmt == "dcf":
         return ""
-    return f" ({printable(os.path.basename(path))} is named as {fmt}: `dcformat compress` or `dcformat convert` makes a .dcf of it)"
+    makers = "`dcformat compress` or `dcformat convert`" if fmt == "safetensors" else "`dcformat convert`"
+    return f" ({printable(os.path.basename(path))} is named as {fmt}: {makers} makes a .dcf of it)"
 
 
 def _discard_stdout() -> None:

@@ -176,6 +176,9 @@ def test_another_format_gets_a_pointer_to_compress(tmp_path, capsys, command):
     assert main([command, str(tmp_path / "bad.dcf")]) == 1
     err = capsys.readouterr().err
     assert "not a dcformat file" in err and "named as" not in err
+    (tmp_path / "pytorch_model.bin").write_bytes(b"\0" * 64)  # compress reads no pickles: convert does
+    assert main([command, str(tmp_path / "pytorch_model.bin")]) == 1
+    assert "is named as torch: `dcformat convert` makes a .dcf of it" in capsys.readouterr().err
 
 
 def test_names_with_control_characters_are_escaped(tmp_path, capsys):

@@ -112,10 +112,13 @@ def test_an_output_that_would_replace_the_input_is_refused(sharded_input, tmp_pa
     save would replace or delete as stale, are never the output; nothing is written."""
     _, index, single = sharded_input
     (tmp_path / "link.safetensors").symlink_to(single)
+    (tmp_path / "elsewhere").mkdir()
     compress_file(index, tmp_path / "q", max_shard_bytes=8_000, bits=8)  # dcformat shards to read from
     dcf_index = tmp_path / "q" / "model.dcf.index.json"
+    last_shard = sorted((tmp_path / "q").glob("model-*.dcf"))[-1]
+    (tmp_path / "elsewhere" / "one.dcf").symlink_to(last_shard)  # a shard is a .dcf of its own, read here through a link
     first_shard = tmp_path / "in" / sorted(set(json.loads(open(index).read())["weight_map"].values()))[0]
-    folders = (tmp_path, tmp_path / "in", tmp_path / "q")
+    folders = (tmp_path, tmp_path / "in", tmp_path / "q", tmp_path / "elsewhere")
     before = [_contents(folder) for folder in folders]
     for source, output, shard_bytes in [
         (single, single, None),
@@ -123,7 +126,8 @@ def test_an_output_that_would_replace_the_input_is_refused(sharded_input, tmp_pa
         (index, first_shard, None),  # one of the index's shards
         (dcf_index, tmp_path / "q", 8_000),  # its shards and index, rewritten in place
         (dcf_index, tmp_path / "q", 10**9),  # ... even as fewer shards (the stale ones deleted)
-        (dcf_index, sorted((tmp_path / "q").glob("model-*.dcf"))[-1], None),
+        (tmp_path / "elsewhere" / "one.dcf", tmp_path / "q", 8_000),
+        (dcf_index, last_shard, None),
     ]:
         with pytest.raises(EncodeError, match="would replace .* which the model is read from"):
             compress_file(source, output, max_shard_bytes=shard_bytes, bits=8)
