@@ -8,7 +8,7 @@ import sys
 
 from ..hf.folder import check_carried, is_model_folder, open_folder
 from ..io.loading import open_file
-from .common import EXIT_OK, EXIT_USAGE, printable
+from .common import EXIT_OK, EXIT_USAGE, add_work_options, bad_threads, printable
 
 
 def register(subparsers) -> None:
@@ -19,15 +19,17 @@ def register(subparsers) -> None:
         "For a model folder: its .dcf weights, and every file dcformat.json lists against its recorded SHA-256.",
     )
     p.add_argument("file", help="a .dcf file, a sharded model's model.dcf.index.json, or a model folder dcformat wrote")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_work_options(p, threads="threads to decode each tensor on (default: $DCFORMAT_THREADS, else every core)", report="result")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    if bad_threads("verify", args.threads):
+        return EXIT_USAGE
     if is_model_folder(args.file):
         return _run_folder(args)
     with open_file(args.file) as reader:
-        names = reader.verify()
+        names = reader.verify(threads=args.threads, progress=_progress(args))
         version = getattr(reader, "version", ("sharded", f"{len(getattr(reader, 'shards', list)())} files"))
     result = {"file": os.fspath(args.file), "ok": True, "tensors": len(names), "format_version": f"{version[0]}.{version[1]}"}
     if args.json:
@@ -43,7 +45,7 @@ def _run_folder(args) -> int:
         print(f"dcformat verify: {printable(folder.path)} holds safetensors weights, not .dcf: nothing of dcformat's to verify", file=sys.stderr)
         return EXIT_USAGE
     with open_file(folder.weights) as reader:
-        names = reader.verify()
+        names = reader.verify(threads=args.threads, progress=_progress(args))
     checked = check_carried(folder) if folder.record is not None else []
     result = {"file": os.fspath(args.file), "ok": True, "tensors": len(names), "weights": folder.weight_files, "files_checked": len(checked)}
     if args.json:
@@ -52,3 +54,9 @@ def _run_folder(args) -> int:
         record = f"{len(checked)} files match dcformat.json" if folder.record is not None else "no dcformat.json to check the other files against"
         print(f"OK: {printable(os.fspath(args.file))}: {len(names)} tensors decoded, every checksum and size verified; {record}")
     return EXIT_OK
+
+
+def _progress(args) -> bool:
+    """A bar while tensors are decoded, on a terminal only (a check in a script or CI log
+    stays one line), and neither with ``--json`` nor ``--no-progress``."""
+    return not (args.json or args.no_progress) and sys.stderr.isatty()

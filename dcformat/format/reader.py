@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ChecksumError, DCFormatError, EncodeError, FormatError, LimitError, UnsupportedError
+from ..parallel import resolve_threads
+from ..progress import progress as progress_bar
 from ..quantize import QuantizedTensor
 from . import decode, dtypes, float_split, strict_json
 from .constants import (
@@ -377,16 +379,19 @@ class DCFile:
             **base,
         )
 
-    def verify(self) -> list[str]:
+    def verify(self, *, threads: int | None = None, progress: bool = False) -> list[str]:
         """Check every byte: the padding between payloads, then every tensor decoded with its
         checksum; returns the names checked.
 
+        One tensor at a time (memory holds one), each on ``threads`` threads (default
+        ``$DCFORMAT_THREADS``, else every usable CPU), with a progress bar if asked.
         Raises the first :class:`DCFormatError` found. Opening the file already checked
         the header, index and layout.
         """
+        threads = resolve_threads(threads)
         self.check_padding()
-        for name in self._entries:
-            self.get(name)
+        for name in progress_bar(self._entries, enabled=progress, desc="verifying", total=len(self._entries)):
+            self.get(name, threads=threads)
         return list(self._entries)
 
     # -- for decoders and loaders -------------------------------------------------------------------

@@ -220,9 +220,10 @@ class ShardedFile:
         for shard in self.shards():
             self._reader(shard).check_padding()
 
-    def verify(self) -> list[str]:
+    def verify(self, *, threads: int | None = None, progress: bool = False) -> list[str]:
+        """:meth:`DCFile.verify` of every shard."""
         for shard in self.shards():
-            self._reader(shard).verify()
+            self._reader(shard).verify(threads=threads, progress=progress)
         return self.keys()
 
     def close(self) -> None:

@@ -119,6 +119,19 @@ def test_verify_ok(model, capsys):
     assert result == {"file": str(path), "ok": True, "tensors": 3, "format_version": "1.0"}
 
 
+def test_verify_threads(model, capsys, monkeypatch):
+    """``--threads`` as the other commands take it; without it ``$DCFORMAT_THREADS`` counts,
+    and a bad value of it is an error, not ignored."""
+    path, _ = model
+    assert main(["verify", "--threads", "2", "--no-progress", str(path)]) == 0
+    assert capsys.readouterr().out.startswith("OK: ")
+    assert main(["verify", "--threads", "0", str(path)]) == 2
+    assert "--threads must be at least 1" in capsys.readouterr().err
+    monkeypatch.setenv("DCFORMAT_THREADS", "abc")
+    assert main(["verify", str(path)]) == 1
+    assert "DCFORMAT_THREADS must be a positive integer" in capsys.readouterr().err
+
+
 def test_verify_corrupted_payload(model, capsys):
     path, _ = model
     entry = next(e for e in parse_file(path.read_bytes()).entries if e.name == b"fc.bias")
