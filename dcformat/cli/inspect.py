@@ -24,7 +24,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("file", help="a .dcf file, a sharded model's model.dcf.index.json, or a model folder of .dcf weights")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--plot", metavar="OUT.png", help="also draw histograms and sizes per layer (needs matplotlib)")
+    p.add_argument("--plot", metavar="OUT.png", help="also draw histograms and sizes per layer into a .png, .svg or .pdf (needs matplotlib)")
     p.set_defaults(func=run)
 
 

@@ -27,6 +27,8 @@ import numpy as np
 from ..errors import DCFormatError
 from ..format.constants import Encoding
 from ..format.reader import DCFile
+from ..io.loading import open_file
+from ..io.shards import ShardedFile
 from .common import printable
 
 #: At most this many histograms (the largest quantized tensors by stored bytes).
@@ -34,6 +36,8 @@ DEFAULT_MAX_HISTOGRAMS = 12
 #: At most this many bars; the remaining tensors are summed in one.
 DEFAULT_MAX_BARS = 24
 _COLOURS = {"quant_sparse": "#1f77b4", "quant_dense": "#2ca02c", "raw": "#9a9a9a", "zstd": "#bdbdbd"}
+#: The picture's formats, told by the output's extension.
+FORMATS = ("png", "svg", "pdf")
 
 
 def _matplotlib():
@@ -61,7 +65,7 @@ def _bytes(value: float) -> str:
     return f"{value:.1f} GB"
 
 
-def _layer_stats(reader: DCFile, name: str) -> dict:
+def _layer_stats(reader: DCFile | ShardedFile, name: str) -> dict:
     entry = reader.entry(name)
     numel = int(np.prod(entry.shape, dtype=object))
     return dict(
@@ -74,7 +78,8 @@ def _layer_stats(reader: DCFile, name: str) -> dict:
 
 
 def plot_file(dcf_path, out_png, *, max_histograms: int = DEFAULT_MAX_HISTOGRAMS, max_bars: int = DEFAULT_MAX_BARS, dpi: int = 110) -> str:
-    """Draw bytes per tensor and the codebook histograms of ``dcf_path`` into ``out_png``; returns the path.
+    """Draw bytes per tensor and the codebook histograms of ``dcf_path`` (a ``.dcf`` or a sharded
+    model's index) into ``out_png`` (a .png, .svg or .pdf, by its extension); returns the path.
 
     Raises :class:`~dcformat.DCFormatError` if the file is invalid or matplotlib is missing.
     """
@@ -82,11 +87,16 @@ def plot_file(dcf_path, out_png, *, max_histograms: int = DEFAULT_MAX_HISTOGRAMS
         raise DCFormatError(f"plot error: max_histograms must be an integer >= 0, got {max_histograms!r}")
     if isinstance(max_bars, bool) or not isinstance(max_bars, int) or max_bars < 1:
         raise DCFormatError(f"plot error: max_bars must be an integer >= 1, got {max_bars!r}")
-    Figure, FigureCanvasAgg, Patch, FuncFormatter, LogLocator, NullLocator = _matplotlib()  # noqa: N806 - matplotlib's classes, imported lazily
     dcf_path, out_png = os.fspath(dcf_path), os.fspath(out_png)
-    file_bytes = os.path.getsize(dcf_path)
-    with DCFile(dcf_path) as reader:
-        layers = sorted((_layer_stats(reader, n) for n in reader), key=lambda s: -s["stored"])
+    picture = os.path.splitext(out_png)[1].lower().lstrip(".")
+    if picture not in FORMATS:
+        raise DCFormatError(f"plot error: {printable(out_png)}: name the picture .png, .svg or .pdf")
+    Figure, FigureCanvasAgg, Patch, FuncFormatter, LogLocator, NullLocator = _matplotlib()  # noqa: N806 - matplotlib's classes, imported lazily
+    with open_file(dcf_path) as reader:
+        file_bytes = os.path.getsize(dcf_path)
+        if isinstance(reader, ShardedFile):  # the index and every shard
+            file_bytes += sum(os.path.getsize(os.path.join(reader.folder, shard)) for shard in reader.shards())
+        layers = sorted((_layer_stats(reader, n) for n in reader.keys()), key=lambda s: -s["stored"])
         quantized = [s for s in layers if s["encoding"] in ("quant_dense", "quant_sparse")][:max_histograms]
         for stats in quantized:  # codebook and codes only: the counts per centroid are the histogram
             q = reader.get_quantized(stats["name"])
@@ -136,7 +146,7 @@ def plot_file(dcf_path, out_png, *, max_histograms: int = DEFAULT_MAX_HISTOGRAMS
 
     for index, stats in enumerate(quantized):
         _histogram(fig.add_subplot(grid[1 + index // columns, index % columns]), stats, LogLocator, NullLocator)
-    fig.savefig(out_png, format="png")
+    fig.savefig(out_png, format=picture)
     return out_png
 
 

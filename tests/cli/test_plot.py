@@ -100,6 +100,26 @@ def test_bad_arguments_and_files(lenet, tmp_path):
     assert not (tmp_path / "x.png").exists()
 
 
+def test_a_sharded_model_and_other_picture_formats(lenet, tmp_path, capsys):
+    """A sharded model's index plots as its shards together (the title counts every file);
+    .svg and .pdf by their extension; another extension is refused before anything is drawn."""
+    pytest.importorskip("matplotlib", reason="plotting needs matplotlib (pip install 'dcformat[plot]')")
+    from dcformat.cli import main
+    from dcformat.cli.plot import plot_file
+
+    index = dcformat.save_sharded(dcformat.load_file(lenet), tmp_path / "shards", max_shard_bytes=20_000)
+    _png(tmp_path / plot_file(index, tmp_path / "sharded.png"))
+    assert main(["inspect", index, "--plot", str(tmp_path / "cli.png")]) == 0
+    _png(tmp_path / "cli.png")
+    assert (tmp_path / "x.svg").name in plot_file(lenet, tmp_path / "x.svg")
+    assert (tmp_path / "x.svg").read_bytes().startswith(b"<?xml")
+    plot_file(lenet, tmp_path / "x.pdf")
+    assert (tmp_path / "x.pdf").read_bytes().startswith(b"%PDF")
+    with pytest.raises(DCFormatError, match=r"x\.gif: name the picture \.png, \.svg or \.pdf"):
+        plot_file(lenet, tmp_path / "x.gif")
+    assert not (tmp_path / "x.gif").exists()
+
+
 def test_missing_matplotlib_is_one_clear_error(lenet, tmp_path, monkeypatch):
     from dcformat.cli.plot import plot_file
 
