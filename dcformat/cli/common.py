@@ -72,7 +72,7 @@ def print_folder_summary(record: dict, out) -> None:
     carried, left_out = record["carried"], record["left_out"]
     print(
         f"folder {printable(record['folder'])}: {', '.join(map(printable, record['weights']['files']))}, "
-        f"{len(carried)} files carried over unchanged ({sum(c['bytes'] for c in carried.values()):,} bytes)"
+        f"{len(carried)} file{'' if len(carried) == 1 else 's'} carried over unchanged ({sum(c['bytes'] for c in carried.values()):,} bytes)"
         + (f", {RECORD_NAME} records what was done" if os.path.isfile(os.path.join(record["folder"], RECORD_NAME)) else ""),
         file=out,
     )

@@ -59,7 +59,12 @@ def format_of(path) -> str:
     try:
         return EXTENSIONS[ext]
     except KeyError:
-        raise EncodeError(f"cannot tell the format of {os.fspath(path)!r} from its extension (known: {', '.join(sorted(EXTENSIONS))})") from None
+        hint = ""
+        if os.fspath(path).lower().endswith(".index.json"):  # a sharded model's index: its folder converts whole
+            hint = "; a sharded model converts as its folder (dcformat convert MODEL_DIR OUT_DIR), or compresses from its index (dcformat compress)"
+        raise EncodeError(
+            f"cannot tell the format of {os.fspath(path)!r} from its extension (known: {', '.join(sorted(EXTENSIONS))}){hint}"
+        ) from None
 
 
 # The built-in formats; this order is the one error messages list them in.

@@ -488,6 +488,15 @@ def test_convert_checks_its_arguments_before_reading(tmp_path):
             convert(missing, **kwargs)
 
 
+def test_a_shard_index_is_pointed_to_its_folder(tmp_path):
+    """convert takes files; a sharded model's index is told how its folder converts."""
+    for name in ("model.dcf.index.json", "model.safetensors.index.json"):
+        with pytest.raises(EncodeError, match=r"sharded model converts as its folder \(dcformat convert MODEL_DIR OUT_DIR\)"):
+            convert(tmp_path / name, tmp_path / "out.safetensors")
+    with pytest.raises(EncodeError, match=r"known: .*\.safetensors\)$"):  # no such pointer for other names
+        convert(tmp_path / "model.json", tmp_path / "out.safetensors")
+
+
 def test_reserved_metadata_from_other_formats_is_dropped_with_a_note(tmp_path):
     header = {"__metadata__": {"dcformat.producer": "x", "k": "v"}, "a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}
     (tmp_path / "a.safetensors").write_bytes(safetensors_bytes(header, np.ones(2, "<f4").tobytes()))
