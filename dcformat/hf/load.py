@@ -121,7 +121,10 @@ def from_pretrained(path, model_class=None, *, dtype=None, device=None, strict: 
                 build = _builder(folder, model_class, config, None, kwargs, transformers)  # config.json read while the workers decode
                 state = {name: _as_torch(array, torch, None) for name, array in arrays.items()}
                 model, info = build(state)
-        if not _holds(model, [state[name] for name in arriving]):  # transformers copied one before its values were in
+        if strict:  # a model that does not fit is refused before any second build
+            _check_fit(info, folder.weights)
+        unexpected = {str(key) for key in info.get("unexpected_keys") or ()}  # not in the model: nothing to hold
+        if not _holds(model, [state[name] for name in arriving if name not in unexpected]):  # transformers copied one before its values were in
             model, info = build(state)
     else:
         build = _builder(folder, model_class, config, dtype, kwargs, transformers)

@@ -201,6 +201,26 @@ def test_the_model_is_the_same_built_while_its_values_are_decoded_or_after(origi
         assert torch.equal(meanwhile[name], tensor), name
 
 
+def test_tensors_the_model_has_no_place_for_cause_no_second_build(original, tmp_path, monkeypatch):
+    """A masked LM's folder loaded as the base model (strict=False): the head's tensors are
+    unexpected, not copies the model failed to hold, so the model is built once; with
+    strict, the misfit is refused before any check of what the model holds."""
+    from dcformat.hf import load as hf_load
+
+    folder, model = original
+    hf.convert_folder(folder, tmp_path / "dcf")
+    checks = []
+    holds = hf_load._holds
+    monkeypatch.setattr(hf_load, "_holds", lambda *args: checks.append(holds(*args)) or checks[-1])
+    base = hf.from_pretrained(tmp_path / "dcf", strict=False, threads=2)
+    assert checks == [True]
+    assert torch.equal(base.encoder.layer[0].output.dense.weight, model.bert.encoder.layer[0].output.dense.weight)
+    checks.clear()
+    with pytest.raises(ModelMismatchError, match="tensors the model has no place for"):
+        hf.from_pretrained(tmp_path / "dcf", threads=2)
+    assert checks == []
+
+
 def test_a_model_that_copied_tensors_before_their_values_were_in_is_built_again(original, tmp_path, monkeypatch):
     """transformers copying every tensor as it loads (as when it converts one), with the values
     decoded only once the model is built: the copies hold none of them, so the model is
