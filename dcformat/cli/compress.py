@@ -256,13 +256,16 @@ def print_report(report: dict, out, *, printable=str) -> None:
     size = tot.get("file_bytes", tot["estimated_bytes"])
     if report.get("shards"):
         print(f"{len(report['shards'])} shards and their index: {size:,} bytes in all", file=out)
-    print(
-        f"total: {tot['tensors']} tensors ({tot['quantized']} quantized), {tot['elements']:,} elements; "
-        f"{printable(report.get('output', ''))} holds {size:,} bytes, {tot['bits_per_weight']:.2f} bits per weight: "
-        f"{tot['ratio_vs_source']:.2f}x smaller than the input's {tot['source_bytes']:,} tensor bytes "
-        f"({tot['fp32_bytes'] / size:.2f}x vs fp32)",
-        file=out,
-    )
+    head = f"total: {tot['tensors']} tensors ({tot['quantized']} quantized), {tot['elements']:,} elements; {printable(report.get('output', ''))} holds {size:,} bytes"
+    if not tot["elements"]:  # nothing to count bits per weight or ratios on
+        print(head + " (no weights)", file=out)
+    else:
+        print(
+            f"{head}, {tot['bits_per_weight']:.2f} bits per weight: "
+            f"{tot['ratio_vs_source']:.2f}x smaller than the input's {tot['source_bytes']:,} tensor bytes "
+            f"({tot['fp32_bytes'] / size:.2f}x vs fp32)",
+            file=out,
+        )
     if "seconds" in report:
         t = report["seconds"]
         print(

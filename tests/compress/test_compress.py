@@ -303,6 +303,19 @@ def test_command_default(model_file, tmp_path, capsys):
         assert f"{f.info('encoder.layer.0.intermediate.dense.weight').stored_bytes:,}" in row
 
 
+@pytest.mark.parametrize("tensors", [{}, {"empty": np.zeros((0, 4), np.float32)}], ids=["no tensors", "an empty tensor"])
+def test_command_on_a_model_without_weights(tensors, tmp_path, capsys):
+    """A model with nothing to weigh compresses (an empty .dcf) and reports so, rather than
+    failing on bits per weight of nothing."""
+    from tests.support.models import write_safetensors
+
+    write_safetensors(tmp_path / "none.safetensors", tensors)
+    assert _run([tmp_path / "none.safetensors", tmp_path / "none.dcf", "--no-progress"]) == 0
+    total = capsys.readouterr().out.splitlines()[-2]
+    assert total.startswith(f"total: {len(tensors)} tensors (0 quantized), 0 elements;") and total.endswith("bytes (no weights)")
+    assert {k: v.shape for k, v in dcformat.load_file(tmp_path / "none.dcf").items()} == {k: v.shape for k, v in tensors.items()}
+
+
 def test_command_json_and_options(model_file, tmp_path, capsys):
     src, _ = model_file
     out = tmp_path / "cli.dcf"
