@@ -124,7 +124,10 @@ def run(args) -> int:
 def print_folder(report: dict, out) -> None:
     record = report["record"]
     count = len(report["files"])
-    print(f"folder {printable(report['folder'])}: {count} other file{'' if count == 1 else 's'}: " + ", ".join(map(printable, report["files"])), file=out)
+    print(
+        f"folder {printable(report['folder'])}: {count} other file{'' if count == 1 else 's'}: " + ", ".join(map(printable, report["files"])),
+        file=out,
+    )
     if record is None:
         print("no dcformat.json: this folder's record of how it was made is missing", file=out)
         return

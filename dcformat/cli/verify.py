@@ -51,7 +51,12 @@ def _run_folder(args) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        record = f"{len(checked)} files match dcformat.json" if folder.record is not None else "no dcformat.json to check the other files against"
+        count = len(checked)
+        record = (
+            f"{count} file{'' if count == 1 else 's'} match{'es' if count == 1 else ''} dcformat.json"
+            if folder.record is not None
+            else "no dcformat.json to check the other files against"
+        )
         print(f"OK: {printable(os.fspath(args.file))}: {len(names)} tensors decoded, every checksum and size verified; {record}")
     return EXIT_OK
 
