@@ -191,10 +191,17 @@ class DCFile:
         index_offset = header.index_offset
         index_end = index_offset + header.metadata_length + header.directory_length + INDEX_CRC_SIZE
         if index_offset < DATA_START or index_end != size:
+            why = ""
+            if index_offset >= DATA_START:  # a short download, or bytes appended: say which
+                why = (
+                    f": the file is truncated, its index says {index_end:,} bytes"
+                    if index_end > size
+                    else f": {size - index_end:,} bytes follow the index"
+                )
             raise FormatError(
                 "header.index_offset",
                 f"index at {index_offset} with {header.metadata_length}+{header.directory_length}+4 bytes "
-                f"must end exactly at the end of the {size}-byte file",
+                f"must end exactly at the end of the {size}-byte file{why}",
                 offset=24,
             )
         meta_end = index_offset + header.metadata_length

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dcformat
-from dcformat import EncodeError, EncodeOptions, LimitError, QuantizedTensor
+from dcformat import EncodeError, EncodeOptions, FormatError, LimitError, QuantizedTensor
 from dcformat.format.structs import Header, TensorEntry, entry_size
 from fuzz.dcfbuild import CODER, DT, ENC, MAGIC, Ent, align, build_file, crc32, stream
 from tests.support.strategies import (
@@ -575,3 +575,13 @@ def test_newer_minor_version_is_read():
 @settings(max_examples=few(20))
 def test_quantized_files_follow_the_layout_rules(case):
     check_layout(dcformat.save({"q": case.q, "r": np.ones(5)}))
+
+
+def test_a_truncated_or_extended_file_says_which():
+    """The index must end where the file does; the error says whether bytes are missing (a
+    short download) or follow it (something appended)."""
+    data = dcformat.save({"w": np.arange(100, dtype=np.float32)})
+    for blob, said in ((data[:-1], f"the file is truncated, its index says {len(data):,} bytes"), (data + b"\0" * 3, "3 bytes follow the index")):
+        with pytest.raises(FormatError, match="header.index_offset") as info:
+            dcformat.load(blob)
+        assert str(info.value).endswith(said)
