@@ -19,6 +19,7 @@ import json
 import os
 import re
 from collections.abc import Iterable, Mapping
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -138,6 +139,18 @@ def save_sharded(
     return writer.index_path
 
 
+@contextmanager
+def _in_shard(shard: str):
+    """Errors about a shard's bytes name the shard first (``model-00002-of-00005.dcf:
+    header.index_offset``): a model of many files says which one is bad."""
+    try:
+        yield
+    except FormatError as error:
+        if error.field.startswith(f"{shard}: "):
+            raise
+        raise type(error)(f"{shard}: {error.field}", error.reason, offset=error.offset) from None
+
+
 class ShardedFile:
     """The lazy reader of a sharded model: the same methods as :class:`DCFile`."""
 
@@ -153,7 +166,8 @@ class ShardedFile:
     def _reader(self, shard: str) -> DCFile:
         if shard not in self._readers:
             try:
-                reader = DCFile(os.path.join(self.folder, shard), max_expansion=self.max_expansion)
+                with _in_shard(shard):
+                    reader = DCFile(os.path.join(self.folder, shard), max_expansion=self.max_expansion)
             except FileNotFoundError:  # present when the index was read, gone since
                 raise FormatError(f"index.weight_map[{shard!r}]", f"shard {shard!r} is missing from {self.folder}", offset=0) from None
             expected = sorted((n for n, s in self._weight_map.items() if s == shard), key=lambda n: n.encode())
@@ -188,16 +202,20 @@ class ShardedFile:
             raise KeyError(f"no tensor named {name!r} in this model") from None
 
     def get(self, name: str, *, threads: int = 1) -> np.ndarray:
-        return self._for(name).get(name, threads=threads)
+        with _in_shard(self.shard_of(name)):
+            return self._for(name).get(name, threads=threads)
 
     def get_quantized(self, name: str, *, threads: int = 1):
-        return self._for(name).get_quantized(name, threads=threads)
+        with _in_shard(self.shard_of(name)):
+            return self._for(name).get_quantized(name, threads=threads)
 
     def get_stored(self, name: str, *, threads: int = 1):
-        return self._for(name).get_stored(name, threads=threads)
+        with _in_shard(self.shard_of(name)):
+            return self._for(name).get_stored(name, threads=threads)
 
     def plan(self, name: str):
-        return self._for(name).plan(name)
+        with _in_shard(self.shard_of(name)):
+            return self._for(name).plan(name)
 
     def info(self, name: str) -> TensorInfo:
         return self._for(name).info(name)
@@ -218,12 +236,14 @@ class ShardedFile:
 
     def check_padding(self) -> None:
         for shard in self.shards():
-            self._reader(shard).check_padding()
+            with _in_shard(shard):
+                self._reader(shard).check_padding()
 
     def verify(self, *, threads: int | None = None, progress: bool = False) -> list[str]:
         """:meth:`DCFile.verify` of every shard."""
         for shard in self.shards():
-            self._reader(shard).verify(threads=threads, progress=progress)
+            with _in_shard(shard):
+                self._reader(shard).verify(threads=threads, progress=progress)
         return self.keys()
 
     def close(self) -> None:

@@ -187,3 +187,30 @@ def test_writer_refuses_metadata_the_reader_rejects(tmp_path, metadata):
     assert not (tmp_path / INDEX).exists()
     write_index(tmp_path / INDEX, metadata=nested(63), weight_map={})  # 64 levels: written, and read back
     assert read_index(tmp_path / INDEX).metadata == nested(63)
+
+
+def test_errors_in_a_shard_name_the_shard(tmp_path):
+    """A model of many files: a bad shard's error starts with its file name, whatever the
+    check that caught it (opening, padding, a tensor's checksum), its error type kept."""
+    from dcformat.errors import ChecksumError
+
+    rng = np.random.default_rng(0)
+    tensors = {f"w{k}": rng.normal(size=4000).astype(np.float32) for k in range(4)}
+    index = dcformat.save_sharded(tensors, tmp_path, max_shard_bytes=20_000)
+    shards = sorted(p.name for p in tmp_path.glob("model-*.dcf"))
+    assert len(shards) >= 2
+    second = tmp_path / shards[1]
+    good = second.read_bytes()
+
+    second.write_bytes(good[:-1])  # truncated
+    with pytest.raises(FormatError, match=rf"^decode error: {shards[1]}: header\.index_offset .*truncated"):
+        dcformat.load_file(index)
+
+    data = bytearray(good)
+    second.write_bytes(good)
+    with dcformat.open(second) as f:  # one payload byte changed: that tensor's checksum fails
+        name = f.keys()[0]
+        data[f.entry(name).offset + 10] ^= 0xFF
+    second.write_bytes(bytes(data))
+    with dcformat.open(index) as f, pytest.raises(ChecksumError, match=rf"^decode error: {shards[1]}: tensors\['{name}'\]"):
+        f.verify(threads=1)
