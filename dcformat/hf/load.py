@@ -129,8 +129,8 @@ def from_pretrained(path, model_class=None, *, dtype=None, device=None, strict: 
     else:
         build = _builder(folder, model_class, config, dtype, kwargs, transformers)
         model, info = build(decode_state(folder.weights, dtype=dtype, threads=threads))
-    if strict:
-        _check_fit(info, folder.weights)
+        if strict:
+            _check_fit(info, folder.weights)
     if device is not None:
         model = model.to(device)
     return model

@@ -45,7 +45,7 @@ def sharded_save_may_replace(folder, path, *, prefix: str = "model") -> bool:
     """Whether a :class:`ShardedWriter` saving into ``folder`` may replace or delete ``path``
     (its index, or a shard of its naming: stale ones are deleted)."""
     path = os.path.realpath(os.fspath(path))  # a link's target is what would be replaced
-    if not os.path.isdir(folder) or not same_file(os.path.dirname(path), folder):
+    if not same_file(os.path.dirname(path), folder):  # False too where the folder does not exist yet
         return False
     name = os.path.basename(path)
     return name == prefix + DCF_INDEX_SUFFIX or _shard_pattern(prefix).fullmatch(name) is not None
