@@ -56,6 +56,11 @@ def _classify(name: str, array: np.ndarray, keep_dense, min_elements: int) -> st
     return None
 
 
+def quantized_by_default(name: str, array: np.ndarray, *, keep_dense=None, min_elements: int = DEFAULT_MIN_ELEMENTS) -> bool:
+    """Whether the compressor, with these options and no fixed ``bits``, quantizes the tensor."""
+    return _classify(name, array, patterns(keep_dense, option="keep_dense"), int(min_elements)) is None
+
+
 def _index_bytes(names, ranks, metadata_bytes: int) -> int:
     """The file's fixed cost: header, index, and on average half an alignment per payload."""
     directory = sum(entry_size(len(n.encode("utf-8")), r) for n, r in zip(names, ranks))
@@ -95,6 +100,7 @@ class CompressionPlan:
         init: str,
         seed: int,
         hessians: Mapping[str, np.ndarray] | None = None,
+        compensated: Sequence[str] = (),
     ):
         self.names = names
         self.settings = settings
@@ -104,7 +110,10 @@ class CompressionPlan:
         self._target = target
         self._init = init
         self._seed = seed
-        self._hessians = dict(hessians or {})  # name -> input second moments: error-compensated quantization
+        # name -> input second moments, for the error-compensated tensors: a mapping that may
+        # read each matrix from disk when asked (``compress.moments``), so never copied whole
+        self._hessians = hessians if hessians is not None else {}
+        self._compensated = frozenset(compensated)
 
     def apply(self, name: str, tensor) -> np.ndarray | QuantizedTensor:
         """The tensor ``name`` as it is to be written: quantized, pruned or unchanged.
@@ -131,7 +140,7 @@ class CompressionPlan:
         elif plan.step is None:  # exact storage was the best use of the budget
             row.update(reason="allocated raw", relative_error=plan.pruned_error / energy if energy else 0.0)
             return work
-        elif name in self._hessians and not plan.prune:
+        elif name in self._compensated and not plan.prune:
             q, output_error = quantize_gptq(work, self._hessians[name], plan.step, name=name)
             row.update(
                 action="quantized", reason="allocated, error-compensated", relative_error=relative_error(array, q, energy), output_error=output_error
@@ -211,7 +220,9 @@ def plan_compression(
     for name in tensors:
         if not isinstance(name, str):
             raise EncodeError(f"tensor names must be str, got {name!r}")
-    hessians = dict(hessians or {})
+    hessians = hessians if hessians is not None else {}  # read per tensor, never held whole (it may be on disk)
+    if not isinstance(hessians, Mapping):
+        raise EncodeError(f"must be a mapping of weight names to matrices, got {type(hessians).__name__}", field="hessians")
     unknown = sorted(set(hessians) - set(tensors))
     if unknown:
         raise EncodeError(f"input second moments given for tensors the model does not have: {unknown[:5]}", field="hessians")
@@ -260,7 +271,7 @@ def plan_compression(
         if name in hessians:
             if array.ndim != 2:
                 raise EncodeError(f"input second moments apply to matrices (a linear layer's weight), not {array.ndim}-D tensors", field=repr(name))
-            hessians[name] = check_hessian(hessians[name], array.shape[1], name=name)
+            check_hessian(hessians[name], array.shape[1], name=name)  # refused now, before anything is written
         row["importance"] = check_weight(weigh(name))
         cb_itemsize = 2 if dtypes.dtype_id(array.dtype) == DType.FLOAT16 else 4
         rng = np.random.default_rng([seed, number])  # per tensor: the same samples whatever the thread count
@@ -293,7 +304,7 @@ def plan_compression(
     compensated = sorted(n for n in hessians if n in plans and plans[n].bits is None)
     if compensated:
         settings["error_compensated"] = len(compensated)
-    return CompressionPlan(names, rows, plans, settings, overhead, target_bits_per_weight, init, seed, {n: hessians[n] for n in compensated})
+    return CompressionPlan(names, rows, plans, settings, overhead, target_bits_per_weight, init, seed, hessians, compensated)
 
 
 def compress_tensors(tensors: Mapping[str, np.ndarray], *, progress: bool = False, **settings) -> tuple[dict, dict]:

@@ -16,8 +16,14 @@ import os
 import re
 import types
 import warnings
+from collections.abc import Mapping
 
+import numpy as np
+
+from ..compress.moments import MomentStore
+from ..compress.plan import quantized_by_default
 from ..errors import EncodeError
+from ..interop.sources import as_array, open_source
 from .folder import ModelFolder, name_in
 
 #: Texts per forward pass, and tokens per text at most.
@@ -88,19 +94,23 @@ def stdlib_prose(count: int = 512, *, seed: int = 0, documentation: bool = False
     return sorted(sentences, key=lambda text: hashlib.blake2b(f"{seed}\n{text}".encode(), digest_size=8).digest())[:count]
 
 
-def calibrate_folder(folder: ModelFolder, texts: list[str], *, file_names, progress: bool = False, **settings) -> tuple[dict, dict, dict]:
+def calibrate_folder(
+    folder: ModelFolder, texts: list[str], *, file_names, moments: str, progress: bool = False, **settings
+) -> tuple[Mapping, dict, dict]:
     """``(hessians, importance, summary)`` for the compressor, keyed by the names of the
     folder's weight files (``file_names``); ``settings`` are the compressor's
-    (``min_elements``, ``keep_dense``) so the right tensors are measured."""
-    from .load import from_pretrained, torch_and_transformers
+    (``min_elements``, ``keep_dense``) so the right tensors are measured.
+
+    A model that is a stack of blocks (every transformer transformers builds) is calibrated
+    one block at a time (:mod:`dcformat.torch.layerwise`), its weights read from the folder's
+    files as each block is reached, its second moments written to files in the directory
+    ``moments`` (the caller removes it when the compressor is done); any other is loaded
+    whole (``AutoModel``) and calibrated so (:func:`dcformat.torch.calibration.calibrate`)."""
+    from .load import torch_and_transformers
 
     torch, transformers = torch_and_transformers("calibration (it runs the model)", operation="compress")
-    from ..torch.calibration import calibrate
+    from ..torch.layerwise import NotSequentialError, calibrate_layerwise, parameters_on_meta
 
-    if folder.kind == "dcf":
-        model = from_pretrained(folder.path)
-    else:
-        model = transformers.AutoModel.from_pretrained(folder.path, dtype=torch.float32)
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(folder.path)
     except (OSError, ValueError) as exc:
@@ -109,16 +119,49 @@ def calibrate_folder(folder: ModelFolder, texts: list[str], *, file_names, progr
         dict(tokenizer(texts[i : i + BATCH_SIZE], padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt"))
         for i in range(0, len(texts), BATCH_SIZE)
     ]
-    measured = calibrate(model, batches, progress=progress, **{k: v for k, v in settings.items() if k in ("min_elements", "keep_dense")})
+    chosen = {k: v for k, v in settings.items() if k in ("min_elements", "keep_dense")}
     names = set(file_names)
+    with parameters_on_meta():
+        model = transformers.AutoModel.from_config(transformers.AutoConfig.from_pretrained(folder.path), dtype=torch.float32)
     prefix = getattr(model, "base_model_prefix", "") or ""
 
     def in_file(name: str) -> str | None:
         return name_in(name, names, prefix)
 
-    hessians = {in_file(n): h for n, h in measured.hessians.items() if in_file(n)}
+    try:
+        with open_source(folder.weights) as source:
+
+            def load(name: str) -> np.ndarray:
+                found = in_file(name)
+                if found is None:
+                    raise EncodeError(f"the model's parameter {name} is not in the folder's weights", field="calibration")
+                return as_array(source[found])
+
+            def weigh(name: str, array: np.ndarray) -> bool:
+                return in_file(name) is not None and quantized_by_default(in_file(name), array, **chosen)
+
+            measured = calibrate_layerwise(model, batches, load, MomentStore(moments), weigh=weigh, progress=progress)
+        how = "block by block"
+        hessians = measured.hessians.renamed({n: in_file(n) for n in measured.hessians})
+    except NotSequentialError:
+        from ..torch.calibration import calibrate
+        from .load import from_pretrained
+
+        if folder.kind == "dcf":
+            model = from_pretrained(folder.path)
+        else:
+            model = transformers.AutoModel.from_pretrained(folder.path, dtype=torch.float32)
+        measured = calibrate(model, batches, progress=progress, **chosen)
+        how = "whole model"
+        hessians = {in_file(n): h for n, h in measured.hessians.items() if in_file(n)}
     importance = {in_file(n): s for n, s in measured.importance.items() if in_file(n)}
     if not hessians and not importance:
         raise EncodeError("no tensor the model was run with is in the folder's weights (names differ)", field="calibration")
-    summary = {"texts": len(texts), "tokens": measured.tokens, "layers_measured": len(hessians), "tensors_weighed": len(importance)}
+    summary = {
+        "texts": len(texts),
+        "tokens": measured.tokens,
+        "run": how,
+        "layers_measured": len(hessians),
+        "tensors_weighed": len(importance),
+    }
     return hessians, importance, summary

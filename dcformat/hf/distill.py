@@ -39,7 +39,7 @@ from .calibration import BATCH_SIZE as EVAL_BATCH_SIZE
 from .calibration import MAX_LENGTH, read_texts
 from .folder import carry, name_in, open_folder, staged_folder, write_record
 from .load import torch_and_transformers
-from .write import DCF_NAME, calibrated_settings, folder_record, weights_written
+from .write import DCF_NAME, calibrated_settings, folder_record, moments_directory, weights_written
 
 #: 12x smaller than fp32: the issue's target for the trained pipeline.
 DEFAULT_TARGET_BITS_PER_WEIGHT = 32 / 12
@@ -111,8 +111,8 @@ def distill_folder(
     threads = resolve_threads(threads)
     torch.manual_seed(seed)
     started = time.perf_counter()
-    with staged_folder(out_dir, source=folder.path) as staging:
-        settings, calibration = calibrated_settings(folder, training[:CALIBRATION_TEXTS], progress=progress, **settings)
+    with staged_folder(out_dir, source=folder.path) as staging, moments_directory(out_dir) as moments:
+        settings, calibration = calibrated_settings(folder, training[:CALIBRATION_TEXTS], moments=moments, progress=progress, **settings)
         # Training replaces error compensation: each weight starts in the cell the plain grid
         # gives it, so the cells are known and the file keeps its planned size until codes move.
         settings.pop("hessians", None)

@@ -9,6 +9,7 @@ renamed into place when complete (:func:`~dcformat.hf.folder.staged_folder`).
 from __future__ import annotations
 
 import os
+import tempfile
 
 from .._version import __version__
 from ..compress import TRANSFORMER_IMPORTANCE, importance_from_scores
@@ -61,9 +62,9 @@ def compress_folder(
     """
     folder = open_folder(in_dir)
     summary = None
-    with staged_folder(out_dir, source=folder.path) as staging:  # the destination is checked before any work
+    with staged_folder(out_dir, source=folder.path) as staging, moments_directory(out_dir) as moments:  # the destination is checked first
         if calibration is not None:
-            settings, summary = calibrated_settings(folder, calibration, progress=progress, **settings)
+            settings, summary = calibrated_settings(folder, calibration, moments=moments, progress=progress, **settings)
         report = compress_file(
             folder.weights,
             staging,
@@ -91,14 +92,21 @@ def compress_folder(
     return {**record, "folder": os.path.abspath(out_dir), "compress": report}
 
 
-def calibrated_settings(folder: ModelFolder, calibration, *, progress: bool, **settings) -> tuple[dict, dict]:
-    """The compressor's settings with what calibrating on ``calibration`` measured."""
+def moments_directory(out_dir) -> tempfile.TemporaryDirectory:
+    """A directory for calibration's second moments while ``out_dir`` is written, beside it:
+    on the output's disk (a large model's moments take gigabytes), removed when closed."""
+    return tempfile.TemporaryDirectory(prefix=".dcformat-moments-", dir=os.path.dirname(os.path.abspath(os.fspath(out_dir))))
+
+
+def calibrated_settings(folder: ModelFolder, calibration, *, moments: str, progress: bool, **settings) -> tuple[dict, dict]:
+    """The compressor's settings with what calibrating on ``calibration`` measured; the
+    second moments are files in the directory ``moments``, read as the compressor needs them."""
     from .calibration import calibrate_folder, read_texts
 
     texts = read_texts(calibration) if isinstance(calibration, (str, os.PathLike)) else [str(t) for t in calibration]
     with open_source(folder.weights) as source:
         file_names = list(source)
-    hessians, importance, summary = calibrate_folder(folder, texts, file_names=file_names, progress=progress, **settings)
+    hessians, importance, summary = calibrate_folder(folder, texts, file_names=file_names, moments=moments, progress=progress, **settings)
     if isinstance(calibration, (str, os.PathLike)):
         summary["file"] = os.path.basename(os.fspath(calibration))
     settings = dict(settings, hessians=hessians)

@@ -84,33 +84,108 @@ def _output(out) -> torch.Tensor:
     raise ConfigError("calibrate", f"cannot tell which output of {type(out).__name__} to measure; give a model whose output is a tensor")
 
 
-def input_moments(model: torch.nn.Module, batches: list, *, progress: bool = False) -> tuple[dict[str, np.ndarray], int]:
-    """``{name + ".weight": sum x x^T}`` over the inputs of every ``nn.Linear`` of ``model``,
-    and the number of rows (tokens) summed."""
-    sums: dict[str, torch.Tensor] = {}
-    current: dict = {"mask": None, "rows": 0}
-    handles = []
+class MomentHooks:
+    """Forward pre-hooks on every ``nn.Linear`` inside ``module`` that add ``x x^T`` of the
+    layer's input rows to a float64 sum, keyed ``prefix + name + ".weight"``. Layers given
+    the very same input tensor (a block's query, key and value; an MLP's gate and up) share
+    one sum, computed once. Call :meth:`batch` before each batch, :meth:`remove` after."""
 
-    def hook_for(key: str):
+    def __init__(self, module: torch.nn.Module, prefix: str = ""):
+        self.sums: dict[str, torch.Tensor] = {}
+        self.shared: dict[str, str] = {}  # key -> the key whose sum it shares
+        self._inputs: dict[str, torch.Tensor] = {}  # key -> its input in the current batch
+        self._batches: dict[str, int] = {}
+        self._mask = None
+        self._handles = [
+            m.register_forward_pre_hook(self._hook_for(f"{prefix}{name}.weight" if name else f"{prefix}weight"))
+            for name, m in module.named_modules()
+            if isinstance(m, torch.nn.Linear)
+        ]
+
+    def batch(self, mask: torch.Tensor | None) -> None:
+        self._mask = mask
+        self._inputs.clear()
+
+    def _hook_for(self, key: str):
         def hook(module, inputs):
-            x = _rows(inputs[0].detach(), current["mask"]).to(torch.float64)
-            sums[key] = sums[key] + x.T @ x if key in sums else x.T @ x
+            x = inputs[0]
+            self._batches[key] = self._batches.get(key, 0) + 1
+            target = self.shared.get(key)
+            if target is not None:
+                seen = self._inputs.get(target)
+                if seen is x:
+                    return
+                # The inputs part ways: the sum up to the last batch is common (less the
+                # target's own input of this batch, when it was already added).
+                common = self.sums[target].clone()
+                if seen is not None:
+                    earlier = _rows(seen.detach(), self._mask).to(torch.float64)
+                    common -= earlier.T @ earlier
+                self.sums[key] = common
+                del self.shared[key]
+            elif key not in self.sums:
+                for other, seen in self._inputs.items():
+                    if seen is x and self._batches[other] == 1 and other not in self.shared:
+                        self.shared[key] = other
+                        return
+            self._inputs[key] = x
+            rows = _rows(x.detach(), self._mask).to(torch.float64)
+            self.sums[key] = self.sums[key] + rows.T @ rows if key in self.sums else rows.T @ rows
 
         return hook
 
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear):
-            handles.append(module.register_forward_pre_hook(hook_for(f"{name}.weight" if name else "weight")))
+    def moments(self) -> dict[str, np.ndarray]:
+        """Every hooked layer's sum (shared ones are the same array)."""
+        arrays = {key: value.cpu().numpy() for key, value in self.sums.items()}
+        return {**arrays, **{key: arrays[target] for key, target in self.shared.items()}}
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        self._inputs.clear()
+
+
+def input_moments(model: torch.nn.Module, batches: list, *, progress: bool = False) -> tuple[dict[str, np.ndarray], int]:
+    """``{name + ".weight": sum x x^T}`` over the inputs of every ``nn.Linear`` of ``model``,
+    and the number of rows (tokens) summed."""
+    hooks = MomentHooks(model)
+    rows = 0
     try:
         with torch.no_grad():
             for batch in _progress(batches, enabled=progress, desc="calibrating: layer inputs", total=len(batches)):
-                current["mask"] = _mask_of(batch)
+                hooks.batch(_mask_of(batch))
                 out = _output(_call(model, batch))
-                current["rows"] += _rows(out, current["mask"]).shape[0]
+                rows += _rows(out, _mask_of(batch)).shape[0]
     finally:
-        for handle in handles:
-            handle.remove()
-    return {key: value.cpu().numpy() for key, value in sums.items()}, current["rows"]
+        hooks.remove()
+    return hooks.moments(), rows
+
+
+def probe(array: np.ndarray, probe_bits: float = PROBE_BITS) -> tuple[np.ndarray, float]:
+    """``array`` quantized alone at about ``probe_bits`` bits per weight, as values of its
+    dtype, and its relative squared error: the perturbation a sensitivity is measured by."""
+    quantized, report = compress_tensors({"probe": array}, target_bits_per_weight=probe_bits, importance=None, metadata_bytes=0)
+    value = quantized["probe"]
+    return np.asarray(value.dequantize() if hasattr(value, "dequantize") else value), float(report["tensors"][0]["relative_error"])
+
+
+def squared_change(outputs: list[torch.Tensor], reference: list[torch.Tensor], masks: list) -> float:
+    """Sum over batches of the squared difference of outputs (padding left out)."""
+    return sum(float((_rows(o, m) - _rows(r, m)).double().square().sum()) for o, r, m in zip(outputs, reference, masks))
+
+
+def score(change: float, energy: float, relative: float) -> float:
+    """A sensitivity: the output's relative squared change per unit of the tensor's relative squared error."""
+    return (change / energy) / relative if relative > 0 and energy > 0 else 0.0
+
+
+def floored(scores: dict[str, float]) -> dict[str, float]:
+    """``scores`` with those lost in noise raised to 1% of the median (an importance is never zero)."""
+    if not scores:
+        return {}
+    floor = 0.01 * float(np.median(list(scores.values())))
+    return {name: max(value, floor) for name, value in scores.items()} if floor > 0 else dict(scores)
 
 
 def sensitivities(
@@ -124,26 +199,22 @@ def sensitivities(
     plan = plan_compression(tensors, **settings)
     # the tensors the plan classified for quantizing (its rows name a reason for the others)
     names = [row["name"] for row in plan.report()["tensors"] if row["reason"] is None and row["name"] in parameters]
+    masks = [_mask_of(b) for b in batches]
     with torch.no_grad():
-        reference = [_rows(_output(_call(model, b)), _mask_of(b)) for b in batches]
-        energy = sum(float(r.double().square().sum()) for r in reference)
+        reference = [_output(_call(model, b)) for b in batches]
+        energy = squared_change(reference, [torch.zeros_like(r) for r in reference], masks)
         scores = {}
         for name in _progress(names, enabled=progress, desc="calibrating: sensitivities", total=len(names)):
-            quantized, report = compress_tensors({name: tensors[name]}, target_bits_per_weight=probe_bits, importance=None, metadata_bytes=0)
-            relative = report["tensors"][0]["relative_error"]
+            values, relative = probe(tensors[name], probe_bits)
             parameter = parameters[name]
             original = parameter.detach().clone()
-            value = quantized[name]
-            parameter.copy_(to_torch(np.asarray(value.dequantize() if hasattr(value, "dequantize") else value)))
+            parameter.copy_(to_torch(values))
             try:
-                change = sum(float((_rows(_output(_call(model, b)), _mask_of(b)) - r).double().square().sum()) for b, r in zip(batches, reference))
+                change = squared_change([_output(_call(model, b)) for b in batches], reference, masks)
             finally:
                 parameter.copy_(original)
-            scores[name] = (change / energy) / relative if relative > 0 and energy > 0 else 0.0
-    if not scores:
-        return {}
-    floor = 0.01 * float(np.median(list(scores.values())))
-    return {name: max(score, floor) for name, score in scores.items()} if floor > 0 else scores
+            scores[name] = score(change, energy, relative)
+    return floored(scores)
 
 
 def calibrate(

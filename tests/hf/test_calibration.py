@@ -65,6 +65,8 @@ def test_compress_with_calibration(folder, tmp_path):
     record = hf.compress_folder(folder, tmp_path / "out", calibration=texts, min_elements=1024, target_bits_per_weight=4.0)
     calibration = record["calibration"]
     assert calibration["texts"] == 48 and calibration["tokens"] > 48 and calibration["importance"] == "measured"
+    assert calibration["run"] == "block by block"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # the second moments' files are gone
     assert calibration["layers_measured"] >= 12 and calibration["tensors_weighed"] >= 12
     report = record["compress"]
     assert report["settings"]["error_compensated"] >= 12
@@ -78,6 +80,17 @@ def test_compress_with_calibration(folder, tmp_path):
     np.testing.assert_array_equal(
         model.state_dict()["encoder.layer.0.intermediate.dense.weight"].numpy(), stored["encoder.layer.0.intermediate.dense.weight"]
     )
+
+
+def test_a_model_that_is_not_a_stack_of_blocks_is_calibrated_whole(folder, tmp_path, monkeypatch):
+    texts = stdlib_prose(32)
+    layerwise = hf.compress_folder(folder, tmp_path / "layerwise", calibration=texts, min_elements=1024, target_bits_per_weight=4.0)
+    monkeypatch.setattr("dcformat.torch.layerwise.find_blocks", lambda model: None)
+    whole = hf.compress_folder(folder, tmp_path / "whole", calibration=texts, min_elements=1024, target_bits_per_weight=4.0)
+    assert whole["calibration"]["run"] == "whole model"
+    # The pooler runs after the blocks: only the whole model measures its inputs.
+    assert whole["calibration"]["layers_measured"] == layerwise["calibration"]["layers_measured"] + 1
+    assert whole["compress"]["settings"]["error_compensated"] == layerwise["compress"]["settings"]["error_compensated"] + 1
 
 
 def test_command_line_calibration(folder, tmp_path, capsys, monkeypatch):

@@ -1,0 +1,353 @@
+"""Calibration one block at a time, for models larger than memory should hold.
+
+:func:`dcformat.torch.calibration.calibrate` runs a whole model. A transformer is a stack
+of blocks fed one after another, so its calibration can instead hold one block:
+
+1. The model is built with its parameters on the meta device (:func:`parameters_on_meta`:
+   no memory; buffers are made as usual). Its blocks are its largest ``nn.ModuleList`` of
+   modules of one class (:func:`find_blocks`).
+2. The parameters outside the blocks (embeddings, final norms) are loaded, and the model
+   is run on every batch with each block's ``forward`` replaced by one that records its
+   arguments and hands its hidden states on unchanged: so the first block's inputs, and
+   what the model's own loop gives every block (masks, position embeddings), are
+   recorded. The outside parameters are then freed. The records also check that the
+   blocks are sequential: each block must be given exactly what the one before returned;
+   :func:`calibrate_layerwise` raises :class:`NotSequentialError` otherwise.
+3. Per block: its parameters are loaded, it is run on the recorded inputs (its linear
+   layers' input second moments summed, :class:`~dcformat.torch.calibration.MomentHooks`),
+   and each tensor it holds that the compressor will quantize is quantized alone and the
+   block rerun on the first batches (its **sensitivity**, as the whole-model calibration
+   measures it, but on the block's output). Its moments go to a
+   :class:`~dcformat.compress.moments.MomentStore` on disk, its parameters are freed,
+   and its outputs are the next block's inputs.
+
+Memory holds the calibration activations (inputs and outputs of one block), one block's
+parameters and second moments, and once, the parameters outside the blocks. Tensors
+outside the blocks are weighed on the first block's input (the embeddings'); tensors
+that run only after the blocks (a pooler, a head) are not measured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from contextlib import contextmanager
+from functools import partial
+
+import numpy as np
+import torch
+
+from dcformat.compress.moments import MomentStore
+from dcformat.interop.torch_arrays import to_torch
+from dcformat.progress import progress as _progress
+from dcformat.torch.calibration import (
+    PROBE_BITS,
+    SENSITIVITY_BATCHES,
+    Calibration,
+    MomentHooks,
+    _call,
+    _mask_of,
+    _rows,
+    floored,
+    probe,
+    score,
+    squared_change,
+)
+from dcformat.torch.errors import ConfigError
+
+
+class NotSequentialError(ConfigError):
+    """The model has no stack of blocks run one after another (calibrate it whole)."""
+
+    def __init__(self, message: str):
+        super().__init__("calibrate_layerwise", message)
+
+
+@contextmanager
+def parameters_on_meta():
+    """Modules built inside have their parameters on the meta device (no memory is used or
+    initialised); their buffers (position ids, rotary frequencies) are made as usual."""
+    register = torch.nn.Module.register_parameter
+
+    def on_meta(module, name, param):
+        if param is not None and param.device.type != "meta":
+            param = torch.nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+        register(module, name, param)
+
+    torch.nn.Module.register_parameter = on_meta
+    try:
+        yield
+    finally:
+        torch.nn.Module.register_parameter = register
+
+
+def find_blocks(model: torch.nn.Module) -> tuple[str, torch.nn.ModuleList] | None:
+    """The qualified name and the ``nn.ModuleList`` of the model's blocks: of the lists of at
+    least two modules of one class, the one holding the most parameters; None if none."""
+    best = None
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) >= 2 and len({type(m) for m in module}) == 1:
+            count = sum(p.numel() for p in module.parameters())
+            if count and (best is None or count > best[2]):
+                best = (name, module, count)
+    return None if best is None else (best[0], best[1])
+
+
+class _Parameters:
+    """Loads a module's parameters from ``load(name) -> array`` and frees them again."""
+
+    def __init__(self, load: Callable[[str], np.ndarray], dtype: torch.dtype):
+        self._load = load
+        self._dtype = dtype
+
+    def fill(self, module: torch.nn.Module, prefix: str, *, skip: str | None = None) -> dict[str, np.ndarray]:
+        """Loads every parameter of ``module`` (those under ``skip`` excepted); returns the
+        arrays read, by qualified name. A parameter shared by several modules is loaded once."""
+        loaded: dict[str, np.ndarray] = {}
+        holders: dict[int, list] = {}
+        for owner_name, owner in module.named_modules(prefix=prefix):
+            if skip is not None and (owner_name == skip or owner_name.startswith(skip + ".")):
+                continue
+            for key, param in owner._parameters.items():
+                if param is not None:
+                    holders.setdefault(id(param), []).append((owner, key, f"{owner_name}.{key}" if owner_name else key))
+        for places in holders.values():
+            name = places[0][2]
+            array = self._load(name)
+            if tuple(array.shape) != tuple(places[0][0]._parameters[places[0][1]].shape):
+                raise ConfigError(
+                    "calibrate_layerwise",
+                    f"{name}: the weights hold shape {list(array.shape)}, the model {list(places[0][0]._parameters[places[0][1]].shape)}",
+                )
+            value = torch.nn.Parameter(to_torch(array).to(self._dtype), requires_grad=False)
+            for owner, key, _ in places:
+                owner._parameters[key] = value
+            loaded[name] = array
+        return loaded
+
+    @staticmethod
+    def free(module: torch.nn.Module, *, skip: str | None = None, prefix: str = "") -> None:
+        """Puts the parameters of ``module`` (those under ``skip`` excepted) back on the meta device."""
+        for owner_name, owner in module.named_modules(prefix=prefix):
+            if skip is not None and (owner_name == skip or owner_name.startswith(skip + ".")):
+                continue
+            for key, param in owner._parameters.items():
+                if param is not None and param.device.type != "meta":
+                    owner._parameters[key] = torch.nn.Parameter(param.detach().to("meta"), requires_grad=False)
+
+
+class _Recorded:
+    """What the model's loop gave each block for one batch: the hidden states and the other arguments."""
+
+    __slots__ = ("hidden", "args", "kwargs")
+
+    def __init__(self, hidden, args, kwargs):
+        self.hidden, self.args, self.kwargs = hidden, args, kwargs
+
+
+def _record_blocks(model, blocks: torch.nn.ModuleList, batches: list) -> list[list[_Recorded]]:
+    """Runs the model with every block handing its hidden states on unchanged; per block, per
+    batch, what it was given. Raises :class:`NotSequentialError` when a block is not given what the
+    block before it returned."""
+    records: list[list[_Recorded]] = [[] for _ in blocks]
+    handed: list = [None]
+
+    def recorder(index: int):
+        def forward(*args, **kwargs):
+            if args:
+                hidden, args = args[0], args[1:]
+            elif "hidden_states" in kwargs:
+                kwargs = dict(kwargs)
+                hidden = kwargs.pop("hidden_states")
+            else:
+                raise NotSequentialError(f"block {index} is called without hidden states")
+            if not isinstance(hidden, torch.Tensor):
+                raise NotSequentialError(f"block {index}'s first argument is a {type(hidden).__name__}, not a tensor")
+            if index > 0 and hidden is not handed[0]:
+                raise NotSequentialError(f"block {index} is not given what block {index - 1} returned")
+            records[index].append(_Recorded(hidden, args, kwargs))
+            handed[0] = hidden.view(hidden.shape)  # a new tensor object (the same memory): what the next block must be given
+            return handed[0]
+
+        return forward
+
+    for index, block in enumerate(blocks):
+        block.forward = recorder(index)  # an instance attribute: the module's class and attributes stay
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                handed[0] = None
+                _call(model, batch)
+    finally:
+        for block in blocks:
+            del block.forward
+    if any(len(r) != len(batches) for r in records):
+        raise NotSequentialError("the model does not run every block once per batch")
+    return records
+
+
+def _first_block_inputs(model, blocks: torch.nn.ModuleList, batches: list) -> list[torch.Tensor]:
+    return [recorded.hidden for recorded in _record_blocks(model, blocks, batches)[0]]
+
+
+def _hidden_of(output) -> torch.Tensor:
+    """A block's output hidden states: the output, or its first element."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    raise NotSequentialError(f"a block returned a {type(output).__name__}, not hidden states")
+
+
+def _run_block(block, inputs: list[_Recorded], hidden: list[torch.Tensor], hooks: MomentHooks | None = None, masks=None) -> list[torch.Tensor]:
+    outputs = []
+    for number, (recorded, x) in enumerate(zip(inputs, hidden)):
+        if hooks is not None:
+            hooks.batch(masks[number])
+        outputs.append(_hidden_of(block(x, *recorded.args, **recorded.kwargs)))
+    return outputs
+
+
+class _Stream:
+    """A stage's weighed tensors quantized all at once: the outputs they give, carried through
+    every later block, tell how much of a change at that stage reaches the model's output."""
+
+    __slots__ = ("names", "local", "hidden")
+
+    def __init__(self, names: list[str], local: float, hidden: list[torch.Tensor]):
+        self.names = names  # the stage's weighed tensors
+        self.local = local  # the relative squared change of the stage's output
+        self.hidden = hidden  # the changed outputs, as far as the blocks have carried them
+
+
+def _weigh(
+    module: torch.nn.Module,
+    names: list[str],
+    arrays: dict[str, np.ndarray],
+    prefix: str,
+    rerun: Callable[[], list[torch.Tensor]],
+    reference: list[torch.Tensor],
+    masks: list,
+    probe_bits: float,
+) -> tuple[dict[str, float], _Stream | None]:
+    """The sensitivity of each of ``names`` (parameters of ``module`` under ``prefix``) on
+    the stage's output: that tensor alone quantized, ``rerun()``'s outputs against
+    ``reference``; and the :class:`_Stream` of all of them quantized together."""
+    parameters = dict(module.named_parameters(prefix=prefix))
+    energy = squared_change(reference, [torch.zeros_like(r) for r in reference], masks)
+    scores: dict[str, float] = {}
+    probes: dict[str, torch.Tensor] = {}
+    try:
+        for name in names:
+            values, relative = probe(arrays[name], probe_bits)
+            probes[name] = to_torch(values)
+            parameter = parameters[name]
+            parameter.data.copy_(probes[name])
+            try:
+                change = squared_change(rerun(), reference, masks)
+            finally:
+                parameter.data.copy_(to_torch(arrays[name]))
+            scores[name] = score(change, energy, relative)
+        if not probes or energy <= 0:
+            return scores, None
+        for name, values in probes.items():
+            parameters[name].data.copy_(values)
+        changed = rerun()
+    finally:
+        for name in probes:
+            parameters[name].data.copy_(to_torch(arrays[name]))
+    local = squared_change(changed, reference, masks) / energy
+    return scores, (_Stream(list(probes), local, changed) if local > 0 else None)
+
+
+def calibrate_layerwise(
+    model: torch.nn.Module,
+    batches: Iterable,
+    load: Callable[[str], np.ndarray],
+    store: MomentStore,
+    *,
+    weigh: Callable[[str, np.ndarray], bool] | None = None,
+    dtype: torch.dtype = torch.float32,
+    probe_bits: float = PROBE_BITS,
+    progress: bool = False,
+) -> Calibration:
+    """Calibrate ``model`` (built under :func:`parameters_on_meta`) one block at a time.
+
+    ``load(name)`` returns the values of the parameter ``name`` (as ``named_parameters``
+    names it) as a numpy array; they are cast to ``dtype``. ``store`` keeps the second
+    moments (the returned :class:`Calibration`'s ``hessians`` is that store).
+    ``weigh(name, array)`` tells which tensors to measure the sensitivity of (those the
+    compressor will quantize); default: none. Raises :class:`NotSequentialError` for a model
+    that is not a stack of blocks (then calibrate it whole), before anything heavy is done.
+    The model's parameters are left on the meta device.
+    """
+    batches = list(batches)
+    if not batches:
+        raise ConfigError("calibrate_layerwise", "needs at least one batch of inputs")
+    found_blocks = find_blocks(model)
+    if found_blocks is None:
+        raise NotSequentialError("the model has no list of repeated blocks")
+    blocks_name, blocks = found_blocks
+    weigh = weigh or (lambda name, array: False)
+    parameters = _Parameters(load, dtype)
+    masks = [_mask_of(b) for b in batches]
+    probed = masks[:SENSITIVITY_BATCHES]
+    model.eval()
+    if getattr(getattr(model, "config", None), "use_cache", False):
+        model.config.use_cache = False  # a key/value cache would keep every block's keys for nothing
+    found = Calibration(hessians=store, batches=len(batches))
+    records: list[list[_Recorded]] = []
+    streams: list[_Stream] = []
+    hidden: list[torch.Tensor] = []
+    stages = _progress(range(len(blocks) + 1), enabled=progress, desc="calibrating", total=len(blocks) + 1, unit="block")
+    with torch.no_grad():
+        for stage in stages:  # 0: what runs before the blocks; then each block
+            if stage == 0:
+                outside = parameters.fill(model, "", skip=blocks_name)
+                try:
+                    records = _record_blocks(model, blocks, batches)
+                    hidden = [r.hidden for r in records[0]]
+                    found.tokens = sum(_rows(h, m).shape[0] for h, m in zip(hidden, masks))
+                    names = [n for n, a in outside.items() if weigh(n, a)]
+                    rerun = partial(_first_block_inputs, model, blocks, batches[: len(probed)])
+                    scores, stream = _weigh(model, names, outside, "", rerun, hidden[: len(probed)], probed, probe_bits)
+                    found.importance.update(scores)
+                    streams.extend([stream] if stream else [])
+                finally:
+                    del outside
+                    parameters.free(model, skip=blocks_name)
+                continue
+            index = stage - 1
+            block, prefix = blocks[index], f"{blocks_name}.{index}"
+            arrays = parameters.fill(block, prefix)
+            try:
+                hooks = MomentHooks(block, prefix=prefix + ".")
+                try:
+                    outputs = _run_block(block, records[index], hidden, hooks, masks)
+                finally:
+                    hooks.remove()
+                for carried in streams:  # the earlier stages' changes, one block further
+                    carried.hidden = _run_block(block, records[index][: len(probed)], carried.hidden)
+                for name, total in hooks.sums.items():
+                    store.put(name, total.numpy())
+                for name, target in hooks.shared.items():
+                    store.put(name, same_as=target)
+                del hooks
+                rerun = partial(_run_block, block, records[index][: len(probed)], hidden[: len(probed)])
+                names = [n for n, a in arrays.items() if weigh(n, a)]
+                scores, stream = _weigh(block, names, arrays, prefix, rerun, outputs[: len(probed)], probed, probe_bits)
+                found.importance.update(scores)
+                streams.extend([stream] if stream else [])
+            finally:
+                del arrays
+                parameters.free(block, prefix=prefix)
+            hidden, records[index] = outputs, []
+    # A stage's sensitivities were measured on its own output; the share of that change which
+    # reaches the last block's output scales them (1 for the last block), as the model's
+    # output is what the whole-model calibration measures.
+    energy = squared_change(hidden[: len(probed)], [torch.zeros_like(h) for h in hidden[: len(probed)]], probed)
+    for carried in streams:
+        reached = squared_change(carried.hidden, hidden[: len(probed)], probed) / energy if energy > 0 else 0.0
+        for name in carried.names:
+            found.importance[name] *= reached / carried.local
+    found.importance = floored(found.importance)
+    return found

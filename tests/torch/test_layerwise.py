@@ -1,0 +1,162 @@
+"""``dcformat.torch.layerwise``: calibration one block at a time agrees with calibrating the
+whole model, and holds one block's parameters at a time."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="pip install 'torch==2.13.0'")
+transformers = pytest.importorskip("transformers", reason="pip install 'dcformat[hf]'")
+
+from dcformat.compress.moments import MomentStore  # noqa: E402
+from dcformat.torch import ConfigError  # noqa: E402
+from dcformat.torch.calibration import calibrate  # noqa: E402
+from dcformat.torch.layerwise import NotSequentialError, calibrate_layerwise, find_blocks, parameters_on_meta  # noqa: E402
+
+
+def bert_config():
+    return transformers.BertConfig(vocab_size=60, hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64, max_position_embeddings=40)
+
+
+def llama_config():
+    return transformers.LlamaConfig(
+        vocab_size=60, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=40
+    )
+
+
+def batches_for(seed: int = 0, count: int = 3):
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(count):
+        ids = torch.randint(5, 60, (4, 12), generator=generator)
+        mask = torch.ones_like(ids)
+        mask[1, 7:] = 0  # padded rows are left out of the moments
+        mask[3, 4:] = 0
+        out.append({"input_ids": ids, "attention_mask": mask})
+    return out
+
+
+def models(config):
+    """The model with its weights, and a skeleton of it with its parameters on the meta device."""
+    torch.manual_seed(0)
+    model = transformers.AutoModel.from_config(config, dtype=torch.float32).eval()
+    with parameters_on_meta():
+        skeleton = transformers.AutoModel.from_config(config, dtype=torch.float32)
+    return model, skeleton
+
+
+def loader(model, reads=None):
+    state = {name: tensor.detach().numpy().copy() for name, tensor in model.named_parameters()}
+
+    def load(name):
+        if reads is not None:
+            reads.append(name)
+        return state[name]
+
+    return load
+
+
+def quantizable(name, array):
+    return array.ndim == 2 and array.size >= 512
+
+
+@pytest.mark.parametrize("config", [bert_config, llama_config], ids=["bert", "llama"])
+def test_block_by_block_measures_what_the_whole_model_does(config, tmp_path):
+    model, skeleton = models(config())
+    batches = batches_for()
+    whole = calibrate(model, batches, min_elements=512)
+    found = calibrate_layerwise(skeleton, batches, loader(model), MomentStore(str(tmp_path)), weigh=quantizable)
+    assert isinstance(found.hessians, MomentStore) and found.tokens == whole.tokens == 3 * (48 - 5 - 8)
+    in_blocks = sorted(n for n in whole.hessians if not n.startswith("pooler."))  # run after the blocks: not measured
+    assert sorted(found.hessians) == in_blocks
+    for name in in_blocks:
+        moments = whole.hessians[name]
+        np.testing.assert_allclose(found.hessians[name], moments, rtol=1e-5, atol=1e-5 * np.abs(moments).max(), err_msg=name)
+    assert set(found.importance) >= {n for n in whole.importance if ".layers." in n or ".layer." in n}
+    last = [n for n in whole.importance if n.startswith(("layers.2.", "encoder.layer.2."))]
+    assert last, "the last block's tensors are weighed"
+    for name in last:  # the last block's output is the model's: the same measurement
+        assert found.importance[name] == pytest.approx(whole.importance[name], rel=1e-3), name
+    # Earlier stages: measured on their own output, scaled by how much of it reaches the model's.
+    for name in whole.importance:
+        assert found.importance[name] == pytest.approx(whole.importance[name], rel=0.5), name
+    assert all(p.device.type == "meta" for p in skeleton.parameters())  # nothing left loaded
+
+
+def test_shared_inputs_share_one_file(tmp_path):
+    model, skeleton = models(llama_config())
+    store = MomentStore(str(tmp_path))
+    calibrate_layerwise(skeleton, batches_for(count=1), loader(model), store)
+    q, k, v = (f"layers.0.self_attn.{p}_proj.weight" for p in "qkv")
+    assert store._files[q] == store._files[k] == store._files[v] != store._files["layers.0.self_attn.o_proj.weight"]
+    assert store[q].dtype == np.float32 and len(set(store._files.values())) == 3 * 4  # per block: q/k/v, o, gate/up, down
+
+
+def test_one_block_is_loaded_at_a_time(tmp_path):
+    model, skeleton = models(llama_config())
+    blocks_name, blocks = find_blocks(skeleton)
+    assert blocks_name == "layers"
+    per_block = sum(p.numel() for p in blocks[0].parameters())
+    loaded = []
+
+    def count(module, args, kwargs):
+        loaded.append(sum(p.numel() for p in skeleton.parameters() if p.device.type != "meta"))
+
+    for block in blocks:
+        block.register_forward_pre_hook(count, with_kwargs=True)
+    reads = []
+    calibrate_layerwise(skeleton, batches_for(), loader(model, reads), MomentStore(str(tmp_path)), weigh=quantizable)
+    assert loaded and max(loaded) == per_block  # each block runs with its own parameters alone
+    assert sorted(reads) == sorted(n for n, _ in model.named_parameters())  # each read once
+
+
+class Parallel(torch.nn.Module):
+    """Blocks whose outputs are summed: not a stack."""
+
+    def __init__(self):
+        super().__init__()
+        self.blocks = torch.nn.ModuleList(torch.nn.Linear(8, 8) for _ in range(3))
+
+    def forward(self, x):
+        return sum(block(x) for block in self.blocks)
+
+
+class Flat(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.first = torch.nn.Linear(8, 8)
+
+    def forward(self, x):
+        return self.first(x)
+
+
+@pytest.mark.parametrize(("model_class", "match"), [(Parallel, "block 1 is not given what block 0 returned"), (Flat, "no list of repeated blocks")])
+def test_models_that_are_not_a_stack_of_blocks_are_refused(model_class, match, tmp_path):
+    torch.manual_seed(0)
+    model = model_class()
+    with parameters_on_meta():
+        skeleton = model_class()
+    with pytest.raises(NotSequentialError, match=match):
+        calibrate_layerwise(skeleton, [torch.randn(4, 8)], loader(model), MomentStore(str(tmp_path)))
+    assert all(p.device.type == "meta" for p in skeleton.parameters()) and not list(tmp_path.iterdir())
+
+
+def test_parameters_on_meta_leaves_buffers_and_restores_itself():
+    with parameters_on_meta():
+        skeleton = transformers.AutoModel.from_config(llama_config(), dtype=torch.float32)
+    assert all(p.device.type == "meta" for p in skeleton.parameters())
+    assert skeleton.rotary_emb.inv_freq.device.type == "cpu" and torch.isfinite(skeleton.rotary_emb.inv_freq).all()
+    assert torch.nn.Linear(2, 2).weight.device.type == "cpu"
+
+
+def test_a_parameter_whose_shape_differs_is_named(tmp_path):
+    model, skeleton = models(bert_config())
+    load = loader(model)
+
+    def wrong(name):
+        array = load(name)
+        return array[:-1] if name == "encoder.layer.1.output.dense.weight" else array
+
+    with pytest.raises(ConfigError, match=r"encoder.layer.1.output.dense.weight: the weights hold shape \[31, 64\], the model \[32, 64\]"):
+        calibrate_layerwise(skeleton, batches_for(count=1), wrong, MomentStore(str(tmp_path)))
