@@ -16,12 +16,20 @@ from dcformat.torch.layerwise import NotSequentialError, calibrate_layerwise, fi
 
 
 def bert_config():
-    return transformers.BertConfig(vocab_size=60, hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64, max_position_embeddings=40)
+    return transformers.BertConfig(
+        vocab_size=60, hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64, max_position_embeddings=40
+    )
 
 
 def llama_config():
     return transformers.LlamaConfig(
-        vocab_size=60, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=40
+        vocab_size=60,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=40,
     )
 
 
