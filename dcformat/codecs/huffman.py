@@ -301,7 +301,15 @@ def histogram(symbols: np.ndarray, alphabet_size: int) -> np.ndarray:
         if native.histogram(np.ascontiguousarray(symbols), symbols.dtype.itemsize, counts):
             return counts
         raise EncodeError(f"a symbol is outside the alphabet 0..{alphabet_size - 1}")
-    return np.bincount(symbols.reshape(-1), minlength=alphabet_size).astype(np.int64, copy=False)
+    flat = symbols.reshape(-1)
+    counts = np.zeros(alphabet_size, dtype=np.int64)
+    for lo in range(0, flat.size, _HISTOGRAM_CHUNK):  # bincount makes an int64 copy of what it counts
+        counts += np.bincount(flat[lo : lo + _HISTOGRAM_CHUNK], minlength=alphabet_size)
+    return counts
+
+
+#: Symbols per ``np.bincount`` of the numpy path of :func:`histogram`.
+_HISTOGRAM_CHUNK = 1 << 20
 
 
 def _check_alphabet(alphabet_size) -> int:

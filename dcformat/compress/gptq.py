@@ -55,7 +55,9 @@ def gptq_grid(weights: np.ndarray, hessian: np.ndarray, step: float) -> tuple[np
     h[dead, dead] = 1.0
     h[np.diag_indices(columns)] += DAMPING * float(np.mean(np.diag(h)))
     # Upper Cholesky factor of H^-1: row i holds how column i's error is spread over columns > i.
-    inverse = np.linalg.cholesky(np.linalg.inv(h)).T
+    inverse = np.linalg.inv(h)
+    del h  # a large layer's matrices are half a gigabyte each: no more of them alive than needed
+    inverse = np.linalg.cholesky(inverse).T
     numbers = np.empty(w.shape, dtype=np.int64)
     for start in range(0, columns, BLOCK):  # per block of columns, vectorised over rows
         stop = min(start + BLOCK, columns)
@@ -70,8 +72,9 @@ def gptq_grid(weights: np.ndarray, hessian: np.ndarray, step: float) -> tuple[np
         w[:, stop:] -= errors @ inverse[start:stop, stop:]
     original = weights.astype(np.float64)
     diff = original - numbers * step
-    total = float(np.einsum("ij,jk,ik->", original, hessian, original))
-    return numbers, (float(np.einsum("ij,jk,ik->", diff, hessian, diff)) / total if total > 0 else 0.0)
+    # tr(A H A^T) as one matrix product (einsum of three operands would loop in plain C)
+    total = float(np.sum((original @ hessian) * original))
+    return numbers, (float(np.sum((diff @ hessian) * diff)) / total if total > 0 else 0.0)
 
 
 def quantize_gptq(array: np.ndarray, hessian: np.ndarray, step: float, *, name: str = "tensor") -> tuple[QuantizedTensor, float]:

@@ -145,31 +145,42 @@ def quantize_step(array: np.ndarray, step: float) -> tuple[QuantizedTensor, floa
 
     Returns the tensor and its squared error over the quantized (nonzero) entries,
     computed per cell from counts, sums and sums of squares. The passes go a chunk at a
-    time, so beyond the tensor itself this holds about 5 bytes per element (cell numbers
-    and codes), and no positions at all when no weight is zero.
+    time, so beyond the tensor itself this holds 2 to 5 bytes per element (cell numbers,
+    as narrow as the grid allows, and codes). Positions (8 bytes per entry) are kept only
+    when zeros are common (:data:`RARE_ZEROS`): rarer zeros get a cell of their own, whose
+    centroid is exactly 0, and the tensor stays one code per element.
     """
     flat = array.reshape(-1)
-    dense = int(np.count_nonzero(flat)) == flat.size
+    zeros = flat.size - int(np.count_nonzero(flat))
+    if zeros == flat.size:
+        positions = np.zeros(0, dtype=np.int64)
+        return QuantizedTensor.from_entries(array.shape, np.zeros(1), positions, np.zeros(0, np.uint8), dtype=array.dtype), 0.0
+    low = int(np.rint(float(flat.min()) / step))
+    span = int(np.rint(float(flat.max()) / step)) - low + 1
+    dense = zeros * RARE_ZEROS <= flat.size and span <= _MAX_GRID_CELLS
     positions = None if dense else np.flatnonzero(flat)
     values = flat if dense else flat[positions]
-    if values.size == 0:
-        return QuantizedTensor.from_entries(array.shape, np.zeros(1), positions, np.zeros(0, np.uint8), dtype=array.dtype), 0.0
-    low = int(np.rint(float(values.min()) / step))
-    span = int(np.rint(float(values.max()) / step)) - low + 1
+    if not dense:
+        low = int(np.rint(float(values.min()) / step))
+        span = int(np.rint(float(values.max()) / step)) - low + 1
     if span > _MAX_GRID_CELLS:
         cells, counts, sums, squares = _occupied_cells(values, step)
     else:
-        cells = np.empty(values.size, dtype=np.int32)
-        counts = np.zeros(span, dtype=np.int64)
-        sums = np.zeros(span)
-        squares = np.zeros(span)
+        # with zeros among the values, cell number ``span`` is theirs: its centroid is 0/count = 0
+        bins = span + (1 if zeros and dense else 0)
+        cells = np.empty(values.size, dtype=np.min_scalar_type(bins - 1))
+        counts = np.zeros(bins, dtype=np.int64)
+        sums = np.zeros(bins)
+        squares = np.zeros(bins)
         for lo in range(0, values.size, QUANTIZE_CHUNK):
             chunk = values[lo : lo + QUANTIZE_CHUNK].astype(np.float64)
             number = np.rint(chunk / step).astype(np.int64) - low
+            if bins > span:
+                number[chunk == 0] = span
             cells[lo : lo + QUANTIZE_CHUNK] = number
-            counts += np.bincount(number, minlength=span)
-            sums += np.bincount(number, weights=chunk, minlength=span)
-            squares += np.bincount(number, weights=chunk * chunk, minlength=span)
+            counts += np.bincount(number, minlength=bins)
+            sums += np.bincount(number, weights=chunk, minlength=bins)
+            squares += np.bincount(number, weights=chunk * chunk, minlength=bins)
     used = counts > 0
     counts, sums, squares = counts[used], sums[used], squares[used]
     centroids = round_codebook(sums / counts, array.dtype)
@@ -185,6 +196,12 @@ def quantize_step(array: np.ndarray, step: float) -> tuple[QuantizedTensor, floa
     else:
         q = QuantizedTensor.from_entries(array.shape, codebook.astype(cb_dtype), positions, codes, dtype=array.dtype)
     return q, error
+
+
+#: Zeros in at most one element in this many are coded as a cell of their own, not by positions.
+#: Below that share the dense layout is the smaller anyway: the gaps of a sparse one cost at
+#: least a bit per entry, a zero code about ``-log2(share)`` bits per zero.
+RARE_ZEROS = 64
 
 
 def _occupied_cells(values: np.ndarray, step: float):
@@ -210,10 +227,16 @@ def prune_smallest(array: np.ndarray, fraction: float) -> np.ndarray:
 
 def estimated_payload(q: QuantizedTensor) -> int:
     zeros = q.numel - q.entry_count
-    hist = np.bincount(q.codes, minlength=q.codebook.size).astype(np.int64)
+    hist = huffman.histogram(q.codes, q.codebook.size)
     if zeros:
         hist = np.concatenate([[zeros], hist])
     return QUANT_HEADER_SIZE + hist.size * q.codebook.dtype.itemsize + streams.estimate_size(hist, int(hist.sum()), hist.size)
+
+
+def sum_of_squares(array: np.ndarray) -> float:
+    """``|W|^2`` in float64, a chunk at a time (no float64 copy of a large tensor)."""
+    flat = array.reshape(-1)
+    return float(sum(np.square(flat[lo : lo + QUANTIZE_CHUNK], dtype=np.float64).sum() for lo in range(0, flat.size, QUANTIZE_CHUNK)))
 
 
 def relative_error(original: np.ndarray, q: QuantizedTensor, energy: float) -> float:

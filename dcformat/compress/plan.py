@@ -25,6 +25,7 @@ from .grid import (
     prune_smallest,
     quantize_step,
     relative_error,
+    sum_of_squares,
 )
 from .settings import (
     DEFAULT_MIN_ELEMENTS,
@@ -256,9 +257,9 @@ def plan_compression(
         fraction = first_match(prune_rules, name) or 0.0
         work = prune_smallest(array, fraction) if fraction else array
         flat = work.reshape(-1)
-        values = flat if int(np.count_nonzero(flat)) == flat.size else flat[np.flatnonzero(flat)]
-        energy = float(np.square(array.reshape(-1), dtype=np.float64).sum())
-        kept = float(np.square(values, dtype=np.float64).sum())
+        values = flat if int(np.count_nonzero(flat)) == flat.size else flat[flat != 0]  # a mask: 1 byte per element, not 8
+        energy = sum_of_squares(array)
+        kept = sum_of_squares(work)  # zeros add nothing
         row["pruned"] = 1.0 - values.size / flat.size
         fixed = first_match(bit_rules, name)
         plans[name] = _Plan(fraction, max(energy - kept, 0.0), energy, fixed)

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..codecs import streams, zstd
+from ..codecs import huffman, streams, zstd
+from ..codecs.alphabet import symbol_dtype
 from ..errors import EncodeError
 from ..quantize import QuantizedTensor
 from . import dtypes, float_split, sparse
@@ -193,10 +194,10 @@ def _encode_quantized(q: QuantizedTensor, options: EncodeOptions, field: str) ->
 
 def _encode_plan(q: QuantizedTensor, plan: _Plan, options: EncodeOptions, wire: DType) -> EncodedTensor | None:
     """The payload of one layout choice, each stream with its smallest (or forced) coder."""
-    codebook, codes = q.codebook, q.codes.astype(np.uint32 if q.codebook.size >= 1 << 16 else np.uint16)
+    codebook, codes = q.codebook, q.codes
     if plan.prepend_zero:
         codebook = np.concatenate([np.zeros(1, dtype=codebook.dtype), codebook])
-        codes = codes + 1
+        codes = codes.astype(symbol_dtype(codebook.size)) + 1  # the narrowest type that holds the new codes (a copy)
     zero = _zero_code(codebook)
     size = codebook.size
     coder = options.coder_id
@@ -231,7 +232,7 @@ def _rank_plans(q: QuantizedTensor, options: EncodeOptions) -> list[_Plan]:
     codebook = q.codebook
     zero = _zero_code(codebook)
     itemsize = codebook.dtype.itemsize
-    code_hist = np.bincount(q.codes, minlength=codebook.size).astype(np.int64)
+    code_hist = huffman.histogram(q.codes, codebook.size)
     plans = []
 
     def codes_cost(extra_zeros: int) -> tuple[int, bool] | None:

@@ -164,4 +164,6 @@ def calibrate_folder(
         "layers_measured": len(hessians),
         "tensors_weighed": len(importance),
     }
+    if isinstance(hessians, MomentStore):
+        summary["moments_bytes"] = hessians.nbytes()  # on disk beside the output while it was written
     return hessians, importance, summary
