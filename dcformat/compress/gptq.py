@@ -16,6 +16,9 @@ and a block's accumulated updates reach the later columns in one matrix product)
 
 from __future__ import annotations
 
+import contextlib
+import threading
+
 import numpy as np
 
 from ..codecs.alphabet import symbol_dtype
@@ -29,6 +32,11 @@ from .grid import round_codebook
 DAMPING = 0.01
 #: Columns per block of lazy updates.
 BLOCK = 128
+#: Layers with at least this many input columns are quantized one at a time: each holds three
+#: ``columns^2`` float64 matrices at its peak (1.5 GB for 8192 columns), and their matrix
+#: products already use every core, so running two at once would only double the memory.
+LARGE_COLUMNS = 4096
+_ONE_LARGE_LAYER_AT_A_TIME = threading.Lock()
 
 
 def check_hessian(hessian, columns: int, *, name: str) -> np.ndarray:
@@ -82,8 +90,8 @@ def quantize_gptq(array: np.ndarray, hessian: np.ndarray, step: float, *, name: 
     points used. Returns the tensor and its output error's share (see :func:`gptq_grid`)."""
     if array.ndim != 2:
         raise EncodeError(f"error-compensated quantization needs a matrix, got {array.ndim} dimensions", field=repr(name))
-    h = check_hessian(hessian, array.shape[1], name=name)
-    numbers, output_error = gptq_grid(array, h, step)
+    with _ONE_LARGE_LAYER_AT_A_TIME if array.shape[1] >= LARGE_COLUMNS else contextlib.nullcontext():
+        numbers, output_error = gptq_grid(array, check_hessian(hessian, array.shape[1], name=name), step)
     used, codes = np.unique(numbers, return_inverse=True)
     codebook, merged = np.unique(round_codebook(used * step, array.dtype), return_inverse=True)  # rounding may merge points
     cb_dtype = np.float16 if dtypes.dtype_id(array.dtype) == DType.FLOAT16 else np.float32

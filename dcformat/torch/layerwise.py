@@ -185,8 +185,28 @@ def _record_blocks(model, blocks: torch.nn.ModuleList, batches: list) -> list[li
     return records
 
 
-def _first_block_inputs(model, blocks: torch.nn.ModuleList, batches: list) -> list[torch.Tensor]:
-    return [recorded.hidden for recorded in _record_blocks(model, blocks, batches)[0]]
+def _tensors_in(value) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (tuple, list)):
+        return [t for item in value for t in _tensors_in(item)]
+    if isinstance(value, dict):
+        return [t for item in value.values() for t in _tensors_in(item)]
+    return []
+
+
+def _first_block_inputs(model, blocks: torch.nn.ModuleList, batches: list, clean: list[list[_Recorded]]) -> list[torch.Tensor]:
+    """The first block's hidden states when the model is run on ``batches``; raises
+    :class:`NotSequentialError` if the blocks' other inputs differ from ``clean``'s (per
+    block, per batch): they then depend on the weights outside the blocks (an encoder
+    feeding a decoder's blocks), which block-by-block calibration would not weigh."""
+    records = _record_blocks(model, blocks, batches)
+    for block, clean_block in zip(records, clean):
+        for recorded, reference in zip(block, clean_block):
+            now, before = _tensors_in((recorded.args, recorded.kwargs)), _tensors_in((reference.args, reference.kwargs))
+            if len(now) != len(before) or not all(torch.equal(a, b) for a, b in zip(now, before)):
+                raise NotSequentialError("the blocks' other inputs depend on weights outside them")
+    return [recorded.hidden for recorded in records[0]]
 
 
 def _hidden_of(output) -> torch.Tensor:
@@ -308,7 +328,8 @@ def calibrate_layerwise(
                     hidden = [r.hidden for r in records[0]]
                     found.tokens = sum(_rows(h, m).shape[0] for h, m in zip(hidden, masks))
                     names = [n for n, a in outside.items() if weigh(n, a)]
-                    rerun = partial(_first_block_inputs, model, blocks, batches[: len(probed)])
+                    clean = [r[: len(probed)] for r in records]
+                    rerun = partial(_first_block_inputs, model, blocks, batches[: len(probed)], clean)
                     scores, stream = _weigh(model, names, outside, "", rerun, hidden[: len(probed)], probed, probe_bits)
                     found.importance.update(scores)
                     streams.extend([stream] if stream else [])

@@ -66,6 +66,8 @@ def test_compress_with_calibration(folder, tmp_path):
     calibration = record["calibration"]
     assert calibration["texts"] == 48 and calibration["tokens"] > 48 and calibration["importance"] == "measured"
     assert calibration["run"] == "block by block"
+    # q/k/v share one matrix, as do nothing else in BERT: 4 matrices a block, 64^2 or 128^2 float32
+    assert calibration["moments_bytes"] >= 2 * (3 * 64 * 64 + 128 * 128) * 4
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # the second moments' files are gone
     assert calibration["layers_measured"] >= 12 and calibration["tensors_weighed"] >= 12
     report = record["compress"]

@@ -124,7 +124,7 @@ class Parallel(torch.nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.blocks = torch.nn.ModuleList(torch.nn.Linear(8, 8) for _ in range(3))
+        self.blocks = torch.nn.ModuleList(torch.nn.Linear(64, 64) for _ in range(3))
 
     def forward(self, x):
         return sum(block(x) for block in self.blocks)
@@ -133,20 +133,50 @@ class Parallel(torch.nn.Module):
 class Flat(torch.nn.Module):
     def __init__(self):
         super().__init__()
-        self.first = torch.nn.Linear(8, 8)
+        self.first = torch.nn.Linear(64, 64)
 
     def forward(self, x):
         return self.first(x)
 
 
-@pytest.mark.parametrize(("model_class", "match"), [(Parallel, "block 1 is not given what block 0 returned"), (Flat, "no list of repeated blocks")])
+class Conditioned(torch.nn.Module):
+    """Blocks given a context computed from weights outside them (as an encoder feeds a decoder)."""
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(64, 64)
+
+        def forward(self, x, context=None):
+            return self.linear(x) + context
+
+    def __init__(self):
+        super().__init__()
+        self.context = torch.nn.Linear(64, 64)
+        self.blocks = torch.nn.ModuleList(self.Block() for _ in range(3))
+
+    def forward(self, x):
+        context = self.context(x)
+        for block in self.blocks:
+            x = block(x, context=context)
+        return x
+
+
+@pytest.mark.parametrize(
+    ("model_class", "match"),
+    [
+        (Parallel, "block 1 is not given what block 0 returned"),
+        (Flat, "no list of repeated blocks"),
+        (Conditioned, "the blocks' other inputs depend on weights outside them"),
+    ],
+)
 def test_models_that_are_not_a_stack_of_blocks_are_refused(model_class, match, tmp_path):
     torch.manual_seed(0)
     model = model_class()
     with parameters_on_meta():
         skeleton = model_class()
     with pytest.raises(NotSequentialError, match=match):
-        calibrate_layerwise(skeleton, [torch.randn(4, 8)], loader(model), MomentStore(str(tmp_path)))
+        calibrate_layerwise(skeleton, [torch.randn(4, 64)], loader(model), MomentStore(str(tmp_path)), weigh=lambda name, array: True)
     assert all(p.device.type == "meta" for p in skeleton.parameters()) and not list(tmp_path.iterdir())
 
 
