@@ -46,21 +46,56 @@ class Ladder:
         self.sizes = np.asarray(sizes, dtype=np.int64)
 
 
-def ladder(values: np.ndarray, zeros: int, codebook_itemsize: int, raw_bytes: int, rng: np.random.Generator) -> Ladder:
-    """Every step of :data:`LADDER`, sized on the sorted (possibly sampled) nonzero values.
+def nonzero_sample(flat: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    """What :func:`ladder` sizes on: the nonzero values of ``flat``, or, beyond
+    :data:`SAMPLE_LIMIT` of them, a uniform sample plus the extremes (so no outlier's cell is
+    missed); and how many values one sampled value stands for.
+
+    The nonzero values are never gathered into a copy when zeros are rare: the sample's
+    k-th nonzero is found among the few zeros' positions (a large embedding with a
+    handful of zeros would otherwise take its size again, and 8 bytes per element of positions).
+    """
+    nonzero = int(np.count_nonzero(flat))
+    if nonzero == flat.size:
+        values = flat
+    elif nonzero <= SAMPLE_LIMIT or (flat.size - nonzero) * RARE_ZEROS > flat.size:
+        values = flat[flat != 0]  # few values, or many zeros: the copy is small
+    else:
+        zero_at, extremes = _zeros_and_extremes(flat)
+        pick = rng.integers(0, nonzero, size=SAMPLE_LIMIT)
+        # the k-th nonzero lies past every zero with fewer than k + 1 nonzeros before it
+        pick += np.searchsorted(zero_at - np.arange(zero_at.size), pick, side="right")
+        sample = np.concatenate([flat[pick], extremes])  # as the copy's sample would be, value for value
+        return sample, nonzero / sample.size
+    if values.size <= SAMPLE_LIMIT:
+        return values, 1.0
+    pick = rng.integers(0, values.size, size=SAMPLE_LIMIT)
+    sample = np.concatenate([values[pick], [values.min(), values.max()]])
+    return sample, values.size / sample.size
+
+
+def _zeros_and_extremes(flat: np.ndarray) -> tuple[np.ndarray, list]:
+    """The positions of the zeros of ``flat`` and its smallest and largest nonzero values,
+    a chunk at a time (no mask of the whole array)."""
+    zero_at, lows, highs = [], [], []
+    for lo in range(0, flat.size, QUANTIZE_CHUNK):
+        chunk = flat[lo : lo + QUANTIZE_CHUNK]
+        nonzero = chunk != 0
+        zero_at.append(np.flatnonzero(~nonzero) + lo)
+        if nonzero.any():
+            lows.append(np.min(chunk, where=nonzero, initial=np.inf))
+            highs.append(np.max(chunk, where=nonzero, initial=-np.inf))
+    return np.concatenate(zero_at), [min(lows), max(highs)]
+
+
+def ladder(sample: np.ndarray, scale: float, zeros: int, codebook_itemsize: int, raw_bytes: int) -> Ladder:
+    """Every step of :data:`LADDER`, sized on the sorted nonzero values of a tensor, or a
+    sample of them (``scale`` values per sampled one; :func:`nonzero_sample`).
 
     With the values sorted, a grid's cells are index ranges found by ``searchsorted``,
     and each cell's count, sum and sum of squares come from prefix sums: a candidate
     costs O(cells log n), not O(n).
     """
-    n = values.size
-    scale = 1.0
-    if n > SAMPLE_LIMIT:  # a uniform sample, plus the extremes so no outlier's cell is missed
-        pick = rng.integers(0, n, size=SAMPLE_LIMIT)
-        sample = np.concatenate([values[pick], [values.min(), values.max()]])
-        scale = n / sample.size
-    else:
-        sample = values
     xs = np.sort(sample.astype(np.float64 if sample.dtype == np.float64 else np.float32))
     prefix = np.concatenate([[0.0], np.cumsum(xs, dtype=np.float64)])
     prefix_sq = np.concatenate([[0.0], np.cumsum(np.square(xs, dtype=np.float64))])
@@ -145,8 +180,8 @@ def quantize_step(array: np.ndarray, step: float) -> tuple[QuantizedTensor, floa
 
     Returns the tensor and its squared error over the quantized (nonzero) entries,
     computed per cell from counts, sums and sums of squares. The passes go a chunk at a
-    time, so beyond the tensor itself this holds 2 to 5 bytes per element (cell numbers,
-    as narrow as the grid allows, and codes). Positions (8 bytes per entry) are kept only
+    time, so beyond the tensor itself this holds 1 to 5 bytes per element (cell numbers,
+    as narrow as the grid allows, and codes, which overwrite them when of one type). Positions (8 bytes per entry) are kept only
     when zeros are common (:data:`RARE_ZEROS`): rarer zeros get a cell of their own, whose
     centroid is exactly 0, and the tensor stays one code per element.
     """
@@ -187,7 +222,8 @@ def quantize_step(array: np.ndarray, step: float) -> tuple[QuantizedTensor, floa
     error = float(np.maximum(squares - 2 * centroids * sums + counts * centroids * centroids, 0.0).sum())
     codebook, merged = np.unique(centroids, return_inverse=True)  # rounding may make two centroids equal
     code_of_cell = merged.reshape(-1)[np.cumsum(used) - 1].astype(symbol_dtype(codebook.size))
-    codes = np.empty(values.size, dtype=code_of_cell.dtype)
+    # the codes overwrite the cell numbers when both fit one type (a large tensor's size again saved)
+    codes = cells if cells.dtype == code_of_cell.dtype else np.empty(values.size, dtype=code_of_cell.dtype)
     for lo in range(0, values.size, QUANTIZE_CHUNK):
         np.take(code_of_cell, cells[lo : lo + QUANTIZE_CHUNK], out=codes[lo : lo + QUANTIZE_CHUNK])
     cb_dtype = np.float16 if dtypes.dtype_id(array.dtype) == DType.FLOAT16 else np.float32

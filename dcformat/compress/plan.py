@@ -22,6 +22,7 @@ from .grid import (
     Ladder,
     estimated_payload,
     ladder,
+    nonzero_sample,
     prune_smallest,
     quantize_step,
     relative_error,
@@ -257,10 +258,10 @@ def plan_compression(
         fraction = first_match(prune_rules, name) or 0.0
         work = prune_smallest(array, fraction) if fraction else array
         flat = work.reshape(-1)
-        values = flat if int(np.count_nonzero(flat)) == flat.size else flat[flat != 0]  # a mask: 1 byte per element, not 8
+        nonzero = int(np.count_nonzero(flat))
         energy = sum_of_squares(array)
         kept = sum_of_squares(work)  # zeros add nothing
-        row["pruned"] = 1.0 - values.size / flat.size
+        row["pruned"] = 1.0 - nonzero / flat.size
         fixed = first_match(bit_rules, name)
         plans[name] = _Plan(fraction, max(energy - kept, 0.0), energy, fixed)
         if fixed is not None:
@@ -276,7 +277,7 @@ def plan_compression(
         row["importance"] = check_weight(weigh(name))
         cb_itemsize = 2 if dtypes.dtype_id(array.dtype) == DType.FLOAT16 else 4
         rng = np.random.default_rng([seed, number])  # per tensor: the same samples whatever the thread count
-        ladders[name] = ladder(values, flat.size - values.size, cb_itemsize, int(array.nbytes), rng)
+        ladders[name] = ladder(*nonzero_sample(flat, rng), flat.size - nonzero, cb_itemsize, int(array.nbytes))
 
     for _ in _progress(
         imap_bounded(lambda item: analyse(*item), enumerate(names), resolve_threads(threads)), enabled=progress, desc="analysing", total=len(names)

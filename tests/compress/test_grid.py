@@ -58,9 +58,9 @@ def test_rare_zeros_and_positions_agree(monkeypatch):
 
 
 @pytest.mark.parametrize("zeros", [0, 10])
-def test_memory_beyond_the_tensor_is_two_bytes_per_element_on_a_small_grid(zeros, monkeypatch):
-    """Cell numbers as narrow as the grid (uint8 for about 40 cells) and codes: 2 bytes per
-    element; rare zeros add no positions (8 bytes per element)."""
+def test_memory_beyond_the_tensor_is_one_byte_per_element_on_a_small_grid(zeros, monkeypatch):
+    """Cell numbers as narrow as the grid (uint8 for about 40 cells), overwritten by the
+    codes: 1 byte per element; rare zeros add no positions (8 bytes per element)."""
     import tracemalloc
 
     monkeypatch.setattr(grid, "QUANTIZE_CHUNK", 1 << 14)  # temporaries of about 0.5 MB
@@ -71,7 +71,7 @@ def test_memory_beyond_the_tensor_is_two_bytes_per_element_on_a_small_grid(zeros
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert peak < 2 * array.size + (2 << 20), peak
+    assert peak < array.size + (2 << 20), peak
 
 
 def test_sum_of_squares_in_chunks(monkeypatch):
