@@ -136,7 +136,8 @@ def register(subparsers) -> None:
         "--calibration",
         metavar="TEXTFILE",
         help="model folders: run the model on these texts (one per line; any prose in its language) and use what it measures: "
-        "error-compensated quantization of linear layers, bits allocated by measured sensitivity (needs torch and transformers)",
+        "error-compensated quantization of linear layers, bits allocated by measured sensitivity (needs torch and transformers; "
+        "the model runs one block at a time, its measurements kept in a temporary folder beside OUTPUT)",
     )
     p.add_argument(
         "--min-elements",

@@ -1,9 +1,11 @@
 """Calibration of a model folder: ``dcformat compress MODEL_DIR OUT_DIR --calibration TEXTFILE``.
 
 The folder's own tokenizer and model (transformers' ``AutoModel``) run over unlabelled
-texts, one per line of ``TEXTFILE``; ``dcformat.torch.calibration`` measures each linear
-layer's input second moments and each tensor's sensitivity, and the compressor uses
-them (error-compensated quantization, and the allocation's importance). No labels and
+texts, one per line of ``TEXTFILE``; each linear layer's input second moments and each
+tensor's sensitivity are measured, and the compressor uses them (error-compensated
+quantization, and the allocation's importance). The model runs one block at a time
+(:mod:`dcformat.torch.layerwise`: memory holds one block, the moments wait in files), or
+whole (:mod:`dcformat.torch.calibration`) when it is not a stack of blocks. No labels and
 no task data: any prose in the model's language serves. :func:`stdlib_prose` is prose
 every machine has, the docstrings of Python's standard library.
 """
