@@ -12,7 +12,7 @@ random bfloat16 weights (normal, deviation 0.02; norms 1) in safetensors shards 
 valid token ids of the model; a random model needs no particular vocabulary).
 
 Each phase runs in a fresh process reporting its wall time and peak resident memory
-(``ru_maxrss`` of the child): ``dcformat compress FOLDER OUT`` (no calibration: the
+(its ``VmHWM``): ``dcformat compress FOLDER OUT`` (no calibration: the
 baseline), then ``dcformat compress FOLDER OUT --calibration TEXTS`` (``--texts`` lines of
 :func:`dcformat.hf.calibration.stdlib_prose`). The calibration runs block by block
 (:mod:`dcformat.torch.layerwise`), its second moments in files beside the output
@@ -97,12 +97,16 @@ def write_folder(folder: str, layers: int, seed: int) -> int:
     return sum(int(np.prod(s)) for s in shapes.values())
 
 
-#: A phase's process: the command line's ``main``, then its own peak memory on stderr.
+#: A phase's process: the command line's ``main``, then its own peak memory on stderr. The
+#: peak is ``VmHWM``, the high-water mark of the process's own memory: ``ru_maxrss`` would not
+#: do, as Linux carries it across ``exec`` from the process that started it (this one, which
+#: held a generated embedding of a gigabyte).
 _PHASE = (
-    "import resource, sys\n"
+    "import re, sys\n"
     "from dcformat.cli import main\n"
     "code = main(sys.argv[1:])\n"
-    "sys.stderr.write('\\npeak_rss_kib %d\\n' % resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    "peak = re.search(r'VmHWM:\\s*(\\d+) kB', open('/proc/self/status').read()).group(1)\n"
+    "sys.stderr.write('\\npeak_rss_kib %s\\n' % peak)\n"
     "sys.exit(code)\n"
 )
 
