@@ -46,8 +46,8 @@ class Ladder:
         self.sizes = np.asarray(sizes, dtype=np.int64)
 
 
-def nonzero_sample(flat: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, float]:
-    """What :func:`ladder` sizes on: the nonzero values of ``flat``, or, beyond
+def nonzero_sample(flat: np.ndarray, nonzero: int, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    """What :func:`ladder` sizes on: the ``nonzero`` nonzero values of ``flat``, or, beyond
     :data:`SAMPLE_LIMIT` of them, a uniform sample plus the extremes (so no outlier's cell is
     missed); and how many values one sampled value stands for.
 
@@ -55,7 +55,6 @@ def nonzero_sample(flat: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarr
     k-th nonzero is found among the few zeros' positions (a large embedding with a
     handful of zeros would otherwise take its size again, and 8 bytes per element of positions).
     """
-    nonzero = int(np.count_nonzero(flat))
     if nonzero == flat.size:
         values = flat
     elif nonzero <= SAMPLE_LIMIT or (flat.size - nonzero) * RARE_ZEROS > flat.size:
@@ -181,18 +180,21 @@ def quantize_step(array: np.ndarray, step: float) -> tuple[QuantizedTensor, floa
     Returns the tensor and its squared error over the quantized (nonzero) entries,
     computed per cell from counts, sums and sums of squares. The passes go a chunk at a
     time, so beyond the tensor itself this holds 1 to 5 bytes per element (cell numbers,
-    as narrow as the grid allows, and codes, which overwrite them when of one type). Positions (8 bytes per entry) are kept only
-    when zeros are common (:data:`RARE_ZEROS`): rarer zeros get a cell of their own, whose
-    centroid is exactly 0, and the tensor stays one code per element.
+    as narrow as the grid allows, and codes, which overwrite them when of one type).
+    Positions (8 bytes per entry) are kept only when zeros are common (:data:`RARE_ZEROS`):
+    rarer zeros get a cell of their own, whose centroid is exactly 0, and the tensor stays
+    one code per element.
     """
     flat = array.reshape(-1)
     zeros = flat.size - int(np.count_nonzero(flat))
     if zeros == flat.size:
         positions = np.zeros(0, dtype=np.int64)
         return QuantizedTensor.from_entries(array.shape, np.zeros(1), positions, np.zeros(0, np.uint8), dtype=array.dtype), 0.0
-    low = int(np.rint(float(flat.min()) / step))
-    span = int(np.rint(float(flat.max()) / step)) - low + 1
-    dense = zeros * RARE_ZEROS <= flat.size and span <= _MAX_GRID_CELLS
+    dense = zeros * RARE_ZEROS <= flat.size
+    if dense:
+        low = int(np.rint(float(flat.min()) / step))
+        span = int(np.rint(float(flat.max()) / step)) - low + 1
+        dense = zeros == 0 or span <= _MAX_GRID_CELLS  # a far-stretched grid numbers occupied cells: no room for a zero cell
     positions = None if dense else np.flatnonzero(flat)
     values = flat if dense else flat[positions]
     if not dense:

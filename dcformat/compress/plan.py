@@ -277,7 +277,7 @@ def plan_compression(
         row["importance"] = check_weight(weigh(name))
         cb_itemsize = 2 if dtypes.dtype_id(array.dtype) == DType.FLOAT16 else 4
         rng = np.random.default_rng([seed, number])  # per tensor: the same samples whatever the thread count
-        ladders[name] = ladder(*nonzero_sample(flat, rng), flat.size - nonzero, cb_itemsize, int(array.nbytes))
+        ladders[name] = ladder(*nonzero_sample(flat, nonzero, rng), flat.size - nonzero, cb_itemsize, int(array.nbytes))
 
     for _ in _progress(
         imap_bounded(lambda item: analyse(*item), enumerate(names), resolve_threads(threads)), enabled=progress, desc="analysing", total=len(names)

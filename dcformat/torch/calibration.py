@@ -175,6 +175,11 @@ def squared_change(outputs: list[torch.Tensor], reference: list[torch.Tensor], m
     return sum(float((_rows(o, m) - _rows(r, m)).double().square().sum()) for o, r, m in zip(outputs, reference, masks))
 
 
+def energy(outputs: list[torch.Tensor], masks: list) -> float:
+    """Sum over batches of the outputs' squares (padding left out): what a change is relative to."""
+    return sum(float(_rows(o, m).double().square().sum()) for o, m in zip(outputs, masks))
+
+
 def score(change: float, energy: float, relative: float) -> float:
     """A sensitivity: the output's relative squared change per unit of the tensor's relative squared error."""
     return (change / energy) / relative if relative > 0 and energy > 0 else 0.0
@@ -202,7 +207,7 @@ def sensitivities(
     masks = [_mask_of(b) for b in batches]
     with torch.no_grad():
         reference = [_output(_call(model, b)) for b in batches]
-        energy = squared_change(reference, [torch.zeros_like(r) for r in reference], masks)
+        total = energy(reference, masks)
         scores = {}
         for name in _progress(names, enabled=progress, desc="calibrating: sensitivities", total=len(names)):
             values, relative = probe(tensors[name], probe_bits)
@@ -213,7 +218,7 @@ def sensitivities(
                 change = squared_change([_output(_call(model, b)) for b in batches], reference, masks)
             finally:
                 parameter.copy_(original)
-            scores[name] = score(change, energy, relative)
+            scores[name] = score(change, total, relative)
     return floored(scores)
 
 

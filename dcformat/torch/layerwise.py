@@ -47,6 +47,7 @@ from dcformat.torch.calibration import (
     _call,
     _mask_of,
     _rows,
+    energy,
     floored,
     probe,
     score,
@@ -92,6 +93,17 @@ def find_blocks(model: torch.nn.Module) -> tuple[str, torch.nn.ModuleList] | Non
     return None if best is None else (best[0], best[1])
 
 
+def _own_parameters(module: torch.nn.Module, prefix: str, skip: str | None):
+    """``(owner, key, qualified name, parameter)`` of every parameter held by ``module``'s
+    modules, those under the module named ``skip`` left out."""
+    for owner_name, owner in module.named_modules(prefix=prefix):
+        if skip is not None and (owner_name == skip or owner_name.startswith(skip + ".")):
+            continue
+        for key, param in owner._parameters.items():
+            if param is not None:
+                yield owner, key, f"{owner_name}.{key}" if owner_name else key, param
+
+
 class _Parameters:
     """Loads a module's parameters from ``load(name) -> array`` and frees them again."""
 
@@ -104,22 +116,15 @@ class _Parameters:
         arrays read, by qualified name. A parameter shared by several modules is loaded once."""
         loaded: dict[str, np.ndarray] = {}
         holders: dict[int, list] = {}
-        for owner_name, owner in module.named_modules(prefix=prefix):
-            if skip is not None and (owner_name == skip or owner_name.startswith(skip + ".")):
-                continue
-            for key, param in owner._parameters.items():
-                if param is not None:
-                    holders.setdefault(id(param), []).append((owner, key, f"{owner_name}.{key}" if owner_name else key))
+        for owner, key, name, param in _own_parameters(module, prefix, skip):
+            holders.setdefault(id(param), []).append((owner, key, name, param))
         for places in holders.values():
-            name = places[0][2]
+            _, _, name, param = places[0]
             array = self._load(name)
-            if tuple(array.shape) != tuple(places[0][0]._parameters[places[0][1]].shape):
-                raise ConfigError(
-                    "calibrate_layerwise",
-                    f"{name}: the weights hold shape {list(array.shape)}, the model {list(places[0][0]._parameters[places[0][1]].shape)}",
-                )
+            if tuple(array.shape) != tuple(param.shape):
+                raise ConfigError("calibrate_layerwise", f"{name}: the weights hold shape {list(array.shape)}, the model {list(param.shape)}")
             value = torch.nn.Parameter(to_torch(array).to(self._dtype), requires_grad=False)
-            for owner, key, _ in places:
+            for owner, key, _, _ in places:
                 owner._parameters[key] = value
             loaded[name] = array
         return loaded
@@ -127,12 +132,9 @@ class _Parameters:
     @staticmethod
     def free(module: torch.nn.Module, *, skip: str | None = None, prefix: str = "") -> None:
         """Puts the parameters of ``module`` (those under ``skip`` excepted) back on the meta device."""
-        for owner_name, owner in module.named_modules(prefix=prefix):
-            if skip is not None and (owner_name == skip or owner_name.startswith(skip + ".")):
-                continue
-            for key, param in owner._parameters.items():
-                if param is not None and param.device.type != "meta":
-                    owner._parameters[key] = torch.nn.Parameter(param.detach().to("meta"), requires_grad=False)
+        for owner, key, _, param in list(_own_parameters(module, prefix, skip)):
+            if param.device.type != "meta":
+                owner._parameters[key] = torch.nn.Parameter(param.detach().to("meta"), requires_grad=False)
 
 
 class _Recorded:
@@ -253,7 +255,7 @@ def _weigh(
     the stage's output: that tensor alone quantized, ``rerun()``'s outputs against
     ``reference``; and the :class:`_Stream` of all of them quantized together."""
     parameters = dict(module.named_parameters(prefix=prefix))
-    energy = squared_change(reference, [torch.zeros_like(r) for r in reference], masks)
+    total = energy(reference, masks)
     scores: dict[str, float] = {}
     probes: dict[str, torch.Tensor] = {}
     try:
@@ -266,8 +268,8 @@ def _weigh(
                 change = squared_change(rerun(), reference, masks)
             finally:
                 parameter.data.copy_(to_torch(arrays[name]))
-            scores[name] = score(change, energy, relative)
-        if not probes or energy <= 0:
+            scores[name] = score(change, total, relative)
+        if not probes or total <= 0:
             return scores, None
         for name, values in probes.items():
             parameters[name].data.copy_(values)
@@ -275,7 +277,7 @@ def _weigh(
     finally:
         for name in probes:
             parameters[name].data.copy_(to_torch(arrays[name]))
-    local = squared_change(changed, reference, masks) / energy
+    local = squared_change(changed, reference, masks) / total
     return scores, (_Stream(list(probes), local, changed) if local > 0 else None)
 
 
@@ -365,9 +367,9 @@ def calibrate_layerwise(
     # A stage's sensitivities were measured on its own output; the share of that change which
     # reaches the last block's output scales them (1 for the last block), as the model's
     # output is what the whole-model calibration measures.
-    energy = squared_change(hidden[: len(probed)], [torch.zeros_like(h) for h in hidden[: len(probed)]], probed)
+    total = energy(hidden[: len(probed)], probed)
     for carried in streams:
-        reached = squared_change(carried.hidden, hidden[: len(probed)], probed) / energy if energy > 0 else 0.0
+        reached = squared_change(carried.hidden, hidden[: len(probed)], probed) / total if total > 0 else 0.0
         for name in carried.names:
             found.importance[name] *= reached / carried.local
     found.importance = floored(found.importance)

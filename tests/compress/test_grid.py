@@ -78,3 +78,17 @@ def test_sum_of_squares_in_chunks(monkeypatch):
     monkeypatch.setattr(grid, "QUANTIZE_CHUNK", 7)
     array = weights(3, 1000, 10)
     assert sum_of_squares(array) == pytest.approx(float(np.square(array.astype(np.float64)).sum()), rel=1e-12)
+
+
+@pytest.mark.parametrize("zeros", [0, 3])
+def test_a_grid_stretched_by_outliers(zeros):
+    """Cells numbered by occupancy: without zeros the tensor stays one code per element; its
+    rare zeros then take positions (no grid cell is free to hold them)."""
+    array = weights(11, 10_000, zeros)
+    array[0, 0] = 5000.0  # about 500,000 cells of 0.01 apart
+    assert (5000.0 - float(array.min())) / 0.01 > grid._MAX_GRID_CELLS
+    q, error = quantize_step(array, 0.01)
+    expected, expected_error = reference(array, 0.01)
+    np.testing.assert_array_equal(q.dequantize().astype(np.float64), expected)
+    assert error == pytest.approx(expected_error, rel=1e-9)
+    assert q.is_dense == (zeros == 0)
