@@ -63,9 +63,8 @@ def gptq_grid(weights: np.ndarray, hessian: np.ndarray, step: float) -> tuple[np
     h[dead, dead] = 1.0
     h[np.diag_indices(columns)] += DAMPING * float(np.mean(np.diag(h)))
     # Upper Cholesky factor of H^-1: row i holds how column i's error is spread over columns > i.
-    inverse = np.linalg.inv(h)
+    inverse = inverse_cholesky(h)
     del h  # a large layer's matrices are half a gigabyte each: no more of them alive than needed
-    inverse = np.linalg.cholesky(inverse).T
     numbers = np.empty(w.shape, dtype=np.int64)
     for start in range(0, columns, BLOCK):  # per block of columns, vectorised over rows
         stop = min(start + BLOCK, columns)
@@ -78,11 +77,52 @@ def gptq_grid(weights: np.ndarray, hessian: np.ndarray, step: float) -> tuple[np
             errors[:, i] = (block[:, i] - k * step) / factor[i, i]
             block[:, i + 1 :] -= np.outer(errors[:, i], factor[i, i + 1 :])
         w[:, stop:] -= errors @ inverse[start:stop, stop:]
-    original = weights.astype(np.float64)
-    diff = original - numbers * step
-    # tr(A H A^T) as one matrix product (einsum of three operands would loop in plain C)
-    total = float(np.sum((original @ hessian) * original))
-    return numbers, (float(np.sum((diff @ hessian) * diff)) / total if total > 0 else 0.0)
+    del w, inverse
+    return numbers, _output_error(weights, numbers, step, hessian)
+
+
+def _output_error(weights: np.ndarray, numbers: np.ndarray, step: float, hessian: np.ndarray) -> float:
+    """``tr(E H E^T) / tr(W H W^T)`` with ``E = W - step * numbers``: a figure for the report,
+    so in float32 (half the time of float64 products, which took 7 s of a 2048x8192 layer's 32),
+    each trace as one matrix product (einsum of three operands would loop in plain C)."""
+    h = hessian.astype(np.float32)
+    original = weights.astype(np.float32)
+    total = float(np.sum((original @ h) * original, dtype=np.float64))
+    diff = original - (numbers * step).astype(np.float32)
+    return float(np.sum((diff @ h) * diff, dtype=np.float64)) / total if total > 0 else 0.0
+
+
+def inverse_cholesky(h: np.ndarray) -> np.ndarray:
+    """The upper triangular ``U`` with ``U^T U = h^-1``, for ``h`` symmetric positive definite.
+
+    With ``J`` the reversal of rows (or columns) and ``J h J = L L^T`` (the Cholesky factor of
+    ``h`` read backwards), ``h^-1 = (J L^-1 J)^T (J L^-1 J)``, and ``J L^-1 J`` is upper
+    triangular with a positive diagonal: so ``U`` is one factorisation and one triangular
+    inverse (about n^3 / 3 multiplications each), where inverting ``h`` and factorising the
+    inverse took about 3 n^3: an 8192-column layer's in 9 s rather than 22 here."""
+    lower = np.linalg.cholesky(h[::-1, ::-1])
+    inverse = np.zeros_like(lower)
+    _invert_lower(lower, inverse)
+    del lower
+    return np.ascontiguousarray(inverse[::-1, ::-1])
+
+
+#: Below this order a triangular inverse is left to LAPACK (through a general inverse).
+_TRIANGULAR_BASE = 128
+
+
+def _invert_lower(lower: np.ndarray, out: np.ndarray) -> None:
+    """The inverse of a lower triangular matrix written into ``out`` (zeros above the diagonal),
+    by halves: ``[[A, 0], [C, B]]^-1`` is ``[[A^-1, 0], [-B^-1 C A^-1, B^-1]]``, so the work
+    is matrix products."""
+    n = lower.shape[0]
+    if n <= _TRIANGULAR_BASE:
+        out[...] = np.tril(np.linalg.inv(lower))
+        return
+    k = n // 2
+    _invert_lower(lower[:k, :k], out[:k, :k])
+    _invert_lower(lower[k:, k:], out[k:, k:])
+    out[k:, :k] = -(out[k:, k:] @ (lower[k:, :k] @ out[:k, :k]))
 
 
 def quantize_gptq(array: np.ndarray, hessian: np.ndarray, step: float, *, name: str = "tensor") -> tuple[QuantizedTensor, float]:

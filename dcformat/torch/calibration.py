@@ -164,8 +164,10 @@ def input_moments(model: torch.nn.Module, batches: list, *, progress: bool = Fal
 
 def probe(array: np.ndarray, probe_bits: float = PROBE_BITS) -> tuple[np.ndarray, float]:
     """``array`` quantized alone at about ``probe_bits`` bits per weight, as values of its
-    dtype, and its relative squared error: the perturbation a sensitivity is measured by."""
-    quantized, report = compress_tensors({"probe": array}, target_bits_per_weight=probe_bits, importance=None, metadata_bytes=0)
+    dtype, and its relative squared error: the perturbation a sensitivity is measured by.
+    Quantized whatever its size: the caller chose it as a tensor the compressor will quantize
+    (under ``min_elements`` by default it would stay exact, and every score be zero)."""
+    quantized, report = compress_tensors({"probe": array}, target_bits_per_weight=probe_bits, importance=None, metadata_bytes=0, min_elements=0)
     value = quantized["probe"]
     return np.asarray(value.dequantize() if hasattr(value, "dequantize") else value), float(report["tensors"][0]["relative_error"])
 

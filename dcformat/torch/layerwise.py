@@ -22,13 +22,19 @@ of blocks fed one after another, so its calibration can instead hold one block:
    and its outputs are the next block's inputs.
 
 Memory holds the calibration activations (inputs and outputs of one block), one block's
-parameters and second moments, and once, the parameters outside the blocks. Tensors
+parameters and second moments, and once, the parameters outside the blocks. What grows
+with depth waits on disk: the second moments, and each stage's stream (its tensors'
+change, carried through the later blocks to scale its sensitivities), whose outputs sit
+in files beside the moments between blocks. Tensors
 outside the blocks are weighed on the first block's input (the embeddings'); tensors
 that run only after the blocks (a pooler, a head) are not measured.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from functools import partial
@@ -231,14 +237,34 @@ def _run_block(block, inputs: list[_Recorded], hidden: list[torch.Tensor], hooks
 
 class _Stream:
     """A stage's weighed tensors quantized all at once: the outputs they give, carried through
-    every later block, tell how much of a change at that stage reaches the model's output."""
+    every later block, tell how much of a change at that stage reaches the model's output.
 
-    __slots__ = ("names", "local", "hidden")
+    The outputs wait on disk between blocks (one ``.npy`` file per batch in ``directory``):
+    every stage has a stream, so held in memory they would grow with the model's depth (with
+    Llama-3.2-1B's shapes about 70 MB a block on 64 texts), as no other part of the
+    calibration does. A block reads each file, runs it and writes it back."""
 
-    def __init__(self, names: list[str], local: float, hidden: list[torch.Tensor]):
+    __slots__ = ("names", "local", "files", "dtypes")
+
+    def __init__(self, names: list[str], local: float, hidden: list[torch.Tensor], *, directory: str, number: int):
         self.names = names  # the stage's weighed tensors
         self.local = local  # the relative squared change of the stage's output
-        self.hidden = hidden  # the changed outputs, as far as the blocks have carried them
+        self.files = [os.path.join(directory, f"stream-{number:04d}-{k:04d}.npy") for k in range(len(hidden))]
+        self.dtypes: list[torch.dtype] = []
+        self._keep(hidden)
+
+    def hidden(self) -> list[torch.Tensor]:
+        """The changed outputs, as far as the blocks have carried them."""
+        return [torch.from_numpy(np.load(file, allow_pickle=False)).to(dtype) for file, dtype in zip(self.files, self.dtypes)]
+
+    def carry(self, step: Callable[[list[torch.Tensor]], list[torch.Tensor]]) -> None:
+        """The outputs one block further: ``step(hidden)``."""
+        self._keep(step(self.hidden()))
+
+    def _keep(self, hidden: list[torch.Tensor]) -> None:
+        self.dtypes = [h.dtype for h in hidden]
+        for file, h in zip(self.files, hidden):  # numpy has no bfloat16: such outputs go as float32, exactly
+            np.save(file, (h.float() if h.dtype == torch.bfloat16 else h).detach().cpu().numpy())
 
 
 def _weigh(
@@ -250,10 +276,11 @@ def _weigh(
     reference: list[torch.Tensor],
     masks: list,
     probe_bits: float,
-) -> tuple[dict[str, float], _Stream | None]:
+) -> tuple[dict[str, float], tuple[list[str], float, list[torch.Tensor]] | None]:
     """The sensitivity of each of ``names`` (parameters of ``module`` under ``prefix``) on
     the stage's output: that tensor alone quantized, ``rerun()``'s outputs against
-    ``reference``; and the :class:`_Stream` of all of them quantized together."""
+    ``reference``; and, for a :class:`_Stream`, all of them quantized together: their names,
+    the relative squared change of the output and the changed outputs."""
     parameters = dict(module.named_parameters(prefix=prefix))
     total = energy(reference, masks)
     scores: dict[str, float] = {}
@@ -278,7 +305,7 @@ def _weigh(
         for name in probes:
             parameters[name].data.copy_(to_torch(arrays[name]))
     local = squared_change(changed, reference, masks) / total
-    return scores, (_Stream(list(probes), local, changed) if local > 0 else None)
+    return scores, ((list(probes), local, changed) if local > 0 else None)
 
 
 def calibrate_layerwise(
@@ -321,56 +348,65 @@ def calibrate_layerwise(
     streams: list[_Stream] = []
     hidden: list[torch.Tensor] = []
     stages = _progress(range(len(blocks) + 1), enabled=progress, desc="calibrating", total=len(blocks) + 1, unit="block")
-    with torch.no_grad():
-        for stage in stages:  # 0: what runs before the blocks; then each block
-            if stage == 0:
-                outside = parameters.fill(model, "", skip=blocks_name)
+    spill = tempfile.mkdtemp(prefix="streams-", dir=store.directory)  # the streams' outputs, between blocks
+
+    def keep_stream(weighed) -> None:
+        if weighed is not None:
+            streams.append(_Stream(*weighed, directory=spill, number=len(streams)))
+
+    try:
+        with torch.no_grad():
+            for stage in stages:  # 0: what runs before the blocks; then each block
+                if stage == 0:
+                    outside = parameters.fill(model, "", skip=blocks_name)
+                    try:
+                        records = _record_blocks(model, blocks, batches)
+                        hidden = [r.hidden for r in records[0]]
+                        found.tokens = sum(_rows(h, m).shape[0] for h, m in zip(hidden, masks))
+                        names = [n for n, a in outside.items() if weigh(n, a)]
+                        clean = [r[: len(probed)] for r in records]
+                        rerun = partial(_first_block_inputs, model, blocks, batches[: len(probed)], clean)
+                        scores, weighed = _weigh(model, names, outside, "", rerun, hidden[: len(probed)], probed, probe_bits)
+                        found.importance.update(scores)
+                        keep_stream(weighed)
+                    finally:
+                        del outside
+                        parameters.free(model, skip=blocks_name)
+                    continue
+                index = stage - 1
+                block, prefix = blocks[index], f"{blocks_name}.{index}"
+                arrays = parameters.fill(block, prefix)
                 try:
-                    records = _record_blocks(model, blocks, batches)
-                    hidden = [r.hidden for r in records[0]]
-                    found.tokens = sum(_rows(h, m).shape[0] for h, m in zip(hidden, masks))
-                    names = [n for n, a in outside.items() if weigh(n, a)]
-                    clean = [r[: len(probed)] for r in records]
-                    rerun = partial(_first_block_inputs, model, blocks, batches[: len(probed)], clean)
-                    scores, stream = _weigh(model, names, outside, "", rerun, hidden[: len(probed)], probed, probe_bits)
+                    hooks = MomentHooks(block, prefix=prefix + ".")
+                    try:
+                        outputs = _run_block(block, records[index], hidden, hooks, masks)
+                    finally:
+                        hooks.remove()
+                    for carried in streams:  # the earlier stages' changes, one block further
+                        carried.carry(partial(_run_block, block, records[index][: len(probed)]))
+                    for name, total in hooks.sums.items():
+                        store.put(name, total.numpy())
+                    for name, target in hooks.shared.items():
+                        store.put(name, same_as=target)
+                    del hooks
+                    rerun = partial(_run_block, block, records[index][: len(probed)], hidden[: len(probed)])
+                    names = [n for n, a in arrays.items() if weigh(n, a)]
+                    scores, weighed = _weigh(block, names, arrays, prefix, rerun, outputs[: len(probed)], probed, probe_bits)
                     found.importance.update(scores)
-                    streams.extend([stream] if stream else [])
+                    keep_stream(weighed)
                 finally:
-                    del outside
-                    parameters.free(model, skip=blocks_name)
-                continue
-            index = stage - 1
-            block, prefix = blocks[index], f"{blocks_name}.{index}"
-            arrays = parameters.fill(block, prefix)
-            try:
-                hooks = MomentHooks(block, prefix=prefix + ".")
-                try:
-                    outputs = _run_block(block, records[index], hidden, hooks, masks)
-                finally:
-                    hooks.remove()
-                for carried in streams:  # the earlier stages' changes, one block further
-                    carried.hidden = _run_block(block, records[index][: len(probed)], carried.hidden)
-                for name, total in hooks.sums.items():
-                    store.put(name, total.numpy())
-                for name, target in hooks.shared.items():
-                    store.put(name, same_as=target)
-                del hooks
-                rerun = partial(_run_block, block, records[index][: len(probed)], hidden[: len(probed)])
-                names = [n for n, a in arrays.items() if weigh(n, a)]
-                scores, stream = _weigh(block, names, arrays, prefix, rerun, outputs[: len(probed)], probed, probe_bits)
-                found.importance.update(scores)
-                streams.extend([stream] if stream else [])
-            finally:
-                del arrays
-                parameters.free(block, prefix=prefix)
-            hidden, records[index] = outputs, []
-    # A stage's sensitivities were measured on its own output; the share of that change which
-    # reaches the last block's output scales them (1 for the last block), as the model's
-    # output is what the whole-model calibration measures.
-    total = energy(hidden[: len(probed)], probed)
-    for carried in streams:
-        reached = squared_change(carried.hidden, hidden[: len(probed)], probed) / total if total > 0 else 0.0
-        for name in carried.names:
-            found.importance[name] *= reached / carried.local
+                    del arrays
+                    parameters.free(block, prefix=prefix)
+                hidden, records[index] = outputs, []
+        # A stage's sensitivities were measured on its own output; the share of that change which
+        # reaches the last block's output scales them (1 for the last block), as the model's
+        # output is what the whole-model calibration measures.
+        total = energy(hidden[: len(probed)], probed)
+        for carried in streams:
+            reached = squared_change(carried.hidden(), hidden[: len(probed)], probed) / total if total > 0 else 0.0
+            for name in carried.names:
+                found.importance[name] *= reached / carried.local
+    finally:
+        shutil.rmtree(spill, ignore_errors=True)
     found.importance = floored(found.importance)
     return found

@@ -7,7 +7,7 @@ import pytest
 
 from dcformat import EncodeError, QuantizedTensor
 from dcformat.compress import compress_tensors
-from dcformat.compress.gptq import gptq_grid, quantize_gptq
+from dcformat.compress.gptq import gptq_grid, inverse_cholesky, quantize_gptq
 
 
 def correlated_inputs(rng, columns: int, samples: int = 2000) -> np.ndarray:
@@ -40,9 +40,22 @@ def test_compensation_lowers_the_output_error_on_the_same_grid(seed):
     plain = np.rint(w / step) * step
     compensated = numbers * step
     assert output_error(w, compensated, x) < 0.7 * output_error(w, plain, x)
-    assert share == pytest.approx(output_error(w, compensated, x) / float(np.square(w @ x.T).sum()), rel=1e-9)
+    assert share == pytest.approx(output_error(w, compensated, x) / float(np.square(w @ x.T).sum()), rel=1e-5)  # measured in float32
     # On the plain quantizer's grid and within its extent (the allocation sized those cells).
     assert numbers.min() >= np.rint(w.min() / step) and numbers.max() <= np.rint(w.max() / step)
+
+
+@pytest.mark.parametrize("columns", [1, 5, 128, 129, 300])
+def test_inverse_cholesky_is_the_upper_factor_of_the_inverse(columns):
+    """U upper triangular with a positive diagonal and U^T U = H^-1 (so U is H^-1's Cholesky
+    factor, unique), on either side of the size where the halving stops."""
+    rng = np.random.default_rng(columns)
+    x = rng.standard_normal((2 * columns + 3, columns)) * rng.gamma(1.0, 1.0, columns)
+    h = x.T @ x + 0.01 * np.eye(columns)
+    u = inverse_cholesky(h)
+    assert u.flags.c_contiguous and np.all(np.tril(u, -1) == 0) and np.all(np.diag(u) > 0)
+    np.testing.assert_allclose(u.T @ u @ h, np.eye(columns), atol=1e-8)
+    np.testing.assert_allclose(u, np.linalg.cholesky(np.linalg.inv(h)).T, rtol=1e-7, atol=1e-9 * np.abs(u).max())
 
 
 def test_inputs_never_seen_leave_their_columns_rounded():

@@ -48,7 +48,8 @@ def test_distillation_writes_a_loadable_folder_closer_to_the_original(folder, te
     record = hf.distill_folder(folder, tmp_path / "out", texts, steps=25, **SETTINGS)
     trained = record["distillation"]
     assert record["operation"] == "distill" and trained["texts"] == 240 - 32 and trained["held_out_texts"] == 32
-    assert trained["held_out_cosine_after"] > trained["held_out_cosine_before"] + 0.003
+    # the held-out embeddings' distance from the original's at least halved by the training
+    assert 1 - trained["held_out_cosine_after"] < 0.5 * (1 - trained["held_out_cosine_before"])
     assert trained["loss_last"] < trained["loss_first"]
     out = tmp_path / "out"
     written = json.loads((out / "dcformat.json").read_text())

@@ -81,14 +81,18 @@ def test_block_by_block_measures_what_the_whole_model_does(config, tmp_path):
     for name in in_blocks:
         moments = whole.hessians[name]
         np.testing.assert_allclose(found.hessians[name], moments, rtol=1e-5, atol=1e-5 * np.abs(moments).max(), err_msg=name)
-    assert set(found.importance) >= {n for n in whole.importance if ".layers." in n or ".layer." in n}
+    assert set(found.importance) == set(whole.importance)
+    assert min(whole.importance.values()) > 0  # every tensor probed: none scored zero
     last = [n for n in whole.importance if n.startswith(("layers.2.", "encoder.layer.2."))]
     assert last, "the last block's tensors are weighed"
-    for name in last:  # the last block's output is the model's: the same measurement
-        assert found.importance[name] == pytest.approx(whole.importance[name], rel=1e-3), name
-    # Earlier stages: measured on their own output, scaled by how much of it reaches the model's.
+    # Earlier stages are measured on their own output and scaled by how much of a change there
+    # reaches the model's. BERT (a norm closing each block) agreed within 1%. Llama's blocks add
+    # to a residual stream whose final norm the blocks do not hold; a stage's tensors are
+    # scaled alike, by their change together: here between 0.89 and 1.54 times the whole
+    # model's scores (the last block within 11%).
+    last_within, others_within = (0.02, 0.02) if config is bert_config else (0.2, 0.6)
     for name in whole.importance:
-        assert found.importance[name] == pytest.approx(whole.importance[name], rel=0.5), name
+        assert found.importance[name] == pytest.approx(whole.importance[name], rel=last_within if name in last else others_within), name
     assert all(p.device.type == "meta" for p in skeleton.parameters())  # nothing left loaded
 
 
@@ -117,6 +121,25 @@ def test_one_block_is_loaded_at_a_time(tmp_path):
     calibrate_layerwise(skeleton, batches_for(), loader(model, reads), MomentStore(str(tmp_path)), weigh=quantizable)
     assert loaded and max(loaded) == per_block  # each block runs with its own parameters alone
     assert sorted(reads) == sorted(n for n, _ in model.named_parameters())  # each read once
+
+
+def test_the_streams_wait_on_disk_between_blocks(tmp_path):
+    """Each stage's change, carried through the later blocks, is in files while a block runs
+    (one per probed batch), not in memory; the files go when the calibration ends."""
+    model, skeleton = models(llama_config())
+    _, blocks = find_blocks(skeleton)
+    seen = []
+
+    def listing(module, args, kwargs):
+        seen.append(sorted(p.name for p in tmp_path.rglob("stream-*.npy")))
+
+    blocks[-1].register_forward_pre_hook(listing, with_kwargs=True)
+    batches = batches_for()
+    found = calibrate_layerwise(skeleton, batches, loader(model), MomentStore(str(tmp_path)), weigh=quantizable)
+    # before the last block: the stream of the embeddings (stage 0) and of blocks 0 and 1, per batch
+    assert max(seen, key=len) == [f"stream-{stage:04d}-{batch:04d}.npy" for stage in range(3) for batch in range(len(batches))]
+    assert not list(tmp_path.rglob("stream-*")) and not list(tmp_path.glob("streams-*"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted({p.rsplit("/", 1)[-1] for p in found.hessians._files.values()})
 
 
 class Parallel(torch.nn.Module):
