@@ -267,6 +267,41 @@ class _Stream:
             np.save(file, (h.float() if h.dtype == torch.bfloat16 else h).detach().cpu().numpy())
 
 
+class _Streams:
+    """Every stage's :class:`_Stream`, their files in a folder of their own inside
+    ``directory``, removed when the ``with`` block ends."""
+
+    def __init__(self, directory: str):
+        self.directory = tempfile.mkdtemp(prefix="streams-", dir=directory)
+        self.streams: list[_Stream] = []
+
+    def __enter__(self) -> _Streams:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def add(self, weighed: tuple[list[str], float, list[torch.Tensor]] | None) -> None:
+        """A stage's stream, as :func:`_weigh` returns it (None: nothing to carry)."""
+        if weighed is not None:
+            self.streams.append(_Stream(*weighed, directory=self.directory, number=len(self.streams)))
+
+    def carry(self, step: Callable[[list[torch.Tensor]], list[torch.Tensor]]) -> None:
+        """Every stream one block further."""
+        for stream in self.streams:
+            stream.carry(step)
+
+    def scale(self, importance: dict[str, float], final: list[torch.Tensor], masks: list) -> None:
+        """A stage's sensitivities were measured on its own output; the share of that change
+        which reaches the last block's output (``final``) scales them (1 for the last block),
+        as the model's output is what the whole-model calibration measures."""
+        total = energy(final, masks)
+        for stream in self.streams:
+            reached = squared_change(stream.hidden(), final, masks) / total if total > 0 else 0.0
+            for name in stream.names:
+                importance[name] *= reached / stream.local
+
+
 def _weigh(
     module: torch.nn.Module,
     names: list[str],
@@ -345,68 +380,50 @@ def calibrate_layerwise(
         model.config.use_cache = False  # a key/value cache would keep every block's keys for nothing
     found = Calibration(hessians=store, batches=len(batches))
     records: list[list[_Recorded]] = []
-    streams: list[_Stream] = []
     hidden: list[torch.Tensor] = []
     stages = _progress(range(len(blocks) + 1), enabled=progress, desc="calibrating", total=len(blocks) + 1, unit="block")
-    spill = tempfile.mkdtemp(prefix="streams-", dir=store.directory)  # the streams' outputs, between blocks
-
-    def keep_stream(weighed) -> None:
-        if weighed is not None:
-            streams.append(_Stream(*weighed, directory=spill, number=len(streams)))
-
-    try:
-        with torch.no_grad():
-            for stage in stages:  # 0: what runs before the blocks; then each block
-                if stage == 0:
-                    outside = parameters.fill(model, "", skip=blocks_name)
-                    try:
-                        records = _record_blocks(model, blocks, batches)
-                        hidden = [r.hidden for r in records[0]]
-                        found.tokens = sum(_rows(h, m).shape[0] for h, m in zip(hidden, masks))
-                        names = [n for n, a in outside.items() if weigh(n, a)]
-                        clean = [r[: len(probed)] for r in records]
-                        rerun = partial(_first_block_inputs, model, blocks, batches[: len(probed)], clean)
-                        scores, weighed = _weigh(model, names, outside, "", rerun, hidden[: len(probed)], probed, probe_bits)
-                        found.importance.update(scores)
-                        keep_stream(weighed)
-                    finally:
-                        del outside
-                        parameters.free(model, skip=blocks_name)
-                    continue
-                index = stage - 1
-                block, prefix = blocks[index], f"{blocks_name}.{index}"
-                arrays = parameters.fill(block, prefix)
+    with _Streams(store.directory) as streams, torch.no_grad():
+        for stage in stages:  # 0: what runs before the blocks; then each block
+            if stage == 0:
+                outside = parameters.fill(model, "", skip=blocks_name)
                 try:
-                    hooks = MomentHooks(block, prefix=prefix + ".")
-                    try:
-                        outputs = _run_block(block, records[index], hidden, hooks, masks)
-                    finally:
-                        hooks.remove()
-                    for carried in streams:  # the earlier stages' changes, one block further
-                        carried.carry(partial(_run_block, block, records[index][: len(probed)]))
-                    for name, total in hooks.sums.items():
-                        store.put(name, total.numpy())
-                    for name, target in hooks.shared.items():
-                        store.put(name, same_as=target)
-                    del hooks
-                    rerun = partial(_run_block, block, records[index][: len(probed)], hidden[: len(probed)])
-                    names = [n for n, a in arrays.items() if weigh(n, a)]
-                    scores, weighed = _weigh(block, names, arrays, prefix, rerun, outputs[: len(probed)], probed, probe_bits)
+                    records = _record_blocks(model, blocks, batches)
+                    hidden = [r.hidden for r in records[0]]
+                    found.tokens = sum(_rows(h, m).shape[0] for h, m in zip(hidden, masks))
+                    names = [n for n, a in outside.items() if weigh(n, a)]
+                    clean = [r[: len(probed)] for r in records]
+                    rerun = partial(_first_block_inputs, model, blocks, batches[: len(probed)], clean)
+                    scores, weighed = _weigh(model, names, outside, "", rerun, hidden[: len(probed)], probed, probe_bits)
                     found.importance.update(scores)
-                    keep_stream(weighed)
+                    streams.add(weighed)
                 finally:
-                    del arrays
-                    parameters.free(block, prefix=prefix)
-                hidden, records[index] = outputs, []
-        # A stage's sensitivities were measured on its own output; the share of that change which
-        # reaches the last block's output scales them (1 for the last block), as the model's
-        # output is what the whole-model calibration measures.
-        total = energy(hidden[: len(probed)], probed)
-        for carried in streams:
-            reached = squared_change(carried.hidden(), hidden[: len(probed)], probed) / total if total > 0 else 0.0
-            for name in carried.names:
-                found.importance[name] *= reached / carried.local
-    finally:
-        shutil.rmtree(spill, ignore_errors=True)
+                    del outside
+                    parameters.free(model, skip=blocks_name)
+                continue
+            index = stage - 1
+            block, prefix = blocks[index], f"{blocks_name}.{index}"
+            arrays = parameters.fill(block, prefix)
+            try:
+                hooks = MomentHooks(block, prefix=prefix + ".")
+                try:
+                    outputs = _run_block(block, records[index], hidden, hooks, masks)
+                finally:
+                    hooks.remove()
+                streams.carry(partial(_run_block, block, records[index][: len(probed)]))  # the earlier stages' changes
+                for name, total in hooks.sums.items():
+                    store.put(name, total.numpy())
+                for name, target in hooks.shared.items():
+                    store.put(name, same_as=target)
+                del hooks
+                rerun = partial(_run_block, block, records[index][: len(probed)], hidden[: len(probed)])
+                names = [n for n, a in arrays.items() if weigh(n, a)]
+                scores, weighed = _weigh(block, names, arrays, prefix, rerun, outputs[: len(probed)], probed, probe_bits)
+                found.importance.update(scores)
+                streams.add(weighed)
+            finally:
+                del arrays
+                parameters.free(block, prefix=prefix)
+            hidden, records[index] = outputs, []
+        streams.scale(found.importance, hidden[: len(probed)], probed)
     found.importance = floored(found.importance)
     return found
