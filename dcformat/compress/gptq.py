@@ -40,8 +40,11 @@ _ONE_LARGE_LAYER_AT_A_TIME = threading.Lock()
 
 
 def check_hessian(hessian, columns: int, *, name: str) -> np.ndarray:
-    """``hessian`` as a finite float64 ``columns x columns`` array, else :class:`EncodeError`."""
-    h = np.asarray(hessian, dtype=np.float64)
+    """``hessian`` as a finite float ``columns x columns`` array (not copied where it is one),
+    else :class:`EncodeError`."""
+    h = np.asarray(hessian)
+    if not np.issubdtype(h.dtype, np.floating):
+        h = h.astype(np.float64)
     if h.shape != (columns, columns):
         raise EncodeError(f"the input second moments must be {columns}x{columns} for this tensor, got {list(h.shape)}", field=repr(name))
     if not np.isfinite(h).all():
@@ -58,13 +61,17 @@ def gptq_grid(weights: np.ndarray, hessian: np.ndarray, step: float) -> tuple[np
     # The grid's extent is the plain quantizer's (the allocation sized that many cells):
     # compensation may push a weight past it, and is clamped there, as GPTQ clamps to its grid.
     lowest, highest = (float(np.rint(v / step)) for v in (w.min(), w.max())) if w.size else (0.0, 0.0)
-    h = hessian.copy()
+    h = hessian.astype(np.float64)  # a copy, damped in place
     dead = np.diag(h) <= 0  # inputs that were always zero: their columns are rounded plainly
     h[dead, dead] = 1.0
     h[np.diag_indices(columns)] += DAMPING * float(np.mean(np.diag(h)))
-    # Upper Cholesky factor of H^-1: row i holds how column i's error is spread over columns > i.
-    inverse = inverse_cholesky(h)
-    del h  # a large layer's matrices are half a gigabyte each: no more of them alive than needed
+    # Upper Cholesky factor of H^-1 (inverse_cholesky, its steps here so that each matrix is
+    # freed as soon as it is used: a large layer's are half a gigabyte each): row i holds how
+    # column i's error is spread over columns > i.
+    lower = np.linalg.cholesky(h[::-1, ::-1])
+    del h
+    inverse = _reversed_inverse(lower)
+    del lower
     numbers = np.empty(w.shape, dtype=np.int64)
     for start in range(0, columns, BLOCK):  # per block of columns, vectorised over rows
         stop = min(start + BLOCK, columns)
@@ -83,10 +90,11 @@ def gptq_grid(weights: np.ndarray, hessian: np.ndarray, step: float) -> tuple[np
 
 def _output_error(weights: np.ndarray, numbers: np.ndarray, step: float, hessian: np.ndarray) -> float:
     """``tr(E H E^T) / tr(W H W^T)`` with ``E = W - step * numbers``: a figure for the report,
-    so in float32 (half the time of float64 products, which took 7 s of a 2048x8192 layer's 32),
-    each trace as one matrix product (einsum of three operands would loop in plain C)."""
-    h = hessian.astype(np.float32)
-    original = weights.astype(np.float32)
+    so in float32 (half the time of float64 products, which took 7 s of a 2048x8192 layer's 32;
+    the moments come as float32 from their files), each trace as one matrix product (einsum
+    of three operands would loop in plain C)."""
+    h = hessian.astype(np.float32, copy=False)
+    original = weights.astype(np.float32, copy=False)
     total = float(np.sum((original @ h) * original, dtype=np.float64))
     diff = original - (numbers * step).astype(np.float32)
     return float(np.sum((diff @ h) * diff, dtype=np.float64)) / total if total > 0 else 0.0
@@ -99,12 +107,16 @@ def inverse_cholesky(h: np.ndarray) -> np.ndarray:
     ``h`` read backwards), ``h^-1 = (J L^-1 J)^T (J L^-1 J)``, and ``J L^-1 J`` is upper
     triangular with a positive diagonal: so ``U`` is one factorisation and one triangular
     inverse (about n^3 / 3 multiplications each), where inverting ``h`` and factorising the
-    inverse took about 3 n^3: an 8192-column layer's in 9 s rather than 22 here."""
-    lower = np.linalg.cholesky(h[::-1, ::-1])
+    inverse took about 3 n^3: an 8192-column layer's in 9 s rather than 22 here. ``U`` is a
+    view of ``L^-1`` read backwards (no copy)."""
+    return _reversed_inverse(np.linalg.cholesky(h[::-1, ::-1]))
+
+
+def _reversed_inverse(lower: np.ndarray) -> np.ndarray:
+    """``J L^-1 J`` for a lower triangular ``L``: a view, rows and columns reversed."""
     inverse = np.zeros_like(lower)
     _invert_lower(lower, inverse)
-    del lower
-    return np.ascontiguousarray(inverse[::-1, ::-1])
+    return inverse[::-1, ::-1]
 
 
 #: Below this order a triangular inverse is left to LAPACK (through a general inverse).
