@@ -20,12 +20,15 @@ of blocks fed one after another, so its calibration can instead hold one block:
    measures it, but on the block's output). Its moments go to a
    :class:`~dcformat.compress.moments.MomentStore` on disk, its parameters are freed,
    and its outputs are the next block's inputs.
+4. A stage's sensitivities are scaled by how much of its change reaches the model's output:
+   its weighed tensors quantized together (its **stream**), the changed outputs carried
+   through the later blocks, then, with the parameters outside the blocks loaded again,
+   through what the model runs after its blocks (a final norm), the blocks bypassed.
 
 Memory holds the calibration activations (inputs and outputs of one block), one block's
-parameters and second moments, and once, the parameters outside the blocks. What grows
-with depth waits on disk: the second moments, and each stage's stream (its tensors'
-change, carried through the later blocks to scale its sensitivities), whose outputs sit
-in files beside the moments between blocks. Tensors
+parameters and second moments, and twice, the parameters outside the blocks. What grows
+with depth waits on disk: the second moments, and the streams, whose outputs sit in files
+beside the moments between blocks. Tensors
 outside the blocks are weighed on the first block's input (the embeddings'); tensors
 that run only after the blocks (a pooler, a head) are not measured.
 """
@@ -52,6 +55,7 @@ from dcformat.torch.calibration import (
     MomentHooks,
     _call,
     _mask_of,
+    _output,
     _rows,
     energy,
     floored,
@@ -217,6 +221,31 @@ def _first_block_inputs(model, blocks: torch.nn.ModuleList, batches: list, clean
     return [recorded.hidden for recorded in records[0]]
 
 
+def _after_blocks(model, blocks: torch.nn.ModuleList, batches: list, finals: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The model's outputs (what the whole-model calibration measures) had its last block
+    returned ``finals[k]`` for batch ``k``: the blocks are bypassed (each hands its input on,
+    the last hands ``finals[k]``), so only what runs outside them is computed (a final norm)."""
+    final: list = [None]
+
+    def handing_on(*args, **kwargs):
+        return args[0] if args else kwargs["hidden_states"]
+
+    def last(*args, **kwargs):
+        return final[0]
+
+    for block in blocks:
+        block.forward = handing_on  # instance attributes, as in _record_blocks
+    blocks[len(blocks) - 1].forward = last
+    outputs = []
+    try:
+        for batch, final[0] in zip(batches, finals):
+            outputs.append(_output(_call(model, batch)))
+    finally:
+        for block in blocks:
+            del block.forward
+    return outputs
+
+
 def _hidden_of(output) -> torch.Tensor:
     """A block's output hidden states: the output, or its first element."""
     if isinstance(output, torch.Tensor):
@@ -291,13 +320,18 @@ class _Streams:
         for stream in self.streams:
             stream.carry(step)
 
-    def scale(self, importance: dict[str, float], final: list[torch.Tensor], masks: list) -> None:
+    def scale(
+        self, importance: dict[str, float], tail: Callable[[list[torch.Tensor]], list[torch.Tensor]], final: list[torch.Tensor], masks: list
+    ) -> None:
         """A stage's sensitivities were measured on its own output; the share of that change
-        which reaches the last block's output (``final``) scales them (1 for the last block),
-        as the model's output is what the whole-model calibration measures."""
-        total = energy(final, masks)
+        which reaches the model's output scales them, as the model's output is what the
+        whole-model calibration measures: each stream's outputs, carried to the last block,
+        go through ``tail`` (what the model runs after its blocks), as the last block's own
+        outputs (``final``) do."""
+        reference = tail(final)
+        total = energy(reference, masks)
         for stream in self.streams:
-            reached = squared_change(stream.hidden(), final, masks) / total if total > 0 else 0.0
+            reached = squared_change(tail(stream.hidden()), reference, masks) / total if total > 0 else 0.0
             for name in stream.names:
                 importance[name] *= reached / stream.local
 
@@ -424,6 +458,12 @@ def calibrate_layerwise(
                 del arrays
                 parameters.free(block, prefix=prefix)
             hidden, records[index] = outputs, []
-        streams.scale(found.importance, hidden[: len(probed)], probed)
+        outside = parameters.fill(model, "", skip=blocks_name)  # again: what runs after the blocks needs them
+        try:
+            tail = partial(_after_blocks, model, blocks, batches[: len(probed)])
+            streams.scale(found.importance, tail, hidden[: len(probed)], probed)
+        finally:
+            del outside
+            parameters.free(model, skip=blocks_name)
     found.importance = floored(found.importance)
     return found

@@ -85,12 +85,12 @@ def test_block_by_block_measures_what_the_whole_model_does(config, tmp_path):
     assert min(whole.importance.values()) > 0  # every tensor probed: none scored zero
     last = [n for n in whole.importance if n.startswith(("layers.2.", "encoder.layer.2."))]
     assert last, "the last block's tensors are weighed"
-    # Earlier stages are measured on their own output and scaled by how much of a change there
-    # reaches the model's. BERT (a norm closing each block) agreed within 1%. Llama's blocks add
-    # to a residual stream whose final norm the blocks do not hold; a stage's tensors are
-    # scaled alike, by their change together: here between 0.89 and 1.54 times the whole
-    # model's scores (the last block within 11%).
-    last_within, others_within = (0.02, 0.02) if config is bert_config else (0.2, 0.6)
+    # A stage is measured on its own output and scaled by how much of a change there reaches
+    # the model's (carried through the later blocks and what runs after them). BERT (a norm
+    # closing each block) agreed within 1%. Llama's blocks add to a residual stream, and a
+    # stage's tensors are scaled alike, by their change together: here between 0.87 and 1.42
+    # times the whole model's scores (the last block within 14%).
+    last_within, others_within = (0.02, 0.02) if config is bert_config else (0.2, 0.5)
     for name in whole.importance:
         assert found.importance[name] == pytest.approx(whole.importance[name], rel=last_within if name in last else others_within), name
     assert all(p.device.type == "meta" for p in skeleton.parameters())  # nothing left loaded
@@ -120,12 +120,17 @@ def test_one_block_is_loaded_at_a_time(tmp_path):
     reads = []
     calibrate_layerwise(skeleton, batches_for(), loader(model, reads), MomentStore(str(tmp_path)), weigh=quantizable)
     assert loaded and max(loaded) == per_block  # each block runs with its own parameters alone
-    assert sorted(reads) == sorted(n for n, _ in model.named_parameters())  # each read once
+    # each block's parameters read once; those outside the blocks twice (before them, and for
+    # what runs after them when the sensitivities are put on the model's output)
+    outside = [n for n, _ in model.named_parameters() if not n.startswith("layers.")]
+    assert sorted(reads) == sorted([n for n, _ in model.named_parameters()] + outside)
 
 
 def test_the_streams_wait_on_disk_between_blocks(tmp_path):
     """Each stage's change, carried through the later blocks, is in files while a block runs
-    (one per probed batch), not in memory; the files go when the calibration ends."""
+    (one per probed batch), not in memory; the files go when the calibration ends. (The last
+    block's hook also fires when the streams go through what runs after the blocks: by then
+    every stage has one.)"""
     model, skeleton = models(llama_config())
     _, blocks = find_blocks(skeleton)
     seen = []
@@ -136,8 +141,9 @@ def test_the_streams_wait_on_disk_between_blocks(tmp_path):
     blocks[-1].register_forward_pre_hook(listing, with_kwargs=True)
     batches = batches_for()
     found = calibrate_layerwise(skeleton, batches, loader(model), MomentStore(str(tmp_path)), weigh=quantizable)
-    # before the last block: the stream of the embeddings (stage 0) and of blocks 0 and 1, per batch
-    assert max(seen, key=len) == [f"stream-{stage:04d}-{batch:04d}.npy" for stage in range(3) for batch in range(len(batches))]
+    # the embeddings' stream (stage 0) and each block's, per batch
+    assert max(seen, key=len) == [f"stream-{stage:04d}-{batch:04d}.npy" for stage in range(4) for batch in range(len(batches))]
+    assert [f"stream-{stage:04d}-{batch:04d}.npy" for stage in range(3) for batch in range(len(batches))] in seen  # as the last block ran
     assert not list(tmp_path.rglob("stream-*")) and not list(tmp_path.glob("streams-*"))
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted({p.rsplit("/", 1)[-1] for p in found.hessians._files.values()})
 
